@@ -1,0 +1,523 @@
+"""The AgentSpec resource: everything the engine needs to assemble one agent."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from ._base import (
+    LIST_SET,
+    MAX_LIST,
+    Conditions,
+    HttpUrl,
+    Invariant,
+    NamedValues,
+    NamespaceName,
+    ResourceName,
+    SecretKeySelector,
+    ShortText,
+    SpecModel,
+    Text,
+    invariants,
+    list_map,
+    unique_keys,
+)
+
+VariableName = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+]
+_QUANTITY = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
+
+def _quantity(value: int | str) -> int | str:
+    if isinstance(value, str) and not re.fullmatch(_QUANTITY, value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (for example 500m, 256Mi)")
+    return value
+
+
+Quantity = Annotated[
+    int | str, AfterValidator(_quantity), Field(json_schema_extra={"pattern": _QUANTITY})
+]
+MAX_ITERATIONS = 100
+
+
+# --- prompt --------------------------------------------------------------------
+
+_VERSION_XOR_LABEL = Invariant(
+    cel="!(has(self.version) && has(self.label))",
+    message="set at most one of version or label",
+    field_path=".label",
+)
+
+
+class PromptRef(SpecModel):
+    """Which PromptTemplate renders this agent's system prompt, and with which values."""
+
+    model_config = ConfigDict(json_schema_extra=invariants(_VERSION_XOR_LABEL))
+
+    name: ResourceName
+    """Name of the PromptTemplate in this namespace."""
+    version: ShortText | None = None
+    """Pin one version and ignore the template's release (no canary)."""
+    label: ShortText | None = None
+    """Pin the version a label of the template points at (for example prod)."""
+    variables: dict[VariableName, Text] = Field(default_factory=dict, max_length=MAX_LIST)
+    """Values for the template's variables; a request may still override them."""
+
+    @model_validator(mode="after")
+    def _check(self) -> PromptRef:
+        _VERSION_XOR_LABEL.check(self.version is None or self.label is None)
+        return self
+
+
+# --- model ---------------------------------------------------------------------
+
+_NO_LITERAL_KEY = Invariant(
+    cel="!has(self.apiKey)",
+    message="literal API keys are not allowed: reference a Secret with apiKeySecretRef",
+    field_path=".apiKey",
+)
+
+
+class ModelSpec(SpecModel):
+    """The OpenAI-compatible chat model the agent thinks with."""
+
+    model_config = ConfigDict(json_schema_extra=invariants(_NO_LITERAL_KEY))
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    """Model name sent to the endpoint (for example gpt-4o-mini or qwen-plus)."""
+    base_url: HttpUrl | None = None
+    """OpenAI-compatible base URL (.../v1). Empty: OPENAI_BASE_URL, else the offline demo model."""
+    api_key_secret_ref: SecretKeySelector | None = None
+    """Secret key holding the API key. Keys are only ever taken from Secrets."""
+    api_key: str | None = None
+    """Rejected: literal keys would leak into manifests and Git. Use apiKeySecretRef."""
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    """Sampling temperature, 0-2. Empty: the endpoint's default."""
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    """Upper bound on tokens the model may generate per call."""
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60
+    """Timeout of one model call, in seconds."""
+    headers: NamedValues = Field(default_factory=list)
+    """Extra HTTP headers for the endpoint; credential headers only from Secrets."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        _NO_LITERAL_KEY.check(self.api_key is None)
+        unique_keys(self.headers, "name", field="headers")
+        return self
+
+
+# --- tools: MCP servers, partners, knowledge -----------------------------------
+
+
+class McpServerRef(SpecModel):
+    """Use the tools of an McpServer registered in this namespace."""
+
+    name: ResourceName
+    """Name of the McpServer resource."""
+    tools: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=128)]],
+        Field(max_length=256, json_schema_extra=LIST_SET),
+    ] = Field(default_factory=list)
+    """Allow-list of tool names. Empty: every tool the server offers."""
+    query_params: NamedValues = Field(default_factory=list)
+    """Values for the query parameters the server requires."""
+    headers: NamedValues = Field(default_factory=list)
+    """Values for the headers the server requires; credentials only from Secrets."""
+
+    @model_validator(mode="after")
+    def _check(self) -> McpServerRef:
+        unique_keys(self.tools, "tool", field="tools")
+        unique_keys(self.query_params, "name", field="queryParams")
+        unique_keys(self.headers, "name", field="headers")
+        return self
+
+
+class PartnerRef(SpecModel):
+    """Another agent this one may call over A2A; it becomes a tool of the model."""
+
+    name: ResourceName
+    """Name of the partner's AgentSpec."""
+    namespace: NamespaceName | None = None
+    """Namespace of the partner. Empty: this agent's namespace."""
+    headers: NamedValues = Field(default_factory=list)
+    """Headers sent on every call to the partner; credentials only from Secrets."""
+
+    @model_validator(mode="after")
+    def _check(self) -> PartnerRef:
+        unique_keys(self.headers, "name", field="headers")
+        return self
+
+
+class McpToolSource(SpecModel):
+    """Retrieve knowledge by calling one MCP tool."""
+
+    server: ResourceName
+    """Name of an McpServer listed in spec.mcpServers."""
+    tool: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    """Name of the retrieval tool on that server."""
+
+
+class PartnerSource(SpecModel):
+    """Retrieve knowledge by asking a partner agent."""
+
+    name: ResourceName
+    """Name of an agent listed in spec.partners."""
+
+
+class DocumentsSource(SpecModel):
+    """Documents from a ConfigMap, chunked and indexed in-process."""
+
+    config_map: ResourceName
+    """Name of the ConfigMap holding the documents (one per key)."""
+    keys: Annotated[
+        list[Annotated[str, StringConstraints(max_length=253)]],
+        Field(max_length=256, json_schema_extra=LIST_SET),
+    ] = Field(default_factory=list)
+    """Keys to index. Empty: every key."""
+    chunk_tokens: Annotated[int, Field(ge=32, le=8192)] = 512
+    """Approximate chunk size in tokens."""
+
+
+_ONE_SOURCE = Invariant(
+    cel="[has(self.mcpTool), has(self.partner), has(self.documents)].filter(x, x).size() == 1",
+    message="set exactly one source: mcpTool, partner or documents",
+)
+
+
+class KnowledgeSource(SpecModel):
+    """A retrieval source exposed to the model as a tool."""
+
+    model_config = ConfigDict(json_schema_extra=invariants(_ONE_SOURCE))
+
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-zA-Z][a-zA-Z0-9_-]*$")
+    ]
+    """Tool name the model sees."""
+    description: Text = ""
+    """What the source knows; shown to the model to decide when to use it."""
+    top_k: Annotated[int, Field(ge=1, le=50)] = 4
+    """How many passages one retrieval returns."""
+    mcp_tool: McpToolSource | None = None
+    """Source: an MCP tool."""
+    partner: PartnerSource | None = None
+    """Source: a partner agent."""
+    documents: DocumentsSource | None = None
+    """Source: documents in a ConfigMap."""
+
+    @model_validator(mode="after")
+    def _check(self) -> KnowledgeSource:
+        sources = (self.mcp_tool, self.partner, self.documents)
+        _ONE_SOURCE.check(sum(s is not None for s in sources) == 1)
+        return self
+
+
+# --- memory --------------------------------------------------------------------
+
+
+class CompressionSpec(SpecModel):
+    """How history is kept within a token budget."""
+
+    strategy: Literal["none", "truncate", "summarize"] = "truncate"
+    """truncate drops the oldest turns; summarize folds them into a summary."""
+    max_tokens: Annotated[int, Field(ge=128, le=2_000_000)] = 8000
+    """Token budget of the history sent to the model."""
+
+
+class MemorySearchSpec(SpecModel):
+    """Which past turns are recalled into the prompt."""
+
+    strategy: Literal["recent", "relevance"] = "recent"
+    """recent takes the last turns; relevance ranks turns by similarity to the question."""
+    limit: Annotated[int, Field(ge=1, le=1000)] = 20
+    """How many turns are recalled."""
+
+
+_REDIS_NEEDS_ADDRESS = Invariant(
+    cel="self.type != 'redis' || has(self.url) || has(self.urlSecretRef)",
+    message="redis memory needs url or urlSecretRef",
+)
+_NO_URL_CREDENTIALS = Invariant(
+    cel="!has(self.url) || !self.url.matches('^[a-z0-9+]+://[^/]*@')",
+    message="credentials in url are not allowed: put the URL in a Secret and use urlSecretRef",
+    field_path=".url",
+)
+
+
+class MemorySpec(SpecModel):
+    """Conversation memory per context id, shared by all replicas when in Redis."""
+
+    model_config = ConfigDict(
+        json_schema_extra=invariants(_REDIS_NEEDS_ADDRESS, _NO_URL_CREDENTIALS)
+    )
+
+    type: Literal["inMemory", "redis"] = "inMemory"
+    """inMemory is per process (local mode); redis is shared by every replica."""
+    url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^rediss?://")] | None = None
+    """Redis URL without credentials (redis://host:6379/0)."""
+    url_secret_ref: SecretKeySelector | None = None
+    """Secret key holding the full Redis URL, credentials included."""
+    compression: CompressionSpec = Field(default_factory=CompressionSpec)
+    """Compression of long histories."""
+    search: MemorySearchSpec = Field(default_factory=MemorySearchSpec)
+    """Recall of past turns."""
+
+    @model_validator(mode="after")
+    def _check(self) -> MemorySpec:
+        _REDIS_NEEDS_ADDRESS.check(
+            self.type != "redis" or self.url is not None or self.url_secret_ref is not None
+        )
+        _NO_URL_CREDENTIALS.check(self.url is None or "@" not in self.url.split("/")[2])
+        return self
+
+
+# --- runtime -------------------------------------------------------------------
+
+_MIN_LE_MAX = Invariant(
+    cel="self.minReplicas <= self.maxReplicas",
+    message="minReplicas must not exceed maxReplicas",
+    field_path=".minReplicas",
+)
+
+
+class AutoscalingSpec(SpecModel):
+    """Scale replicas on the tokens per second each pod processes."""
+
+    model_config = ConfigDict(json_schema_extra=invariants(_MIN_LE_MAX))
+
+    min_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
+    """Lower bound of replicas."""
+    max_replicas: Annotated[int, Field(ge=1, le=1000)]
+    """Upper bound of replicas."""
+    target_tokens_per_second: Annotated[float, Field(gt=0, le=1e9)]
+    """Target average tokens per second per pod (input plus output)."""
+    provider: Literal["hpa", "keda"] = "hpa"
+    """hpa: an autoscaling/v2 HPA on a Pods metric; keda: a KEDA ScaledObject."""
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoscalingSpec:
+        _MIN_LE_MAX.check(self.min_replicas <= self.max_replicas)
+        return self
+
+
+class PriorityClass(SpecModel):
+    """A class of consumers with its own token budget."""
+
+    name: ShortText
+    """Class name, matched against the consumer's priority."""
+    tokens_per_minute: Annotated[int, Field(ge=1)]
+    """Token budget per minute for each consumer of this class."""
+    priority: Annotated[int, Field(ge=0, le=100)] = 50
+    """Higher classes are served first when the agent is saturated."""
+
+
+class RateLimitSpec(SpecModel):
+    """Token-based limits per consumer, cluster-wide when memory is in Redis."""
+
+    tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
+    """Default token budget per consumer per minute."""
+    requests_per_minute: Annotated[int, Field(ge=1)] | None = None
+    """Default request budget per consumer per minute."""
+    consumer_header: Annotated[str, StringConstraints(min_length=1, max_length=128)] = (
+        "x-agentspec-consumer"
+    )
+    """Request header naming the consumer (falls back to the API key's name)."""
+    priority_header: Annotated[str, StringConstraints(min_length=1, max_length=128)] = (
+        "x-agentspec-priority"
+    )
+    """Request header naming the consumer's priority class."""
+    priority_classes: Annotated[
+        list[PriorityClass], Field(max_length=16, json_schema_extra=list_map("name"))
+    ] = Field(default_factory=list)
+    """Priority classes with their own budgets."""
+
+    @model_validator(mode="after")
+    def _check(self) -> RateLimitSpec:
+        unique_keys(self.priority_classes, "name", field="priorityClasses")
+        return self
+
+
+class JwtAuthSpec(SpecModel):
+    """Accept bearer JWTs signed by an issuer."""
+
+    issuer: HttpUrl
+    """Expected iss claim."""
+    audiences: Annotated[list[ShortText], Field(max_length=16, json_schema_extra=LIST_SET)] = Field(
+        default_factory=list
+    )
+    """Accepted aud claims. Empty: any."""
+    jwks_url: HttpUrl | None = None
+    """Where the signing keys are published. Empty: discovered from the issuer."""
+
+
+class AuthSpec(SpecModel):
+    """Inbound authentication on the API port (A2A and /v1/chat/completions)."""
+
+    api_keys_secret_ref: ResourceName | None = None
+    """Secret whose every key is an accepted API key (the key name identifies the consumer)."""
+    jwt: JwtAuthSpec | None = None
+    """Accept JWT bearer tokens."""
+
+
+class GuardSpec(SpecModel):
+    """Checks on the agent's output before it is returned."""
+
+    deny_patterns: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]],
+        Field(max_length=MAX_LIST),
+    ] = Field(default_factory=list)
+    """Regular expressions; an answer matching one is blocked or redacted."""
+    moderation_url: HttpUrl | None = None
+    """OpenAI-compatible /moderations endpoint consulted for every answer."""
+    action: Literal["block", "redact"] = "block"
+    """block replaces the answer with a refusal; redact masks the matches."""
+
+
+_ENV_ONE_VALUE = Invariant(
+    cel="!(has(self.value) && has(self.secretKeyRef))",
+    message="set at most one of value or secretKeyRef",
+)
+
+
+class EnvVar(SpecModel):
+    """An environment variable of the runtime container."""
+
+    model_config = ConfigDict(json_schema_extra=invariants(_ENV_ONE_VALUE))
+
+    name: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"),
+    ]
+    """Variable name."""
+    value: Text | None = None
+    """Literal value."""
+    secret_key_ref: SecretKeySelector | None = None
+    """Take the value from a Secret key (changing the Secret reference restarts the pods)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> EnvVar:
+        _ENV_ONE_VALUE.check(self.value is None or self.secret_key_ref is None)
+        return self
+
+
+class ResourceRequirements(SpecModel):
+    """CPU and memory of the runtime container (changing them rolls the pods)."""
+
+    requests: dict[Annotated[str, StringConstraints(max_length=253)], Quantity] = Field(
+        default_factory=dict, max_length=16
+    )
+    """Minimum resources, for example cpu: 100m, memory: 128Mi."""
+    limits: dict[Annotated[str, StringConstraints(max_length=253)], Quantity] = Field(
+        default_factory=dict, max_length=16
+    )
+    """Maximum resources."""
+
+
+class RuntimeSpec(SpecModel):
+    """How the agent's pods run and are protected."""
+
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Replicas when autoscaling is off (ignored when it is on)."""
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
+    """Runtime image override. Empty: the operator's default engine image."""
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    """Container resources."""
+    env: Annotated[list[EnvVar], Field(max_length=MAX_LIST, json_schema_extra=list_map("name"))] = (
+        Field(default_factory=list)
+    )
+    """Extra environment variables."""
+    autoscaling: AutoscalingSpec | None = None
+    """Scale on tokens per second; when set, the operator leaves spec.replicas to the HPA."""
+    rate_limit: RateLimitSpec | None = None
+    """Token-based rate limits."""
+    auth: AuthSpec | None = None
+    """Inbound authentication."""
+    guard: GuardSpec | None = None
+    """Output guard."""
+
+    @model_validator(mode="after")
+    def _check(self) -> RuntimeSpec:
+        unique_keys(self.env, "name", field="env")
+        return self
+
+
+# --- the agent -----------------------------------------------------------------
+
+_ONE_PROMPT = Invariant(
+    cel="has(self.promptRef) != has(self.prompt)",
+    message="set exactly one of promptRef or prompt",
+)
+
+
+class AgentSpec(SpecModel):
+    """Desired state of one agent: model, prompt, tools, partners, memory and runtime."""
+
+    model_config = ConfigDict(json_schema_extra=invariants(_ONE_PROMPT))
+
+    description: Text = ""
+    """What the agent does; published in its A2A agent card."""
+    prompt_ref: PromptRef | None = None
+    """System prompt from a versioned PromptTemplate (hot-reloaded, canary-able)."""
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=65536)] | None = None
+    """Inline system prompt, when no PromptTemplate is used."""
+    max_iterations: Annotated[int, Field(ge=1, le=MAX_ITERATIONS)] = 10
+    """Most think-act rounds in one request before the agent gives up."""
+    model: ModelSpec
+    """The chat model."""
+    mcp_servers: Annotated[
+        list[McpServerRef], Field(max_length=MAX_LIST, json_schema_extra=list_map("name"))
+    ] = Field(default_factory=list)
+    """MCP servers whose tools the agent may use."""
+    partners: Annotated[
+        list[PartnerRef], Field(max_length=MAX_LIST, json_schema_extra=list_map("name"))
+    ] = Field(default_factory=list)
+    """Agents this one may call over A2A."""
+    knowledge: Annotated[
+        list[KnowledgeSource], Field(max_length=MAX_LIST, json_schema_extra=list_map("name"))
+    ] = Field(default_factory=list)
+    """Retrieval sources, each exposed to the model as a tool."""
+    memory: MemorySpec = Field(default_factory=MemorySpec)
+    """Conversation memory."""
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    """Pods, scaling, limits, auth and guard."""
+
+    @model_validator(mode="after")
+    def _check(self) -> AgentSpec:
+        _ONE_PROMPT.check((self.prompt_ref is None) != (self.prompt is None))
+        unique_keys(self.mcp_servers, "name", field="mcpServers")
+        unique_keys(self.partners, "name", field="partners")
+        unique_keys(self.knowledge, "name", field="knowledge")
+        return self
+
+
+class AgentSpecStatus(SpecModel):
+    """Observed state of an agent, computed by the operator from the world."""
+
+    conditions: Conditions = Field(default_factory=list)
+    """Ready, Reconciling and Stalled."""
+    observed_generation: int | None = None
+    """The metadata.generation the operator last reconciled."""
+    endpoint: str | None = None
+    """In-cluster base URL of the agent (its Service)."""
+    agent_card: str | None = None
+    """URL of the agent's A2A agent card."""
+    replicas: int | None = None
+    """Desired replicas of the agent's Deployment."""
+    ready_replicas: int | None = None
+    """Replicas ready to serve."""
+    config_revision: str | None = None
+    """Hash of the resolved config in the agent's ConfigMap."""
+    prompt_version: str | None = None
+    """Serving prompt version(s), for example v2 or v2+v3@10%."""
