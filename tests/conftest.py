@@ -1,0 +1,72 @@
+"""Suite-wide pytest fixtures: the real control plane, per-test namespaces, and Redis.
+
+Owns the fixture wiring only; the components themselves live in ``tests/support`` (usable
+without pytest). Session fixtures are per process, so under pytest-xdist every worker gets its
+own apiserver and Redis, and per-test isolation comes from a fresh namespace / Redis db.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.control_plane import REPO_ROOT, ControlPlane, NamespacedKubectl, namespace_name
+from tests.support.redis_server import RedisServer
+
+CRD_DIR = REPO_ROOT / "crds"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # tryfirst: the marker must be on the items before `-m "not controlplane"` selects.
+    for item in items:
+        if "control_plane" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.controlplane)
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver for this process, with the repo's CRDs applied if there are any."""
+    plane = ControlPlane().start()
+    try:
+        if any(CRD_DIR.glob("*.yaml")):
+            plane.apply_crds(CRD_DIR)
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test; deleted afterwards without waiting.
+
+    Without kube-controller-manager a deleted namespace stays Terminating forever; that is
+    harmless, since names are never reused.
+    """
+    name = namespace_name(request.node.name)
+    control_plane.kubectl("create", "namespace", name)
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+@pytest.fixture
+def kubectl(control_plane: ControlPlane, namespace: str) -> NamespacedKubectl:
+    """``kubectl`` bound to the session control plane and this test's namespace."""
+    return control_plane.bound(namespace)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A private ``redis-server`` for this process (no persistence, 64 databases)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """``redis://127.0.0.1:<port>/<db>`` with a db of its own, flushed before the test."""
+    return redis_server.url_for_db(redis_server.fresh_db())

@@ -1,0 +1,225 @@
+"""Process plumbing for the test components: free ports, leak-proof children, bounded waits.
+
+Owns the rules every externally started binary follows in the tests:
+
+* each child runs in its own session (so it is its own process-group leader and ``stop`` can
+  kill the whole group, helpers included);
+* each child asks the kernel for ``SIGKILL`` when its parent dies (``PR_SET_PDEATHSIG``), so
+  nothing outlives a pytest run that is itself killed;
+* ``stop`` is SIGTERM, a bounded grace period, then SIGKILL, and always reaps.
+
+``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the process: start
+components from a thread that lives as long as they should (pytest and its xdist workers run
+tests and fixtures on the main thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "ExitedEarlyError",
+    "ManagedProcess",
+    "free_ports",
+    "is_running",
+    "owned_tmp_dir",
+    "start_process",
+    "wait_until",
+]
+
+_PR_SET_PDEATHSIG = 1
+
+
+class ExitedEarlyError(Exception):
+    """Raised from a ``wait_until`` condition when the awaited process has already exited."""
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    prctl: Callable[..., int] = libc.prctl
+    return prctl
+
+
+# Resolved once in the parent: looking a symbol up between fork and exec could take locks that
+# another thread of the parent held at fork time.
+_PRCTL = _load_prctl()
+
+
+def _child_setup(parent_pid: int) -> Callable[[], None]:
+    def setup() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        # If the parent died between fork and prctl no death signal will ever arrive: the
+        # child has been re-parented already, so give up instead of running unsupervised.
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return setup
+
+
+def free_ports(count: int, *, host: str = "127.0.0.1") -> list[int]:
+    """Return ``count`` distinct ports that were free on ``host`` a moment ago.
+
+    All sockets stay bound until every port is picked, so one call never returns the same
+    port twice. Another process may still grab a port before our child binds it; callers retry
+    on "address already in use" rather than trusting this.
+    """
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` names a live (non-zombie) process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        # Without /proc (non-Linux) trust os.kill; with it, the process just went away.
+        return not Path("/proc").is_dir()
+    # The state letter follows the parenthesised command name, which may itself contain spaces.
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+_OWNER_FILE = "owner.pid"
+
+
+def owned_tmp_dir(prefix: str) -> Path:
+    """A new temp directory tagged with our PID, after sweeping dead owners' leftovers.
+
+    ``stop()`` removes its directory, but a SIGKILLed test run cannot; its children die with
+    it (PDEATHSIG) and leave their data behind (etcd preallocates ~120 MB of WAL). The next
+    run removes directories with this prefix whose owner is no longer alive.
+    """
+    for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        try:
+            owner = int((stale / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            # Not ours, or its owner is between mkdtemp and writing the tag.
+            continue
+        if not is_running(owner):
+            shutil.rmtree(stale, ignore_errors=True)
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    (directory / _OWNER_FILE).write_text(str(os.getpid()))
+    return directory
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+) -> float:
+    """Poll ``condition`` until it is true; return the seconds it took.
+
+    ``condition`` may raise to abort the wait early (e.g. when the awaited process died).
+    Raises ``TimeoutError`` naming ``what`` once ``timeout`` seconds have passed.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        if condition():
+            return time.monotonic() - started
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class ManagedProcess:
+    """One child started by :func:`start_process`; its output goes to ``log_path``."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as exc:
+            return f"<no log: {exc}>"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def describe_failure(self, problem: str, *, lines: int = 40) -> str:
+        """A message for ``problem`` carrying the exit status and the tail of the log."""
+        code = self.popen.poll()
+        status = "still running" if code is None else f"exited with status {code}"
+        return (
+            f"{self.name} {problem} ({status}); last {lines} lines of {self.log_path}:\n"
+            f"{self.log_tail(lines)}"
+        )
+
+    def stop(self, *, grace: float = 10.0) -> None:
+        """SIGTERM the process group, wait up to ``grace`` seconds, then SIGKILL it; reap."""
+        if self.running():
+            self._signal_group(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=grace)
+        # Even after a clean exit of the leader, helpers it forked may linger in its group.
+        self._signal_group(signal.SIGKILL)
+        self.popen.wait()
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        # With start_new_session the group id is the leader's pid; the group outlives the
+        # leader for as long as any member does, so this still reaches stragglers.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, sig)
+
+
+def start_process(
+    name: str,
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ManagedProcess:
+    """Start ``argv`` as a leak-proof child (see the module docstring), output to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            close_fds=True,
+            start_new_session=True,
+            # The hook imports nothing and takes no Python-level locks (prctl was resolved
+            # before the fork), which is what makes preexec_fn risky in threaded parents.
+            preexec_fn=_child_setup(os.getpid()),  # noqa: PLW1509
+        )
+    return ManagedProcess(name=name, popen=popen, log_path=log_path)
