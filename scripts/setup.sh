@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh machine; a warm machine does nothing.
+#   - Debian packages: redis-server (the tests start their own instances on free ports)
+#   - a virtualenv in .venv with the project and its [dev,operator,runtime] extras
+#   - kube-apiserver, kube-controller-manager, kubectl, etcd, helm built from the Go
+#     module proxy (scripts/build-k8s-tools.sh, cached outside the repo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+if ((${#missing[@]})); then
+  sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
+  log "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq >&2
+  # policy-rc.d keeps apt from starting a system-wide redis on 6379: the tests run their own
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+  $sudo chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >&2
+  $sudo rm -f /usr/sbin/policy-rc.d
+fi
+
+# Reinstall only when the declared dependencies change.
+stamp=".venv/.agentspec-deps-$(sha256sum pyproject.toml | cut -c1-16)"
+if [[ ! -f "$stamp" ]]; then
+  log "creating .venv and installing the project with [dev,operator,runtime]"
+  [[ -x .venv/bin/python ]] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip >&2
+  .venv/bin/python -m pip install -q -e '.[dev,operator,runtime]' >&2
+  rm -f .venv/.agentspec-deps-*
+  touch "$stamp"
+fi
+
+scripts/build-k8s-tools.sh >/dev/null
+log "ready"
