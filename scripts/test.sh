@@ -12,7 +12,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 echo "== gates: ruff, mypy --strict, import-linter, CRDs current"
 ruff check .
 ruff format --check .
-mypy runtime/agentspec_runtime operator/agentspec_operator tests
+mypy runtime/agentspec_runtime operator/agentspec_operator tests bench
 lint-imports
 agentspec crds --check
 

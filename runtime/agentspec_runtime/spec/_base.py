@@ -35,6 +35,10 @@ NamespaceName = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_SHORT_LEN, pattern=DNS_LABEL)
 ]
 HttpUrl = Annotated[str, StringConstraints(max_length=2048, pattern=HTTP_URL)]
+VariableName = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+]
+"""A prompt template variable: an identifier."""
 ShortText = Annotated[str, StringConstraints(max_length=MAX_SHORT_LEN)]
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_LEN)]
 

@@ -26,14 +26,12 @@ from ._base import (
     ShortText,
     SpecModel,
     Text,
+    VariableName,
     invariants,
     list_map,
     unique_keys,
 )
 
-VariableName = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-]
 _QUANTITY = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"

@@ -13,6 +13,7 @@ from ._base import (
     ShortText,
     SpecModel,
     Text,
+    VariableName,
     invariants,
     list_map,
     unique_keys,
@@ -20,9 +21,6 @@ from ._base import (
 
 VersionName = Annotated[
     str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-]
-VariableName = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 ]
 MAX_VERSIONS = 50
 MAX_TEMPLATE_LEN = 65536
