@@ -7,6 +7,7 @@ operator's dependencies are never loaded by the runtime image.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +56,12 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_module(module: str, argv: list[str]) -> int:
+    """Hand the rest of the command line to ``module.main`` (each owns its own flags)."""
+    code: int = importlib.import_module(module).main(argv)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentspec",
@@ -67,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="exit 1 if the files differ from the models"
     )
     crds.set_defaults(func=_cmd_crds)
+    for name, module, text in (
+        ("operator", "agentspec_operator.main", "run the operator (needs the [operator] extra)"),
+        ("runtime", "agentspec_runtime.server", "run one agent: the execution engine"),
+    ):
+        cmd = sub.add_parser(name, help=text, add_help=False)
+        cmd.add_argument("args", nargs=argparse.REMAINDER)
+        cmd.set_defaults(func=lambda a, m=module: _run_module(m, a.args))
     return parser
 
 
