@@ -56,6 +56,13 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+# Subcommands whose module owns its own flags (and whose dependencies only one image has).
+DELEGATED = {
+    "operator": ("agentspec_operator.main", "run the operator (needs the [operator] extra)"),
+    "runtime": ("agentspec_runtime.server", "run one agent: the execution engine"),
+}
+
+
 def _run_module(module: str, argv: list[str]) -> int:
     """Hand the rest of the command line to ``module.main`` (each owns its own flags)."""
     code: int = importlib.import_module(module).main(argv)
@@ -74,17 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="exit 1 if the files differ from the models"
     )
     crds.set_defaults(func=_cmd_crds)
-    for name, module, text in (
-        ("operator", "agentspec_operator.main", "run the operator (needs the [operator] extra)"),
-        ("runtime", "agentspec_runtime.server", "run one agent: the execution engine"),
-    ):
-        cmd = sub.add_parser(name, help=text, add_help=False)
-        cmd.add_argument("args", nargs=argparse.REMAINDER)
-        cmd.set_defaults(func=lambda a, m=module: _run_module(m, a.args))
+    for name, (_module, text) in DELEGATED.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        return _run_module(DELEGATED[argv[0]][0], argv[1:])
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

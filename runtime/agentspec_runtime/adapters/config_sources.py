@@ -1,0 +1,191 @@
+"""Where an agent's config comes from: a file (local mode, tests) or its ConfigMap.
+
+Both sources yield raw text; :func:`parse_config` turns text into an ``AgentConfig``. A file
+may hold the operator's resolved payload (``kind: AgentConfig``, JSON or YAML) or the
+documents a user would ``kubectl apply`` (an AgentSpec plus the PromptTemplates, McpServers
+and partner AgentSpecs it references), resolved here exactly as the operator would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import watchfiles
+import yaml
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import ConfigMap
+
+from agentspec_runtime.engine.errors import ConfigError
+from agentspec_runtime.spec import (
+    AgentResource,
+    McpServerResource,
+    PromptTemplateResource,
+    parse_resource,
+)
+from agentspec_runtime.spec.resolved import CONFIG_KEY, AgentConfig, ResolutionError, resolve_agent
+from agentspec_runtime.spec.resources import SpecError
+
+log = logging.getLogger(__name__)
+
+
+def parse_config(
+    text: str,
+    *,
+    agent: str | None = None,
+    namespace: str = "default",
+    partner_urls: Mapping[str, str] | None = None,
+) -> AgentConfig:
+    """Parse a config file's or ConfigMap's text; raise ``ConfigError`` saying what is wrong."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML or JSON: {e}") from e
+    if not docs:
+        raise ConfigError("the config is empty")
+    if len(docs) == 1 and isinstance(docs[0], dict) and docs[0].get("kind") == "AgentConfig":
+        try:
+            config = AgentConfig.model_validate(docs[0])
+        except ValueError as e:
+            raise ConfigError(f"invalid AgentConfig: {e}") from e
+    else:
+        config = _resolve_documents(docs, agent=agent, namespace=namespace)
+    return with_partner_urls(config, partner_urls or {})
+
+
+def _resolve_documents(docs: list[Any], *, agent: str | None, namespace: str) -> AgentConfig:
+    resources = []
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, dict):
+            raise ConfigError(f"document {i + 1} is not a mapping")
+        if not str(doc.get("apiVersion", "")).startswith("agentspec.io/"):
+            continue  # Secrets and other manifests may sit beside the specs
+        try:
+            resources.append(parse_resource(doc))
+        except SpecError as e:
+            raise ConfigError(f"document {i + 1} ({e})") from e
+    agents = {r.metadata.name: r for r in resources if isinstance(r, AgentResource)}
+    if agent is None:
+        if len(agents) != 1:
+            raise ConfigError(
+                f"the file holds {len(agents)} AgentSpecs ({', '.join(agents) or 'none'}): "
+                "name the one to run (--agent or AGENT_NAME)"
+            )
+        agent = next(iter(agents))
+    if agent not in agents:
+        raise ConfigError(f"no AgentSpec named {agent!r} in the file")
+    try:
+        return resolve_agent(
+            agents[agent],
+            namespace=namespace,
+            prompts={
+                r.metadata.name: r for r in resources if isinstance(r, PromptTemplateResource)
+            },
+            mcp_servers={r.metadata.name: r for r in resources if isinstance(r, McpServerResource)},
+            partners={(r.metadata.namespace or namespace, n): r for n, r in agents.items()},
+        )
+    except ResolutionError as e:
+        raise ConfigError(str(e)) from e
+
+
+def with_partner_urls(config: AgentConfig, urls: Mapping[str, str]) -> AgentConfig:
+    """Point partners at local URLs (``AGENTSPEC_PARTNER_URLS``) instead of Service DNS."""
+    if not urls or not any(p.name in urls for p in config.partners):
+        return config
+    partners = [
+        p.model_copy(update={"url": urls[p.name]}) if p.name in urls else p for p in config.partners
+    ]
+    return config.model_copy(update={"partners": partners})
+
+
+def parse_partner_urls(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"AGENTSPEC_PARTNER_URLS is not JSON: {e}") from e
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ConfigError("AGENTSPEC_PARTNER_URLS must be a JSON object of name -> URL")
+    return {str(k): v for k, v in value.items()}
+
+
+async def watch_file(path: Path, *, stop: asyncio.Event) -> AsyncIterator[str | Exception]:
+    """The file's text now and after every change (editors' atomic renames included)."""
+    path = path.resolve()  # noqa: ASYNC240 - once, before watching
+    last: str | None = None
+
+    def read() -> str | Exception:
+        try:
+            return path.read_text()
+        except OSError as e:
+            return ConfigError(f"cannot read {path}: {e.strerror}")
+
+    first = read()
+    last = first if isinstance(first, str) else None
+    yield first
+    # Watch the folder: an atomic save replaces the file, which a file watch would lose.
+    async for changes in watchfiles.awatch(
+        path.parent,
+        stop_event=stop,
+        debounce=50,
+        step=10,
+        rust_timeout=200,
+        watch_filter=lambda _change, name: Path(name).resolve() == path,
+    ):
+        del changes
+        current = read()
+        if isinstance(current, str) and current == last:
+            continue
+        last = current if isinstance(current, str) else last
+        yield current
+
+
+async def watch_config_map(
+    client: AsyncClient, *, name: str, namespace: str, stop: asyncio.Event
+) -> AsyncIterator[str | Exception]:
+    """The ConfigMap's payload now and on every change, through the API (not the kubelet's
+    slow volume refresh); re-lists and re-watches after any watch error."""
+    last: str | None = None
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            cm = await client.get(ConfigMap, name, namespace=namespace)
+            version = cm.metadata.resourceVersion if cm.metadata else None
+            for text in _payloads(cm, name, last):
+                last = text if isinstance(text, str) else last
+                yield text
+            async for op, obj in client.watch(
+                ConfigMap,
+                namespace=namespace,
+                fields={"metadata.name": name},
+                resource_version=version,
+            ):
+                if op == "DELETED":
+                    yield ConfigError(f"ConfigMap {namespace}/{name} was deleted")
+                    continue
+                for text in _payloads(obj, name, last):
+                    last = text if isinstance(text, str) else last
+                    yield text
+                backoff = 0.2
+        except Exception as e:  # the API is down, the watch expired, we may not read it yet
+            if stop.is_set():
+                return
+            log.info("ConfigMap %s/%s watch: %s; retrying", namespace, name, e)
+            yield ConfigError(f"cannot read ConfigMap {namespace}/{name}: {e}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+def _payloads(cm: ConfigMap, name: str, last: str | None) -> list[str | Exception]:
+    data = cm.data or {}
+    text = data.get(CONFIG_KEY)
+    if text is None:
+        return [ConfigError(f"ConfigMap {name} has no key {CONFIG_KEY!r}")]
+    return [] if text == last else [text]

@@ -1,0 +1,70 @@
+"""Secret values, read only when a config is loaded and never logged.
+
+In a cluster the runtime reads the Secrets its config references through the API (its
+Role names exactly those Secrets), so adding or rotating a Secret is a hot change. Locally,
+a value comes from ``AGENTSPEC_SECRETS_DIR/<secret>/<key>`` (the layout of a mounted Secret)
+or from the environment variable ``AGENTSPEC_SECRET_<SECRET>_<KEY>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.resources.core_v1 import Secret
+
+from agentspec_runtime.engine.errors import ConfigError
+from agentspec_runtime.spec._base import SecretKeySelector
+
+
+def env_name(ref: SecretKeySelector) -> str:
+    return "AGENTSPEC_SECRET_" + re.sub(r"[^A-Z0-9]", "_", f"{ref.name}_{ref.key}".upper())
+
+
+class LocalSecrets:
+    """Secrets from a folder or the environment (local mode and tests)."""
+
+    def __init__(
+        self, *, directory: Path | None = None, environ: Mapping[str, str] | None = None
+    ) -> None:
+        self._directory = directory
+        self._environ = os.environ if environ is None else environ
+
+    async def get(self, ref: SecretKeySelector) -> str:
+        if self._directory is not None:
+            path = self._directory / ref.name / ref.key
+            if path.is_file():
+                return path.read_text().strip()
+        name = env_name(ref)
+        if name in self._environ:
+            return self._environ[name]
+        raise ConfigError(
+            f"Secret {ref.name!r} key {ref.key!r} is not available: set {name}"
+            + (f" or create {self._directory / ref.name / ref.key}" if self._directory else "")
+        )
+
+
+class KubeSecrets:
+    """Secrets from the agent's own namespace, through the Kubernetes API."""
+
+    def __init__(self, client: AsyncClient, *, namespace: str) -> None:
+        self._client = client
+        self._namespace = namespace
+
+    async def get(self, ref: SecretKeySelector) -> str:
+        where = f"Secret {self._namespace}/{ref.name}"
+        try:
+            secret = await self._client.get(Secret, ref.name, namespace=self._namespace)
+        except ApiError as e:
+            raise ConfigError(f"cannot read {where}: {e.status.reason or e.status.code}") from e
+        data = secret.data or {}
+        if ref.key in data:
+            return base64.b64decode(data[ref.key]).decode()
+        if secret.stringData and ref.key in secret.stringData:
+            return str(secret.stringData[ref.key])
+        raise ConfigError(f"{where} has no key {ref.key!r}")

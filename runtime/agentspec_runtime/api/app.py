@@ -1,0 +1,56 @@
+"""The Starlette apps: the API port (8080) and the metrics port (9090)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from agentspec_runtime.engine.agent import Engine
+
+from .openai_api import DEFAULT_MAX_BODY, ChatCompletions
+
+
+@dataclass
+class Lifecycle:
+    """Process state the health endpoints report (set by the server)."""
+
+    draining: bool = False
+
+
+def api_app(engine: Engine, *, lifecycle: Lifecycle, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
+    chat = ChatCompletions(engine, max_body=max_body)
+
+    async def healthz(_request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(_request: Request) -> Response:
+        if lifecycle.draining:
+            return PlainTextResponse("draining", status_code=503)
+        if not engine.ready:
+            return PlainTextResponse("no configuration loaded", status_code=503)
+        return PlainTextResponse("ok")
+
+    async def status(_request: Request) -> Response:
+        return JSONResponse({**engine.status(), "draining": lifecycle.draining})
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat.create, methods=["POST"]),
+            Route("/v1/models", chat.models, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/status", status, methods=["GET"]),
+        ]
+    )
+
+
+def metrics_app(engine: Engine) -> Starlette:
+    async def metrics(_request: Request) -> Response:
+        return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])

@@ -1,0 +1,333 @@
+"""The OpenAI-compatible API: ``POST /v1/chat/completions`` (streaming too), ``GET /v1/models``.
+
+``model`` must be the agent's name. Agentspec extensions to the request body:
+``context_id`` (the conversation; sticky prompt variant, defaults to a new id, also read
+from the ``X-Agentspec-Context-Id`` header) and ``variables`` (prompt variables). Responses
+carry the prompt version and config revision in an ``agentspec`` object and in headers.
+Bad input always gets a 4xx in OpenAI's error shape, never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from agentspec_runtime.engine.agent import Engine
+from agentspec_runtime.engine.errors import AgentspecError, RequestError, UnknownModelError
+from agentspec_runtime.engine.loop import AgentRequest, AgentResult
+
+CONTEXT_HEADER = "x-agentspec-context-id"
+DEFAULT_MAX_BODY = 1 << 20
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """The OpenAI chat-completions body. Known OpenAI parameters are accepted (the agent's
+    spec decides model settings, so most are ignored); anything else is rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    context_id: str | None = Field(default=None, max_length=256)
+    variables: dict[str, str] = Field(default_factory=dict)
+    # Accepted for compatibility with OpenAI clients; the AgentSpec governs these.
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    user: str | None = None
+    seed: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    reasoning_effort: str | None = None
+    modalities: list[str] | None = None
+    prediction: dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    verbosity: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+
+
+class _RejectedError(Exception):
+    """Carries the 4xx response for a request that cannot be served."""
+
+    def __init__(self, response: JSONResponse) -> None:
+        self.response = response
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    code: str,
+    param: str | None = None,
+    kind: str = "invalid_request_error",
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "param": param, "code": code}},
+        status_code=status,
+    )
+
+
+def _validation_error(error: ValidationError) -> JSONResponse:
+    first = error.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first["loc"])
+    message = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+        for e in error.errors(include_url=False)[:5]
+    )
+    return error_response(400, message, code="invalid_request", param=where or None)
+
+
+class ChatCompletions:
+    """The two OpenAI endpoints, bound to one engine."""
+
+    def __init__(self, engine: Engine, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+        self.engine = engine
+        self.max_body = max_body
+
+    async def models(self, _request: Request) -> Response:
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": self.engine.agent,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "agentspec",
+                    }
+                ],
+            }
+        )
+
+    async def create(self, request: Request) -> Response:
+        try:
+            body, agent_request = await self._parse(request)
+        except _RejectedError as e:
+            return e.response
+        if body.stream:
+            return self._stream(body, agent_request, request)
+        token = otel_context.attach(propagate.extract(dict(request.headers)))
+        try:
+            result = await self.engine.run(agent_request)
+        except AgentspecError as e:
+            return _engine_error(e)
+        finally:
+            otel_context.detach(token)
+        return JSONResponse(
+            self._completion(result, context_id=agent_request.context_id),
+            headers=_result_headers(result, agent_request.context_id),
+        )
+
+    async def _parse(self, request: Request) -> tuple[ChatRequest, AgentRequest]:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise _RejectedError(_too_large(self.max_body))
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > self.max_body:
+                raise _RejectedError(_too_large(self.max_body))
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise _RejectedError(
+                error_response(400, f"the body is not valid JSON: {e}", code="invalid_json")
+            ) from e
+        if not isinstance(data, dict):
+            raise _RejectedError(
+                error_response(400, "the body must be a JSON object", code="invalid_json")
+            )
+        try:
+            body = ChatRequest.model_validate(data)
+        except ValidationError as e:
+            raise _RejectedError(_validation_error(e)) from e
+        if body.model != self.engine.agent:
+            raise _RejectedError(
+                _engine_error(
+                    UnknownModelError(
+                        f"the model {body.model!r} does not exist: this agent serves "
+                        f"{self.engine.agent!r}"
+                    )
+                )
+            )
+        context_id = body.context_id or request.headers.get(CONTEXT_HEADER) or uuid.uuid4().hex
+        messages = [m.model_dump(exclude_none=True) for m in body.messages]
+        return body, AgentRequest(
+            messages=messages, context_id=context_id, variables=body.variables
+        )
+
+    def _completion(self, result: AgentResult, *, context_id: str) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.engine.agent,
+            "system_fingerprint": result.revision,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.content},
+                    "finish_reason": _finish(result),
+                }
+            ],
+            "usage": _usage(result),
+            "agentspec": _metadata(result, context_id),
+        }
+
+    def _stream(self, body: ChatRequest, agent_request: AgentRequest, request: Request) -> Response:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        agent = self.engine.agent
+        trace_context = propagate.extract(dict(request.headers))
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+            payload = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": agent,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra,
+            }
+            return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+        async def events() -> AsyncIterator[bytes]:
+            queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+            async def on_delta(text: str) -> None:
+                queue.put_nowait(chunk({"content": text}))
+
+            async def run() -> AgentResult:
+                token = otel_context.attach(trace_context)
+                try:
+                    return await self.engine.run(agent_request, on_delta=on_delta)
+                finally:
+                    otel_context.detach(token)
+                    queue.put_nowait(None)
+
+            task = asyncio.get_running_loop().create_task(run())
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                while (item := await queue.get()) is not None:
+                    yield item
+                try:
+                    result = task.result()
+                except AgentspecError as e:
+                    error = {
+                        "error": {
+                            "message": str(e),
+                            "type": "server_error",
+                            "code": getattr(e, "code", "error"),
+                        }
+                    }
+                    yield b"data: " + json.dumps(error).encode() + b"\n\n"
+                    yield b"data: [DONE]\n\n"
+                    return
+                yield chunk(
+                    {}, _finish(result), agentspec=_metadata(result, agent_request.context_id)
+                )
+                if include_usage:
+                    payload = {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": agent,
+                        "choices": [],
+                        "usage": _usage(result),
+                    }
+                    yield b"data: " + json.dumps(payload).encode() + b"\n\n"
+                yield b"data: [DONE]\n\n"
+            finally:
+                # The client may have gone away mid-stream: stop the agent's work with it.
+                if not task.done():
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+        headers = {"X-Agentspec-Context-Id": agent_request.context_id, "Cache-Control": "no-cache"}
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def _finish(result: AgentResult) -> str:
+    return "length" if result.finish_reason == "max_iterations" else "stop"
+
+
+def _usage(result: AgentResult) -> dict[str, int]:
+    return {
+        "prompt_tokens": result.usage.input_tokens,
+        "completion_tokens": result.usage.output_tokens,
+        "total_tokens": result.usage.total,
+    }
+
+
+def _metadata(result: AgentResult, context_id: str) -> dict[str, Any]:
+    return {
+        "contextId": context_id,
+        "promptVersion": result.prompt.version,
+        "promptVariant": result.prompt.variant,
+        "configRevision": result.revision,
+        "iterations": result.iterations,
+        "toolCalls": result.tool_calls,
+        "finishReason": result.finish_reason,
+    }
+
+
+def _result_headers(result: AgentResult, context_id: str) -> dict[str, str]:
+    return {
+        "X-Agentspec-Context-Id": context_id,
+        "X-Agentspec-Prompt-Version": result.prompt.version,
+        "X-Agentspec-Config-Revision": result.revision,
+    }
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return error_response(413, f"the body exceeds {limit} bytes", code="body_too_large")
+
+
+def _engine_error(error: AgentspecError) -> JSONResponse:
+    status = getattr(error, "status", 500)
+    code = getattr(error, "code", "error")
+    kind = "invalid_request_error" if isinstance(error, RequestError) else "server_error"
+    return error_response(status, str(error), code=code, kind=kind)

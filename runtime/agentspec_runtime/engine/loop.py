@@ -1,0 +1,272 @@
+"""The agent loop: think -> act -> observe, as a small state machine with typed steps.
+
+``CallModel`` asks the model (with the snapshot's tools); a turn with tool calls leads to
+``RunTools``, which runs every call concurrently and appends the results; a turn without
+tool calls, or reaching ``maxIterations``, leads to ``Finish``. A failing tool becomes an
+error result the model reads; it never fails the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from . import telemetry as t
+from .errors import ModelError, ToolError
+from .prompts import RenderedPrompt
+from .snapshot import Snapshot
+from .telemetry import Metrics
+from .types import (
+    Message,
+    ModelParams,
+    ModelTurn,
+    OnDelta,
+    Tool,
+    ToolCall,
+    ToolOutcome,
+    ToolSpec,
+    Usage,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CallModel:
+    iteration: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunTools:
+    iteration: int
+    calls: tuple[ToolCall, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    content: str
+    reason: str
+    """``stop`` (the model answered) or ``max_iterations``."""
+
+
+Step = CallModel | RunTools | Finish
+
+
+@dataclass
+class AgentRequest:
+    messages: list[Message]
+    context_id: str
+    variables: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Extra headers for the model and tools; the trace context is added per call."""
+
+
+@dataclass
+class AgentResult:
+    content: str
+    finish_reason: str
+    usage: Usage
+    iterations: int
+    tool_calls: int
+    prompt: RenderedPrompt
+    revision: str
+    model: str
+
+
+MAX_TOOL_RESULT_CHARS = 64_000
+
+
+class AgentRun:
+    """One request's run of the loop, on one snapshot."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        request: AgentRequest,
+        *,
+        metrics: Metrics,
+        on_delta: OnDelta | None = None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.request = request
+        self.metrics = metrics
+        self.on_delta = on_delta
+        self.usage = Usage()
+        self.tool_calls = 0
+        self.tools: dict[str, Tool] = snapshot.tools()
+        self.prompt = snapshot.prompts.render(
+            context_id=request.context_id, variables=request.variables
+        )
+        config = snapshot.config
+        system: Message = {"role": "system", "content": self.prompt.text}
+        history = [m for m in request.messages if m.get("role") != "system"]
+        self.messages: list[Message] = [system, *history]
+        self.max_iterations = config.max_iterations
+        self.model_name = config.model.model
+        self.params = ModelParams(
+            model=config.model.model,
+            temperature=config.model.temperature,
+            max_tokens=config.model.max_tokens,
+        )
+
+    async def run(self) -> AgentResult:
+        step: Step = CallModel(1)
+        iteration = 0
+        while not isinstance(step, Finish):
+            if isinstance(step, CallModel):
+                iteration = step.iteration
+                step = await self._call_model(step)
+            else:
+                step = await self._run_tools(step)
+        return AgentResult(
+            content=step.content,
+            finish_reason=step.reason,
+            usage=self.usage,
+            iterations=iteration,
+            tool_calls=self.tool_calls,
+            prompt=self.prompt,
+            revision=self.snapshot.revision,
+            model=self.model_name,
+        )
+
+    async def _call_model(self, step: CallModel) -> Step:
+        last = step.iteration >= self.max_iterations
+        # On the last iteration no tools are offered: the model has to answer now.
+        specs = (
+            []
+            if last
+            else [
+                tool.spec
+                if name == tool.spec.name
+                else ToolSpec(name, tool.spec.description, tool.spec.parameters)
+                for name, tool in self.tools.items()
+            ]
+        )
+        turn = await self._complete(specs)
+        message: Message = {"role": "assistant", "content": turn.content}
+        if turn.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in turn.tool_calls
+            ]
+        self.messages.append(message)
+        if turn.tool_calls and not last:
+            return RunTools(step.iteration, turn.tool_calls)
+        reason = "max_iterations" if turn.tool_calls else "stop"
+        return Finish(turn.content or "", reason)
+
+    async def _complete(self, specs: list[ToolSpec]) -> ModelTurn:
+        started = time.perf_counter()
+        outcome = "ok"
+        with t.TRACER.start_as_current_span(
+            f"chat {self.model_name}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                t.OPERATION: "chat",
+                t.PROVIDER: "openai",
+                t.REQUEST_MODEL: self.model_name,
+            },
+        ) as span:
+            try:
+                turn = await self.snapshot.model.complete(
+                    params=self.params,
+                    messages=self.messages,
+                    tools=specs,
+                    on_delta=self.on_delta,
+                    headers=self._outgoing_headers(),
+                )
+            except ModelError as e:
+                outcome = type(e).__name__
+                span.set_status(Status(StatusCode.ERROR, str(e)))
+                raise
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+                raise
+            finally:
+                self.metrics.model_seconds.labels(
+                    self.metrics.agent, self.model_name, outcome
+                ).observe(time.perf_counter() - started)
+            span.set_attribute(t.RESPONSE_MODEL, turn.model or self.model_name)
+            span.set_attribute(t.INPUT_TOKENS, turn.usage.input_tokens)
+            span.set_attribute(t.OUTPUT_TOKENS, turn.usage.output_tokens)
+        self.usage += turn.usage
+        self.metrics.record_tokens(
+            model=self.model_name,
+            prompt_version=self.prompt.version,
+            input_tokens=turn.usage.input_tokens,
+            output_tokens=turn.usage.output_tokens,
+        )
+        return turn
+
+    def _outgoing_headers(self) -> dict[str, str]:
+        """Static request headers plus the W3C trace context of the current span."""
+        headers = dict(self.request.headers)
+        propagate.inject(headers)
+        return headers
+
+    async def _run_tools(self, step: RunTools) -> Step:
+        outcomes = await asyncio.gather(*(self._run_tool(call) for call in step.calls))
+        for outcome in outcomes:
+            self.messages.append(
+                {"role": "tool", "tool_call_id": outcome.call.id, "content": outcome.content}
+            )
+        return CallModel(step.iteration + 1)
+
+    async def _run_tool(self, call: ToolCall) -> ToolOutcome:
+        self.tool_calls += 1
+        tool = self.tools.get(call.name)
+        source = tool.source if tool else "unknown"
+        started = time.perf_counter()
+        with t.TRACER.start_as_current_span(
+            f"execute_tool {call.name}",
+            kind=SpanKind.INTERNAL,
+            attributes={
+                t.OPERATION: "execute_tool",
+                t.TOOL_NAME: call.name,
+                t.TOOL_CALL_ID: call.id,
+                t.TOOL_TYPE: "function",
+            },
+        ) as span:
+            try:
+                if tool is None:
+                    raise ToolError(
+                        f"no tool named {call.name!r}; available: " + ", ".join(sorted(self.tools))
+                    )
+                arguments = _parse_arguments(call.arguments)
+                content = await tool.call(arguments, headers=self._outgoing_headers())
+                ok = True
+            except ToolError as e:
+                content, ok = f"Error: {e}", False
+                span.set_status(Status(StatusCode.ERROR, str(e)))
+            except Exception as e:  # a broken tool must not fail the request
+                content, ok = f"Error: the tool failed unexpectedly ({type(e).__name__})", False
+                span.record_exception(e)
+                span.set_status(Status(StatusCode.ERROR, type(e).__name__))
+        self.metrics.tool_calls.labels(
+            self.metrics.agent, call.name, source, "ok" if ok else "error"
+        ).inc()
+        self.metrics.tool_seconds.labels(self.metrics.agent, call.name, source).observe(
+            time.perf_counter() - started
+        )
+        if len(content) > MAX_TOOL_RESULT_CHARS:
+            content = content[:MAX_TOOL_RESULT_CHARS] + "\n[truncated]"
+        return ToolOutcome(call=call, content=content, ok=ok, source=source)
+
+
+def _parse_arguments(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as e:
+        raise ToolError(f"the arguments are not valid JSON ({e.msg})") from e
+    if not isinstance(value, dict):
+        raise ToolError("the arguments must be a JSON object")
+    return value

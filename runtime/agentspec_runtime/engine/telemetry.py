@@ -1,0 +1,157 @@
+"""The engine's Prometheus metrics and OpenTelemetry spans (GenAI semantic conventions).
+
+Metrics live in one registry per engine (so tests and several engines in one process never
+collide); the API layer serves it on the metrics port. Spans use the OpenTelemetry API only;
+the server configures an SDK and exporter when the standard ``OTEL_*`` variables ask for one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+
+from opentelemetry import trace
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+TRACER = trace.get_tracer("agentspec.runtime")
+
+# GenAI semantic-convention attribute names (kept here so spans and tests agree).
+OPERATION = "gen_ai.operation.name"
+PROVIDER = "gen_ai.provider.name"
+AGENT_NAME = "gen_ai.agent.name"
+REQUEST_MODEL = "gen_ai.request.model"
+RESPONSE_MODEL = "gen_ai.response.model"
+INPUT_TOKENS = "gen_ai.usage.input_tokens"
+OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+TOOL_NAME = "gen_ai.tool.name"
+TOOL_CALL_ID = "gen_ai.tool.call.id"
+TOOL_TYPE = "gen_ai.tool.type"
+CONVERSATION_ID = "gen_ai.conversation.id"
+PROMPT_VERSION = "agentspec.prompt.version"
+PROMPT_VARIANT = "agentspec.prompt.variant"
+CONFIG_REVISION = "agentspec.config.revision"
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # _created series are noise here
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class TokenRate(Collector):
+    """Tokens per second over a sliding window: the signal the HPA scales on."""
+
+    def __init__(
+        self, *, agent: str, window: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._agent = agent
+        self._window = window
+        self._clock = clock
+        self._events: deque[tuple[float, int]] = deque()
+        self._sum = 0
+
+    def add(self, tokens: int) -> None:
+        self._events.append((self._clock(), tokens))
+        self._sum += tokens
+
+    def rate(self) -> float:
+        cutoff = self._clock() - self._window
+        while self._events and self._events[0][0] < cutoff:
+            self._sum -= self._events.popleft()[1]
+        return self._sum / self._window
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "agentspec_tokens_per_second",
+            f"Input plus output tokens per second over the last {self._window:.0f}s",
+            labels=["agent"],
+        )
+        family.add_metric([self._agent], self.rate())
+        yield family
+
+
+class Metrics:
+    """Every metric the engine records, in its own registry."""
+
+    def __init__(self, *, agent: str, registry: CollectorRegistry | None = None) -> None:
+        self.agent = agent
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.tokens = Counter(
+            "agentspec_tokens",
+            "Model tokens by direction",
+            ["agent", "model", "prompt_version", "direction"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "agentspec_requests",
+            "Agent requests by API and outcome",
+            ["agent", "api", "outcome"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "agentspec_request_duration_seconds",
+            "Agent request latency",
+            ["agent", "api"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_seconds = Histogram(
+            "agentspec_model_call_duration_seconds",
+            "Model call latency",
+            ["agent", "model", "outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tool_calls = Counter(
+            "agentspec_tool_calls",
+            "Tool calls by tool, source and outcome",
+            ["agent", "tool", "source", "outcome"],
+            registry=r,
+        )
+        self.tool_seconds = Histogram(
+            "agentspec_tool_call_duration_seconds",
+            "Tool call latency",
+            ["agent", "tool", "source"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "agentspec_inflight_requests",
+            "Requests being served",
+            ["agent"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "agentspec_config_reloads",
+            "Config loads by outcome (applied, rejected)",
+            ["agent", "outcome"],
+            registry=r,
+        )
+        self.config_info = Gauge(
+            "agentspec_config_info",
+            "The loaded config revision (value 1)",
+            ["agent", "revision"],
+            registry=r,
+        )
+        self.token_rate = TokenRate(agent=agent)
+        r.register(self.token_rate)
+
+    def record_tokens(
+        self, *, model: str, prompt_version: str, input_tokens: int, output_tokens: int
+    ) -> None:
+        self.tokens.labels(self.agent, model, prompt_version, "input").inc(input_tokens)
+        self.tokens.labels(self.agent, model, prompt_version, "output").inc(output_tokens)
+        self.token_rate.add(input_tokens + output_tokens)
+
+    def loaded(self, revision: str) -> None:
+        self.config_info.clear()
+        self.config_info.labels(self.agent, revision).set(1)
+        self.reloads.labels(self.agent, "applied").inc()

@@ -1,0 +1,117 @@
+"""Value types shared by the loop and its interfaces (model client, tools)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Message = dict[str, Any]
+"""A chat message in the OpenAI wire shape (role, content, tool_calls, tool_call_id)."""
+
+OnDelta = Callable[[str], Awaitable[None]]
+"""Receives streamed answer text as the model produces it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
+        )
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+    """JSON text, as the model produced it (it may be invalid: the tool reports that)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTurn:
+    """One model response: text, tool calls, or both."""
+
+    content: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    finish_reason: str = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """What the model sees of a tool."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": dict(self.parameters) or {"type": "object", "properties": {}},
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """The result of one tool call as the model will read it."""
+
+    call: ToolCall
+    content: str
+    ok: bool
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelParams:
+    """Per-call model settings: they may change on reload while the connection is reused."""
+
+    model: str
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+class ModelClient(Protocol):
+    """How the engine talks to a chat model (one implementation per wire format)."""
+
+    async def complete(
+        self,
+        *,
+        params: ModelParams,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        on_delta: OnDelta | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ModelTurn:
+        """One chat completion. Raises ``ModelError`` subclasses when it finally fails."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class Tool(Protocol):
+    """One callable tool (an MCP tool, a partner agent, a knowledge source)."""
+
+    @property
+    def spec(self) -> ToolSpec: ...
+
+    @property
+    def source(self) -> Literal["mcp", "partner", "knowledge"]: ...
+
+    async def call(self, arguments: dict[str, Any], *, headers: Mapping[str, str]) -> str:
+        """Run the tool; raise ``ToolError`` with a message for the model on failure."""
+        ...

@@ -1,0 +1,308 @@
+"""``agentspec runtime``: one agent process — config source, engine, API and metrics ports.
+
+Config comes from ``--config FILE`` / ``AGENTSPEC_CONFIG`` (watched for changes) or, in a
+cluster, from the agent's ConfigMap (``AGENT_NAME`` + ``POD_NAMESPACE``; watched through the
+API). An invalid config at start-up stops the process with a clear message; an invalid
+update later is rejected while the last good config keeps serving. SIGTERM drains: readiness
+goes false, in-flight requests finish (within ``AGENTSPEC_DRAIN_SECONDS``), then the
+servers stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from lightkube import AsyncClient
+from starlette.applications import Starlette
+
+from .adapters.config_sources import (
+    parse_config,
+    parse_partner_urls,
+    watch_config_map,
+    watch_file,
+)
+from .adapters.mcp_tools import connect_mcp
+from .adapters.openai_model import OpenAIModel
+from .adapters.secrets import KubeSecrets, LocalSecrets
+from .api.app import Lifecycle, api_app, metrics_app
+from .engine.agent import Engine, ModelBuilder, SecretResolver
+from .engine.errors import ConfigError
+from .engine.telemetry import Metrics
+from .engine.types import ModelClient
+from .spec.resolved import AgentConfig, config_map_name
+
+log = logging.getLogger("agentspec.runtime")
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_file: Path | None
+    agent: str | None
+    namespace: str
+    config_map: str | None
+    host: str
+    port: int
+    metrics_port: int
+    max_body: int
+    drain_seconds: float
+    partner_urls: dict[str, str]
+
+
+def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
+    parser = argparse.ArgumentParser(prog="agentspec runtime", description=__doc__)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=environ.get("AGENTSPEC_CONFIG"),
+        help="config file to run and watch (else the agent's ConfigMap)",
+    )
+    parser.add_argument(
+        "--agent", default=environ.get("AGENT_NAME"), help="which AgentSpec to run (env AGENT_NAME)"
+    )
+    parser.add_argument(
+        "--namespace", default=environ.get("POD_NAMESPACE"), help="namespace (env POD_NAMESPACE)"
+    )
+    parser.add_argument("--host", default=environ.get("AGENTSPEC_HOST", "0.0.0.0"))  # noqa: S104
+    parser.add_argument("--port", type=int, default=int(environ.get("AGENTSPEC_PORT", "8080")))
+    parser.add_argument(
+        "--metrics-port", type=int, default=int(environ.get("AGENTSPEC_METRICS_PORT", "9090"))
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(environ.get("AGENTSPEC_MAX_BODY_BYTES", str(1 << 20))),
+    )
+    args = parser.parse_args(argv)
+    if args.config is None and not (args.agent and args.namespace):
+        parser.error(
+            "no config: pass --config FILE (or AGENTSPEC_CONFIG), or run in a cluster "
+            "with AGENT_NAME and POD_NAMESPACE set"
+        )
+    return Settings(
+        config_file=args.config,
+        agent=args.agent,
+        namespace=args.namespace or "default",
+        config_map=environ.get("AGENTSPEC_CONFIGMAP"),
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        max_body=args.max_body_bytes,
+        drain_seconds=float(environ.get("AGENTSPEC_DRAIN_SECONDS", "25")),
+        partner_urls=parse_partner_urls(environ.get("AGENTSPEC_PARTNER_URLS")),
+    )
+
+
+def model_builder(environ: dict[str, str]) -> ModelBuilder:
+    async def build(
+        config: AgentConfig, api_key: str | None, headers: dict[str, str]
+    ) -> ModelClient:
+        base_url = config.model.base_url or environ.get("OPENAI_BASE_URL")
+        if not base_url:
+            raise ConfigError("no model endpoint: set spec.model.baseUrl or OPENAI_BASE_URL")
+        return OpenAIModel(
+            base_url=base_url,
+            api_key=api_key or environ.get("OPENAI_API_KEY"),
+            timeout=config.model.timeout_seconds,
+            headers=headers,
+        )
+
+    return build
+
+
+def configure_tracing(agent: str, environ: dict[str, str]) -> None:
+    """Export spans over OTLP when the standard OTEL_* variables ask for it."""
+    wanted = environ.get(
+        "OTEL_TRACES_EXPORTER",
+        "otlp"
+        if any(
+            k in environ
+            for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        )
+        else "none",
+    )
+    if wanted != "otlp":
+        return
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", agent)})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to us (two servers share one process)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _uvicorn(app: Starlette, *, host: str, port: int) -> _Server:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        http="httptools",
+        loop="none",
+        timeout_graceful_shutdown=5,
+        server_header=False,
+    )
+    return _Server(config)
+
+
+class Runtime:
+    """Wires the engine to its config source and HTTP servers."""
+
+    def __init__(self, settings: Settings, environ: dict[str, str]) -> None:
+        self.settings = settings
+        self.environ = environ
+        self.stop = asyncio.Event()
+        self.lifecycle = Lifecycle()
+        self._kube: AsyncClient | None = None
+
+    def _secrets(self) -> SecretResolver:
+        if self.settings.config_file is not None:
+            directory = self.environ.get("AGENTSPEC_SECRETS_DIR")
+            return LocalSecrets(
+                directory=Path(directory) if directory else None, environ=self.environ
+            )
+        return KubeSecrets(self._kube_client(), namespace=self.settings.namespace)
+
+    def _kube_client(self) -> AsyncClient:
+        if self._kube is None:
+            self._kube = AsyncClient()
+        return self._kube
+
+    def _source(self) -> AsyncIterator[str | Exception]:
+        s = self.settings
+        if s.config_file is not None:
+            return watch_file(s.config_file, stop=self.stop)
+        assert s.agent is not None
+        return watch_config_map(
+            self._kube_client(),
+            name=s.config_map or config_map_name(s.agent),
+            namespace=s.namespace,
+            stop=self.stop,
+        )
+
+    async def run(self) -> int:
+        s = self.settings
+        source = self._source()
+        first = await anext(source)
+        if isinstance(first, Exception):
+            print(f"agentspec runtime: {first}", file=sys.stderr)
+            return 2
+        try:
+            config = parse_config(
+                first, agent=s.agent, namespace=s.namespace, partner_urls=s.partner_urls
+            )
+        except ConfigError as e:
+            print(f"agentspec runtime: invalid config: {e}", file=sys.stderr)
+            return 2
+        configure_tracing(config.name, self.environ)
+        engine = Engine(
+            agent=config.name,
+            metrics=Metrics(agent=config.name),
+            secrets=self._secrets(),
+            build_model=model_builder(self.environ),
+            build_mcp=connect_mcp,
+        )
+        try:
+            await engine.load(config)
+        except ConfigError as e:
+            print(f"agentspec runtime: cannot load config: {e}", file=sys.stderr)
+            return 2
+        api = _uvicorn(
+            api_app(engine, lifecycle=self.lifecycle, max_body=s.max_body), host=s.host, port=s.port
+        )
+        metrics = _uvicorn(metrics_app(engine), host=s.host, port=s.metrics_port)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        watcher = loop.create_task(self._watch(engine, source))
+        servers = [loop.create_task(api.serve()), loop.create_task(metrics.serve())]
+        log.info(
+            "agent %s serving on %s:%d (metrics :%d), config %s",
+            config.name,
+            s.host,
+            s.port,
+            s.metrics_port,
+            config.revision(),
+        )
+        stopped = loop.create_task(self.stop.wait())
+        await asyncio.wait([stopped, *servers], return_when=asyncio.FIRST_COMPLETED)
+        await self._drain(engine)
+        api.should_exit = metrics.should_exit = True
+        await asyncio.gather(*servers, return_exceptions=True)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await engine.aclose()
+        return 0
+
+    async def _watch(self, engine: Engine, source: AsyncIterator[str | Exception]) -> None:
+        s = self.settings
+        async for item in source:
+            if isinstance(item, Exception):
+                engine.reject(str(item))
+                continue
+            try:
+                config = parse_config(
+                    item,
+                    agent=s.agent or engine.agent,
+                    namespace=s.namespace,
+                    partner_urls=s.partner_urls,
+                )
+            except ConfigError as e:
+                engine.reject(str(e))
+                continue
+            if config.revision() == engine.state.revision:
+                continue
+            with contextlib.suppress(ConfigError):  # recorded by the engine
+                await engine.load(config)
+
+    async def _drain(self, engine: Engine) -> None:
+        """Readiness false first, so the Service stops sending; then let requests finish."""
+        self.lifecycle.draining = True
+        deadline = time.monotonic() + self.settings.drain_seconds
+        while time.monotonic() < deadline:
+            current = engine.holder.current
+            if (current is None or current.leases == 0) and engine.holder.retiring() == 0:
+                return
+            await asyncio.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    environ = dict(os.environ)
+    settings = parse_args(list(argv or []), environ)
+    logging.basicConfig(
+        level=environ.get("AGENTSPEC_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s %(levelname)s [{settings.agent or 'agent'}] %(name)s: %(message)s",
+    )
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    runtime = Runtime(settings, environ)
+    try:
+        import uvloop
+
+        return uvloop.run(runtime.run())
+    except ImportError:  # pragma: no cover - uvloop is a runtime dependency on Linux
+        return asyncio.run(runtime.run())
