@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh machine; a warm machine does nothing.
-#   - Debian packages: redis-server (the tests start their own instances on free ports)
+#   - Debian packages: redis-server (the tests start their own instances on free ports), and
+#     node/npm if missing (for the npm MCP server @modelcontextprotocol/server-everything)
 #   - a virtualenv in .venv with the project and its [dev,operator,runtime] extras
 #   - kube-apiserver, kube-controller-manager, kubectl, etcd, helm built from the Go
 #     module proxy (scripts/build-k8s-tools.sh, cached outside the repo)
+#   - the pinned npm MCP server (scripts/install-npm-tools.sh, cached outside the repo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,8 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
   log "installing Debian packages: ${missing[*]}"
@@ -35,4 +39,5 @@ if [[ ! -f "$stamp" ]]; then
 fi
 
 scripts/build-k8s-tools.sh >/dev/null
+scripts/install-npm-tools.sh >/dev/null
 log "ready"

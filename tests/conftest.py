@@ -14,6 +14,8 @@ import pytest
 from tests.support.control_plane import REPO_ROOT, ControlPlane, NamespacedKubectl, namespace_name
 from tests.support.redis_server import RedisServer
 
+pytest_plugins = ["tests.support.fixtures_doubles"]
+
 CRD_DIR = REPO_ROOT / "crds"
 
 

@@ -47,6 +47,17 @@ _CONNECTION_ERRORS = (
 )
 _INITIAL_BACKOFF = 0.2
 _MAX_BACKOFF = 10.0
+_CALL_WAIT = 2.0
+
+
+async def _first_of(*events: asyncio.Event, within: float | None = None) -> None:
+    """Return when any event is set (or after ``within`` seconds)."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def _with_params(url: str, params: Mapping[str, str]) -> str:
@@ -107,6 +118,7 @@ class McpServerConnection:
         self._connected = asyncio.Event()
         self._broken = asyncio.Event()
         self._closing = asyncio.Event()
+        self._retry_now = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._refresh: asyncio.Task[None] | None = None
         self.last_error: str | None = None
@@ -125,6 +137,11 @@ class McpServerConnection:
 
     def tools(self) -> list[Tool]:
         return self._tools if self._connected.is_set() else []
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection task has ended for good (after ``aclose``)."""
+        return self._task is not None and self._task.done()
 
     def status(self) -> dict[str, Any]:
         return {
@@ -163,23 +180,29 @@ class McpServerConnection:
                     f"MCP tool {name!r} on {self.server.name!r} timed out after {timeout:g}s"
                 ) from e
             except MCPError as e:
-                raise ToolError(f"MCP server {self.server.name!r}: {e.error.message}") from e
+                if e.error.code != mcp_types.CONNECTION_CLOSED:
+                    raise ToolError(f"MCP server {self.server.name!r}: {e.error.message}") from e
+                failure: Exception = e
             except _CONNECTION_ERRORS as e:
-                self._mark_broken(f"{type(e).__name__}: {e}")
-                if attempt == 2:
-                    raise ToolError(
-                        f"MCP server {self.server.name!r} is unreachable ({type(e).__name__})"
-                    ) from e
-                continue
-            if result.is_error:
-                raise ToolError(_text(result) or f"MCP tool {name!r} reported an error")
-            return _text(result)
+                failure = e
+            else:
+                if result.is_error:
+                    raise ToolError(_text(result) or f"MCP tool {name!r} reported an error")
+                return _text(result)
+            self._mark_broken(f"{type(failure).__name__}: {failure}")
+            if attempt == 2:
+                raise ToolError(
+                    f"MCP server {self.server.name!r} is unreachable ({type(failure).__name__})"
+                ) from failure
         raise AssertionError("unreachable")
 
     async def _client_for_call(self, wait: float) -> Client:
         if not self._connected.is_set():
+            # A call is demand: cut the reconnect backoff short, then wait briefly. A server
+            # that stays down fails the call fast, as an error the model can act on.
+            self._retry_now.set()
             try:
-                await asyncio.wait_for(self._connected.wait(), min(wait, 5.0))
+                await asyncio.wait_for(self._connected.wait(), min(wait, _CALL_WAIT))
             except TimeoutError as e:
                 raise ToolError(
                     f"MCP server {self.server.name!r} is not connected"
@@ -212,8 +235,8 @@ class McpServerConnection:
             self._client = None
             if self._closing.is_set():
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), backoff)
+            self._retry_now.clear()
+            await _first_of(self._closing, self._retry_now, within=backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
     async def _session(self) -> None:
@@ -226,13 +249,9 @@ class McpServerConnection:
             self._connected.set()
             async with anyio.create_task_group() as group:
                 group.start_soon(self._listen, client)
-                closing = asyncio.ensure_future(self._closing.wait())
-                broken = asyncio.ensure_future(self._broken.wait())
                 try:
-                    await asyncio.wait({closing, broken}, return_when=asyncio.FIRST_COMPLETED)
+                    await _first_of(self._closing, self._broken)
                 finally:
-                    closing.cancel()
-                    broken.cancel()
                     group.cancel_scope.cancel()
 
     @contextlib.asynccontextmanager

@@ -1,0 +1,183 @@
+"""The engine in-process with its real adapters: spans, and MCP connection lifecycles.
+
+In: an Engine wired to the OpenAI adapter (against the fake LLM) and MCP connections to real
+test servers; an in-memory span exporter. Asserted: the span tree of a tool-using request
+(GenAI names, parents, usage attributes) and the trace context the model receives; that a
+reload dropping an MCP server closes its session once drained while shared ones stay; that
+tools announced by list_changed appear; that a restarted server is reconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import yaml
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from agentspec_runtime.adapters.config_sources import parse_config
+from agentspec_runtime.adapters.mcp_tools import McpServerConnection, connect_mcp
+from agentspec_runtime.adapters.openai_model import OpenAIModel
+from agentspec_runtime.adapters.secrets import LocalSecrets
+from agentspec_runtime.engine.agent import Endpoint, Engine
+from agentspec_runtime.engine.errors import ToolError
+from agentspec_runtime.engine.loop import AgentRequest
+from agentspec_runtime.engine.telemetry import Metrics
+from agentspec_runtime.engine.types import ModelClient
+from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer
+from tests.support.agent_files import agent_docs
+from tests.support.fake_llm import FakeLLM, tool_then_answer
+from tests.support.fixtures_doubles import McpServerFactory
+from tests.support.mcp_servers import McpTestServer
+
+EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tracing() -> None:
+    # The global provider can be set once per process; the engine's tracer follows it.
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+    trace.set_tracer_provider(provider)
+
+
+def config(llm: FakeLLM, servers: dict[str, McpTestServer]) -> AgentConfig:
+    docs = agent_docs(
+        llm_url=llm.base_url,
+        mcp=[{"name": n, "url": s.url, "transport": s.transport} for n, s in servers.items()],
+    )
+    return parse_config(yaml.safe_dump_all(docs))
+
+
+class Built:
+    def __init__(self) -> None:
+        self.connections: dict[str, McpServerConnection] = {}
+
+    async def mcp(self, server: ResolvedMcpServer, endpoint: Endpoint) -> McpServerConnection:
+        connection = await connect_mcp(server, endpoint)
+        self.connections[server.name] = connection
+        return connection
+
+
+async def model(config: AgentConfig, api_key: str | None, headers: dict[str, str]) -> ModelClient:
+    assert config.model.base_url is not None
+    return OpenAIModel(base_url=config.model.base_url, api_key=api_key, timeout=10, headers=headers)
+
+
+@pytest.fixture
+async def engine_and_built() -> AsyncIterator[tuple[Engine, Built]]:
+    built = Built()
+    engine = Engine(
+        agent="assistant",
+        metrics=Metrics(agent="assistant"),
+        secrets=LocalSecrets(environ={}),
+        build_model=model,
+        build_mcp=built.mcp,
+    )
+    yield engine, built
+    await engine.aclose()
+
+
+def ask(text: str) -> AgentRequest:
+    return AgentRequest(messages=[{"role": "user", "content": text}], context_id="ctx-1")
+
+
+async def test_span_tree_follows_genai_conventions(
+    engine_and_built: tuple[Engine, Built],
+    mcp_server_http: McpTestServer,
+) -> None:
+    engine, _ = engine_and_built
+    EXPORTER.clear()
+    with FakeLLM(responder=tool_then_answer) as llm:
+        await engine.load(config(llm, {"claims": mcp_server_http}))
+        result = await engine.run(ask("add a=20 b=22"))
+        assert result.content == "The tool said: 42"
+        spans = {s.name: s for s in EXPORTER.get_finished_spans()}
+        root = spans["invoke_agent assistant"]
+        chats = [s for s in EXPORTER.get_finished_spans() if s.name == "chat fake-model"]
+        tool = spans["execute_tool add"]
+        assert len(chats) == 2
+        assert root.parent is None
+        for child in (*chats, tool):
+            assert child.parent is not None
+            assert child.parent.span_id == root.context.span_id
+        attrs: dict[str, Any] = dict(root.attributes or {})
+        assert attrs["gen_ai.operation.name"] == "invoke_agent"
+        assert attrs["gen_ai.agent.name"] == "assistant"
+        assert attrs["agentspec.prompt.version"] == "v1"
+        assert attrs["gen_ai.usage.input_tokens"] == result.usage.input_tokens
+        chat: dict[str, Any] = dict(chats[0].attributes or {})
+        assert chat["gen_ai.operation.name"] == "chat"
+        assert chat["gen_ai.request.model"] == "fake-model"
+        assert chat["gen_ai.usage.output_tokens"] > 0
+        assert dict(tool.attributes or {})["gen_ai.tool.name"] == "add"
+        # the model received the trace context of its chat span
+        traceparent = llm.requests[0].headers["traceparent"]
+        assert traceparent.split("-")[1] == format(root.context.trace_id, "032x")
+        assert traceparent.split("-")[2] == format(chats[0].context.span_id, "016x")
+
+
+async def test_reload_closes_sessions_of_removed_servers_only(
+    engine_and_built: tuple[Engine, Built],
+    make_mcp_server: McpServerFactory,
+) -> None:
+    engine, built = engine_and_built
+    kept, dropped = make_mcp_server("streamable-http"), make_mcp_server("sse")
+    with FakeLLM(responder=tool_then_answer) as llm:
+        await engine.load(config(llm, {"kept": kept, "dropped": dropped}))
+        kept_connection = built.connections["kept"]
+        dropped_connection = built.connections["dropped"]
+        await engine.load(config(llm, {"kept": kept}))
+        await engine.pool.drain()
+        assert dropped_connection.closed
+        assert not kept_connection.closed, "an unchanged server keeps its session"
+        assert len(built.connections) == 2, "the kept server was not reconnected"
+        result = await engine.run(ask("add a=1 b=1"))
+        assert result.content == "The tool said: 2"
+
+
+async def test_tools_announced_by_list_changed_appear(
+    engine_and_built: tuple[Engine, Built],
+    make_mcp_server: McpServerFactory,
+) -> None:
+    engine, _ = engine_and_built
+    server = make_mcp_server("streamable-http")
+    with FakeLLM(responder=tool_then_answer) as llm:
+        snapshot = await engine.load(config(llm, {"s": server}))
+        assert "extra" not in snapshot.tools()
+        await snapshot.tools()["enable_extra"].call({}, headers={})
+        for _ in range(100):
+            if "extra" in snapshot.tools():
+                break
+            await asyncio.sleep(0.05)
+        assert "extra" in snapshot.tools()
+        assert await snapshot.tools()["extra"].call({"text": "hi"}, headers={}) == "extra: hi"
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+async def test_restarted_server_is_reconnected(
+    engine_and_built: tuple[Engine, Built],
+    make_mcp_server: McpServerFactory,
+    transport: str,
+) -> None:
+    engine, built = engine_and_built
+    server = make_mcp_server(transport)  # type: ignore[arg-type]
+    with FakeLLM(responder=tool_then_answer) as llm:
+        snapshot = await engine.load(config(llm, {"s": server}))
+        add = snapshot.tools()["add"]
+        assert await add.call({"a": 1, "b": 2}, headers={}) == "3"
+        server.kill()
+        with pytest.raises(ToolError, match="MCP server 's'"):
+            await add.call({"a": 1, "b": 2}, headers={})
+        server.start()
+        for _ in range(100):
+            if built.connections["s"].status()["connected"]:
+                break
+            await asyncio.sleep(0.1)
+        assert await snapshot.tools()["add"].call({"a": 2, "b": 2}, headers={}) == "4"
+        assert built.connections["s"].connects >= 2

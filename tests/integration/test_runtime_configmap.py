@@ -1,0 +1,134 @@
+"""The runtime in cluster mode: config from its ConfigMap, watched through the real apiserver.
+
+In: a ConfigMap holding the resolved payload (what the operator writes) and a Secret with
+the model API key, in a test namespace; the runtime started with exactly the environment its
+Deployment gives it (AGENT_NAME, POD_NAMESPACE, AGENTSPEC_CONFIGMAP) plus a kubeconfig in
+place of the in-cluster service account. Asserted: it serves with the key read from the
+Secret, picks up a ConfigMap change without restarting, and rejects a broken one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from agentspec_runtime.spec import AgentResource, PromptTemplateResource, parse_resource
+from agentspec_runtime.spec.resolved import (
+    CONFIG_KEY,
+    REVISION_ANNOTATION,
+    AgentConfig,
+    config_map_name,
+    resolve_agent,
+)
+from tests.support.agent_files import agent_docs
+from tests.support.control_plane import ControlPlane, NamespacedKubectl
+from tests.support.fake_llm import ChatRequest, FakeLLM, Turn
+from tests.support.procs import wait_until
+from tests.support.runtime_proc import RuntimeProcess
+
+
+def payload(llm: FakeLLM, *, namespace: str, version: int) -> AgentConfig:
+    docs = agent_docs(
+        llm_url=llm.base_url,
+        template=f"cluster prompt {version}",
+        version=f"v{version}",
+        model={"apiKeySecretRef": {"name": "model-key", "key": "token"}},
+    )
+    resources = [parse_resource(d) for d in docs]
+    agent = next(r for r in resources if isinstance(r, AgentResource))
+    prompts = {r.metadata.name: r for r in resources if isinstance(r, PromptTemplateResource)}
+    return resolve_agent(agent, namespace=namespace, prompts=prompts, mcp_servers={}, partners={})
+
+
+def config_map(config: AgentConfig) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": config_map_name(config.name),
+            "annotations": {REVISION_ANNOTATION: config.revision()},
+        },
+        "data": {CONFIG_KEY: config.to_json()},
+    }
+
+
+def test_config_and_secret_come_from_the_api_and_changes_are_hot(
+    control_plane: ControlPlane,
+    kubectl: NamespacedKubectl,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    def answer_with_prompt(request: ChatRequest) -> Turn:
+        return Turn.text(request.system_prompt or "")
+
+    with FakeLLM(responder=answer_with_prompt, api_key="key-from-secret") as llm:
+        kubectl("create", "secret", "generic", "model-key", "--from-literal=token=key-from-secret")
+        first = payload(llm, namespace=namespace, version=1)
+        kubectl.apply(config_map(first))
+        env = {
+            "AGENT_NAME": "assistant",
+            "POD_NAMESPACE": namespace,
+            "AGENTSPEC_CONFIGMAP": config_map_name("assistant"),
+            "KUBECONFIG": str(control_plane.kubeconfig),
+        }
+        with (
+            RuntimeProcess(env=env) as runtime,
+            httpx.Client(base_url=runtime.base_url, timeout=10) as client,
+        ):
+            pid = runtime.pid
+
+            def ask() -> str:
+                body = client.post(
+                    "/v1/chat/completions",
+                    json={"model": "assistant", "messages": [{"role": "user", "content": "x"}]},
+                )
+                assert body.status_code == 200, body.text
+                text: str = body.json()["choices"][0]["message"]["content"]
+                return text
+
+            assert ask() == "cluster prompt 1"
+            assert llm.requests[0].headers["authorization"] == "Bearer key-from-secret"
+            assert runtime.status()["configRevision"] == first.revision()
+
+            second = payload(llm, namespace=namespace, version=2)
+            started = time.monotonic()
+            kubectl.apply(config_map(second))
+            wait_until(
+                lambda: runtime.status()["configRevision"] == second.revision(),
+                timeout=5,
+                what="the ConfigMap change to load",
+            )
+            latency = time.monotonic() - started
+            assert ask() == "cluster prompt 2"
+            assert latency < 5
+
+            broken = config_map(second)
+            broken["data"] = {CONFIG_KEY: json.dumps({"kind": "AgentConfig", "name": 3})}
+            kubectl.apply(broken)
+            wait_until(
+                lambda: runtime.status()["reloads"]["rejected"] >= 1,
+                timeout=5,
+                what="the broken ConfigMap to be rejected",
+            )
+            assert runtime.status()["configRevision"] == second.revision()
+            assert "invalid AgentConfig" in runtime.status()["lastReloadError"]
+            assert ask() == "cluster prompt 2"
+            assert runtime.pid == pid
+            assert "key-from-secret" not in runtime.log()
+
+
+def test_invalid_config_at_start_up_fails_fast(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    docs = agent_docs(llm_url="http://127.0.0.1:9/v1")
+    docs[-1]["spec"]["promptRef"]["name"] = "missing-prompt"
+    path.write_text(yaml.safe_dump_all(docs))
+    runtime = RuntimeProcess(config=path).start(wait_ready=False)
+    assert runtime.process is not None
+    code = runtime.process.popen.wait(20)
+    assert code == 2
+    assert "spec.promptRef.name: PromptTemplate 'missing-prompt' not found" in runtime.log()
+    runtime.stop()

@@ -1,0 +1,136 @@
+"""``agentspec runtime`` as a real child process, the way a Deployment would run it.
+
+Owns starting the runtime with a config file or with the in-cluster environment
+(``AGENT_NAME``, ``POD_NAMESPACE``, a kubeconfig instead of the service-account token),
+waiting until ``/readyz`` answers, and stopping it with SIGTERM (so the drain path runs).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .procs import ManagedProcess, free_ports, start_process, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class RuntimeProcess:
+    """One agent runtime; ``base_url`` is its API, ``metrics_url`` its metrics port."""
+
+    def __init__(
+        self,
+        *,
+        config: Path | None = None,
+        agent: str | None = None,
+        env: Mapping[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
+        self.config = config
+        self.agent = agent
+        self.port, self.metrics_port = free_ports(2)
+        self._env = dict(env or {})
+        self._args = args
+        self.process: ManagedProcess | None = None
+        self._log_dir = Path(tempfile.mkdtemp(prefix="agentspec-runtime-"))
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, *, timeout: float = 20.0, wait_ready: bool = True) -> RuntimeProcess:
+        argv = [
+            sys.executable,
+            "-m",
+            "agentspec_runtime.cli",
+            "runtime",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--metrics-port",
+            str(self.metrics_port),
+            *self._args,
+        ]
+        if self.config is not None:
+            argv += ["--config", str(self.config)]
+        if self.agent is not None:
+            argv += ["--agent", self.agent]
+        env = {**os.environ, "AGENTSPEC_DRAIN_SECONDS": "5", **self._env}
+        self.process = start_process(
+            f"runtime-{self.agent or 'agent'}",
+            argv,
+            env=env,
+            cwd=REPO_ROOT,
+            log_path=self._log_dir / "runtime.log",
+        )
+        if wait_ready:
+            self.wait_ready(timeout=timeout)
+        return self
+
+    def wait_ready(self, *, timeout: float = 20.0) -> float:
+        process = self.process
+        assert process is not None
+
+        def ready() -> bool:
+            if not process.running():
+                raise RuntimeError(process.describe_failure("runtime exited"))
+            return self.get("/readyz")[0] == 200
+
+        return wait_until(ready, timeout=timeout, what="runtime /readyz")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        except OSError:
+            return 0, b""
+        finally:
+            conn.close()
+
+    def status(self) -> dict[str, Any]:
+        code, body = self.get("/status")
+        assert code == 200, body
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    def log(self) -> str:
+        return (self._log_dir / "runtime.log").read_text(errors="replace")
+
+    def stop(self, *, grace: float = 10.0) -> int | None:
+        """SIGTERM and wait; returns the exit code."""
+        if self.process is None:
+            return None
+        self.process.stop(grace=grace)
+        code = self.process.popen.returncode
+        self.process = None
+        return code
+
+    def __enter__(self) -> RuntimeProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
