@@ -21,26 +21,23 @@ import time
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
-from lightkube import AsyncClient
 from starlette.applications import Starlette
 
-from .adapters.config_sources import (
-    parse_config,
-    parse_partner_urls,
-    watch_config_map,
-    watch_file,
-)
-from .adapters.mcp_tools import connect_mcp
+from .adapters.config_sources import parse_config, parse_partner_urls, watch_file
 from .adapters.openai_model import OpenAIModel
-from .adapters.secrets import KubeSecrets, LocalSecrets
+from .adapters.secrets import LocalSecrets
 from .api.app import Lifecycle, api_app, metrics_app
-from .engine.agent import Engine, ModelBuilder, SecretResolver
+from .engine.agent import Endpoint, Engine, McpConnection, ModelBuilder, SecretResolver
 from .engine.errors import ConfigError
 from .engine.telemetry import Metrics
 from .engine.types import ModelClient
-from .spec.resolved import AgentConfig, config_map_name
+from .spec.resolved import AgentConfig, ResolvedMcpServer, config_map_name
+
+if TYPE_CHECKING:
+    from lightkube import AsyncClient
 
 log = logging.getLogger("agentspec.runtime")
 
@@ -120,6 +117,13 @@ def model_builder(environ: dict[str, str]) -> ModelBuilder:
     return build
 
 
+async def build_mcp(server: ResolvedMcpServer, endpoint: Endpoint) -> McpConnection:
+    # Imported on first use: agents without MCP servers never pay for the mcp package.
+    from .adapters.mcp_tools import connect_mcp
+
+    return await connect_mcp(server, endpoint)
+
+
 def configure_tracing(agent: str, environ: dict[str, str]) -> None:
     """Export spans over OTLP when the standard OTEL_* variables ask for it."""
     wanted = environ.get(
@@ -185,10 +189,15 @@ class Runtime:
             return LocalSecrets(
                 directory=Path(directory) if directory else None, environ=self.environ
             )
+        from .adapters.secrets import KubeSecrets
+
         return KubeSecrets(self._kube_client(), namespace=self.settings.namespace)
 
     def _kube_client(self) -> AsyncClient:
+        # Only the in-cluster mode needs lightkube; local mode never imports it.
         if self._kube is None:
+            from lightkube import AsyncClient
+
             self._kube = AsyncClient()
         return self._kube
 
@@ -197,6 +206,8 @@ class Runtime:
         if s.config_file is not None:
             return watch_file(s.config_file, stop=self.stop)
         assert s.agent is not None
+        from .adapters.config_sources import watch_config_map
+
         return watch_config_map(
             self._kube_client(),
             name=s.config_map or config_map_name(s.agent),
@@ -224,7 +235,7 @@ class Runtime:
             metrics=Metrics(agent=config.name),
             secrets=self._secrets(),
             build_model=model_builder(self.environ),
-            build_mcp=connect_mcp,
+            build_mcp=build_mcp,
         )
         try:
             await engine.load(config)

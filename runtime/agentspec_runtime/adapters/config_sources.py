@@ -14,12 +14,10 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import watchfiles
 import yaml
-from lightkube import AsyncClient
-from lightkube.resources.core_v1 import ConfigMap
 
 from agentspec_runtime.engine.errors import ConfigError
 from agentspec_runtime.spec import (
@@ -30,6 +28,10 @@ from agentspec_runtime.spec import (
 )
 from agentspec_runtime.spec.resolved import CONFIG_KEY, AgentConfig, ResolutionError, resolve_agent
 from agentspec_runtime.spec.resources import SpecError
+
+if TYPE_CHECKING:  # lightkube is imported only in cluster mode
+    from lightkube import AsyncClient
+    from lightkube.resources.core_v1 import ConfigMap
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,8 @@ async def watch_config_map(
 ) -> AsyncIterator[str | Exception]:
     """The ConfigMap's payload now and on every change, through the API (not the kubelet's
     slow volume refresh); re-lists and re-watches after any watch error."""
+    from lightkube.resources.core_v1 import ConfigMap
+
     last: str | None = None
     backoff = 0.2
     while not stop.is_set():

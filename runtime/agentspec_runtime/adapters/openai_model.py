@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
+from openai._types import RequestOptions
 
 from agentspec_runtime.engine.errors import ModelAuthError, ModelError, ModelNotFoundError
 from agentspec_runtime.engine.types import (
@@ -45,6 +46,8 @@ class OpenAIModel:
             timeout=timeout,
             max_retries=max_retries,
             default_headers=dict(headers or {}),
+            # The SDK's aiohttp backend: far less CPU per request than the httpx stack.
+            http_client=DefaultAioHttpClient(timeout=timeout),
         )
 
     async def complete(
@@ -56,19 +59,18 @@ class OpenAIModel:
         on_delta: OnDelta | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> ModelTurn:
-        kwargs: dict[str, Any] = {"model": params.model, "messages": messages}
+        body: dict[str, Any] = {"model": params.model, "messages": messages}
         if params.temperature is not None:
-            kwargs["temperature"] = params.temperature
+            body["temperature"] = params.temperature
         if params.max_tokens is not None:
-            kwargs["max_tokens"] = params.max_tokens
+            body["max_tokens"] = params.max_tokens
         if tools:
-            kwargs["tools"] = [t.to_openai() for t in tools]
-        if headers:
-            kwargs["extra_headers"] = dict(headers)
+            body["tools"] = [t.to_openai() for t in tools]
+        options: RequestOptions = {"headers": dict(headers)} if headers else {}
         try:
             if on_delta is None:
-                return await self._complete(params, kwargs)
-            return await self._stream(params, kwargs, on_delta)
+                return await self._complete(params, body, options)
+            return await self._stream(params, body, options, on_delta)
         except openai.AuthenticationError as e:
             raise ModelAuthError(
                 f"the model endpoint {self.base_url} rejected the API key (HTTP {e.status_code})"
@@ -89,28 +91,52 @@ class OpenAIModel:
         except openai.APIError as e:
             raise ModelError(f"the model endpoint failed: {e}") from e
 
-    async def _complete(self, params: ModelParams, kwargs: dict[str, Any]) -> ModelTurn:
-        response = await self._client.chat.completions.create(**kwargs)
-        choice = response.choices[0]
-        calls = tuple(
-            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "")
-            for c in choice.message.tool_calls or ()
-            if c.type == "function"
+    async def _complete(
+        self, params: ModelParams, body: dict[str, Any], options: RequestOptions
+    ) -> ModelTurn:
+        # The SDK's generic post (its documented route for raw bodies): auth, retries with
+        # backoff and error classes stay the SDK's; the per-call TypedDict transform of the
+        # request and the pydantic models of the response, which cost more CPU than the
+        # rest of a turn, are skipped. The engine reads only a few fields.
+        response: dict[str, Any] = await self._client.post(
+            "/chat/completions", cast_to=dict, body=body, options=options
         )
-        usage = response.usage
+        try:
+            choice = response["choices"][0]
+            message = choice.get("message") or {}
+            calls = tuple(
+                ToolCall(
+                    id=c.get("id") or f"call_{i}",
+                    name=c["function"]["name"],
+                    arguments=c["function"].get("arguments") or "",
+                )
+                for i, c in enumerate(message.get("tool_calls") or ())
+                if c.get("type", "function") == "function"
+            )
+        except (KeyError, IndexError, TypeError) as e:
+            raise ModelError(f"the model endpoint sent an unexpected response ({e!r})") from e
         return ModelTurn(
-            content=choice.message.content,
+            content=message.get("content"),
             tool_calls=calls,
-            usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(),
-            model=response.model or params.model,
-            finish_reason=choice.finish_reason or "stop",
+            usage=_usage(response.get("usage")),
+            model=response.get("model") or params.model,
+            finish_reason=choice.get("finish_reason") or "stop",
         )
 
     async def _stream(
-        self, params: ModelParams, kwargs: dict[str, Any], on_delta: OnDelta
+        self,
+        params: ModelParams,
+        body: dict[str, Any],
+        options: RequestOptions,
+        on_delta: OnDelta,
     ) -> ModelTurn:
-        stream = await self._client.chat.completions.create(
-            **kwargs, stream=True, stream_options={"include_usage": True}
+        stream: AsyncStream[dict[str, Any]] = await self._client.post(
+            "/chat/completions",
+            cast_to=dict,
+            body={**body, "stream": True, "stream_options": {"include_usage": True}},
+            options=options,
+            stream=True,
+            stream_cls=AsyncStream[dict[str, Any]],
         )
         text: list[str] = []
         calls: dict[int, dict[str, str]] = {}
@@ -119,23 +145,24 @@ class OpenAIModel:
         finish = "stop"
         async with stream:
             async for chunk in stream:
-                model = chunk.model or model
-                if chunk.usage is not None:
-                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                if not chunk.choices:
+                model = chunk.get("model") or model
+                if chunk.get("usage"):
+                    usage = _usage(chunk["usage"])
+                if not chunk.get("choices"):
                     continue
-                choice = chunk.choices[0]
-                finish = choice.finish_reason or finish
-                delta = choice.delta
-                if delta.content:
-                    text.append(delta.content)
-                    await on_delta(delta.content)
-                for piece in delta.tool_calls or ():
-                    call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
-                    call["id"] = piece.id or call["id"]
-                    if piece.function is not None:
-                        call["name"] = call["name"] or (piece.function.name or "")
-                        call["arguments"] += piece.function.arguments or ""
+                choice = chunk["choices"][0]
+                finish = choice.get("finish_reason") or finish
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    text.append(delta["content"])
+                    await on_delta(delta["content"])
+                for piece in delta.get("tool_calls") or ():
+                    index = piece.get("index", len(calls))
+                    call = calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
+                    call["id"] = piece.get("id") or call["id"] or f"call_{index}"
+                    function = piece.get("function") or {}
+                    call["name"] = call["name"] or (function.get("name") or "")
+                    call["arguments"] += function.get("arguments") or ""
         return ModelTurn(
             content="".join(text) if text else None,
             tool_calls=tuple(ToolCall(**calls[i]) for i in sorted(calls)),
@@ -146,6 +173,12 @@ class OpenAIModel:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _usage(data: Any) -> Usage:
+    if not isinstance(data, dict):
+        return Usage()
+    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
 
 
 def _detail(error: openai.APIStatusError) -> str:

@@ -13,13 +13,13 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-
-from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
-from lightkube.resources.core_v1 import Secret
+from typing import TYPE_CHECKING
 
 from agentspec_runtime.engine.errors import ConfigError
 from agentspec_runtime.spec._base import SecretKeySelector
+
+if TYPE_CHECKING:  # lightkube is imported only in cluster mode
+    from lightkube import AsyncClient
 
 
 def env_name(ref: SecretKeySelector) -> str:
@@ -57,6 +57,9 @@ class KubeSecrets:
         self._namespace = namespace
 
     async def get(self, ref: SecretKeySelector) -> str:
+        from lightkube.core.exceptions import ApiError
+        from lightkube.resources.core_v1 import Secret
+
         where = f"Secret {self._namespace}/{ref.name}"
         try:
             secret = await self._client.get(Secret, ref.name, namespace=self._namespace)
