@@ -181,3 +181,20 @@ async def test_restarted_server_is_reconnected(
             await asyncio.sleep(0.1)
         assert await snapshot.tools()["add"].call({"a": 2, "b": 2}, headers={}) == "4"
         assert built.connections["s"].connects >= 2
+
+
+async def test_slow_tool_call_times_out_as_a_tool_error(
+    engine_and_built: tuple[Engine, Built],
+    mcp_server_http: McpTestServer,
+) -> None:
+    engine, _ = engine_and_built
+    with FakeLLM(responder=tool_then_answer) as llm:
+        docs = agent_docs(
+            llm_url=llm.base_url,
+            mcp=[{"name": "s", "url": mcp_server_http.url, "timeoutSeconds": 0.5}],
+        )
+        snapshot = await engine.load(parse_config(yaml.safe_dump_all(docs)))
+        with pytest.raises(ToolError, match=r"timed out after 0\.5s"):
+            await snapshot.tools()["slow"].call({"seconds": 3}, headers={})
+        result = await engine.run(ask("slow seconds=3"))
+        assert result.content.startswith("The tool said: Error: MCP tool 'slow' on 's' timed out")

@@ -16,7 +16,12 @@ from pathlib import Path
 import httpx
 import yaml
 
-from agentspec_runtime.spec import AgentResource, PromptTemplateResource, parse_resource
+from agentspec_runtime.spec import (
+    AgentResource,
+    McpServerResource,
+    PromptTemplateResource,
+    parse_resource,
+)
 from agentspec_runtime.spec.resolved import (
     CONFIG_KEY,
     REVISION_ANNOTATION,
@@ -26,22 +31,28 @@ from agentspec_runtime.spec.resolved import (
 )
 from tests.support.agent_files import agent_docs
 from tests.support.control_plane import ControlPlane, NamespacedKubectl
-from tests.support.fake_llm import ChatRequest, FakeLLM, Turn
+from tests.support.fake_llm import ChatRequest, FakeLLM, Turn, tool_then_answer
+from tests.support.mcp_servers import McpTestServer
 from tests.support.procs import wait_until
 from tests.support.runtime_proc import RuntimeProcess
 
 
-def payload(llm: FakeLLM, *, namespace: str, version: int) -> AgentConfig:
+def payload(llm: FakeLLM, tools: McpTestServer, *, namespace: str, version: int) -> AgentConfig:
     docs = agent_docs(
         llm_url=llm.base_url,
         template=f"cluster prompt {version}",
         version=f"v{version}",
         model={"apiKeySecretRef": {"name": "model-key", "key": "token"}},
+        mcp=[{"name": "tools", "url": tools.url}],
+        mcp_refs=[{"name": "tools", "tools": ["add"]}],
     )
     resources = [parse_resource(d) for d in docs]
     agent = next(r for r in resources if isinstance(r, AgentResource))
     prompts = {r.metadata.name: r for r in resources if isinstance(r, PromptTemplateResource)}
-    return resolve_agent(agent, namespace=namespace, prompts=prompts, mcp_servers={}, partners={})
+    servers = {r.metadata.name: r for r in resources if isinstance(r, McpServerResource)}
+    return resolve_agent(
+        agent, namespace=namespace, prompts=prompts, mcp_servers=servers, partners={}
+    )
 
 
 def config_map(config: AgentConfig) -> dict[str, object]:
@@ -60,14 +71,16 @@ def test_config_and_secret_come_from_the_api_and_changes_are_hot(
     control_plane: ControlPlane,
     kubectl: NamespacedKubectl,
     namespace: str,
-    tmp_path: Path,
+    mcp_server_http: McpTestServer,
 ) -> None:
     def answer_with_prompt(request: ChatRequest) -> Turn:
+        if "add" in request.last_user_text:
+            return tool_then_answer(request)
         return Turn.text(request.system_prompt or "")
 
     with FakeLLM(responder=answer_with_prompt, api_key="key-from-secret") as llm:
         kubectl("create", "secret", "generic", "model-key", "--from-literal=token=key-from-secret")
-        first = payload(llm, namespace=namespace, version=1)
+        first = payload(llm, mcp_server_http, namespace=namespace, version=1)
         kubectl.apply(config_map(first))
         env = {
             "AGENT_NAME": "assistant",
@@ -81,20 +94,21 @@ def test_config_and_secret_come_from_the_api_and_changes_are_hot(
         ):
             pid = runtime.pid
 
-            def ask() -> str:
+            def ask(text: str = "x") -> str:
                 body = client.post(
                     "/v1/chat/completions",
-                    json={"model": "assistant", "messages": [{"role": "user", "content": "x"}]},
+                    json={"model": "assistant", "messages": [{"role": "user", "content": text}]},
                 )
                 assert body.status_code == 200, body.text
-                text: str = body.json()["choices"][0]["message"]["content"]
-                return text
+                answer: str = body.json()["choices"][0]["message"]["content"]
+                return answer
 
             assert ask() == "cluster prompt 1"
             assert llm.requests[0].headers["authorization"] == "Bearer key-from-secret"
+            assert ask("add a=40 b=2") == "The tool said: 42"  # an MCP tool, from the payload
             assert runtime.status()["configRevision"] == first.revision()
 
-            second = payload(llm, namespace=namespace, version=2)
+            second = payload(llm, mcp_server_http, namespace=namespace, version=2)
             started = time.monotonic()
             kubectl.apply(config_map(second))
             wait_until(

@@ -234,3 +234,27 @@ def test_canary_split_is_sticky_per_conversation(tmp_path: Path, weight: int) ->
             assert systems == {"stable prompt", "canary prompt"}
             metrics = httpx.get(runtime.metrics_url).text
             assert 'prompt_version="v2"' in metrics
+
+
+def test_missing_prompt_variable_is_a_400_naming_it(tmp_path: Path) -> None:
+    with FakeLLM(responder=Turn.text("hi")) as llm:
+        docs = agent_docs(llm_url=llm.base_url, template="Serve {{ team }} well.")
+        path = write_docs(tmp_path / "agent.yaml", docs)
+        with RuntimeProcess(config=path) as runtime:
+            url = f"{runtime.base_url}/v1/chat/completions"
+            missing = httpx.post(
+                url, json={"model": "assistant", "messages": [{"role": "user", "content": "x"}]}
+            )
+            assert missing.status_code == 400
+            assert "prompt variable 'team' is required" in missing.json()["error"]["message"]
+            assert llm.requests == [], "the model is never called"
+            given = httpx.post(
+                url,
+                json={
+                    "model": "assistant",
+                    "variables": {"team": "ops"},
+                    "messages": [{"role": "user", "content": "x"}],
+                },
+            )
+            assert given.status_code == 200
+            assert llm.requests[0].system_prompt == "Serve ops well."

@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from agentspec_runtime.spec.prompt import PLACEHOLDER
+
 
 def agent_docs(
     *,
@@ -23,12 +25,13 @@ def agent_docs(
 ) -> list[dict[str, Any]]:
     """An AgentSpec with a PromptTemplate (and McpServers): ``mcp`` are McpServer specs by
     name (``{"name": ..., "url": ..., "transport": ...}``), ``mcp_refs`` the AgentSpec's refs."""
-    versions = [
-        {
-            "version": version,
-            "template": template,
-            "variables": [{"name": "role", "default": "test"}] if "{{ role }}" in template else [],
-        }
+    # every placeholder is declared; only {{ role }} has a default
+    declared = [
+        {"name": n, **({"default": "test"} if n == "role" else {})}
+        for n in dict.fromkeys(PLACEHOLDER.findall(template))
+    ]
+    versions: list[dict[str, Any]] = [
+        {"version": version, "template": template, "variables": declared}
     ]
     for v, text in (extra_versions or {}).items():
         versions.append({"version": v, "template": text})
