@@ -54,6 +54,7 @@ class Settings:
     max_body: int
     drain_seconds: float
     partner_urls: dict[str, str]
+    max_hops: int
 
 
 def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
@@ -97,6 +98,7 @@ def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
         max_body=args.max_body_bytes,
         drain_seconds=float(environ.get("AGENTSPEC_DRAIN_SECONDS", "25")),
         partner_urls=parse_partner_urls(environ.get("AGENTSPEC_PARTNER_URLS")),
+        max_hops=int(environ.get("AGENTSPEC_MAX_HOPS", "5")),
     )
 
 
@@ -243,7 +245,9 @@ class Runtime:
             print(f"agentspec runtime: cannot load config: {e}", file=sys.stderr)
             return 2
         api = _uvicorn(
-            api_app(engine, lifecycle=self.lifecycle, max_body=s.max_body), host=s.host, port=s.port
+            api_app(engine, lifecycle=self.lifecycle, max_body=s.max_body, max_hops=s.max_hops),
+            host=s.host,
+            port=s.port,
         )
         metrics = _uvicorn(metrics_app(engine), host=s.host, port=s.metrics_port)
         loop = asyncio.get_running_loop()

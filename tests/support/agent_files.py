@@ -22,6 +22,8 @@ def agent_docs(
     mcp_refs: list[dict[str, Any]] | None = None,
     max_iterations: int = 5,
     model: dict[str, Any] | None = None,
+    runtime: dict[str, Any] | None = None,
+    partners: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """An AgentSpec with a PromptTemplate (and McpServers): ``mcp`` are McpServer specs by
     name (``{"name": ..., "url": ..., "transport": ...}``), ``mcp_refs`` the AgentSpec's refs."""
@@ -74,6 +76,8 @@ def agent_docs(
                 "mcpServers": mcp_refs
                 if mcp_refs is not None
                 else [{"name": s["name"]} for s in mcp or []],
+                **({"runtime": runtime} if runtime else {}),
+                **({"partners": partners} if partners else {}),
             },
         }
     )

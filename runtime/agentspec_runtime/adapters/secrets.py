@@ -48,6 +48,22 @@ class LocalSecrets:
             + (f" or create {self._directory / ref.name / ref.key}" if self._directory else "")
         )
 
+    async def get_all(self, name: str) -> dict[str, str]:
+        values: dict[str, str] = {}
+        folder = self._directory / name if self._directory is not None else None
+        if folder is not None and folder.is_dir():
+            values = {p.name: p.read_text().strip() for p in folder.iterdir() if p.is_file()}
+        prefix = "AGENTSPEC_SECRET_" + re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_"
+        for key, value in self._environ.items():
+            if key.startswith(prefix):
+                values.setdefault(key.removeprefix(prefix).lower(), value)
+        if not values:
+            raise ConfigError(
+                f"Secret {name!r} is not available: set {prefix}<KEY> variables"
+                + (f" or create files in {folder}" if folder else "")
+            )
+        return values
+
 
 class KubeSecrets:
     """Secrets from the agent's own namespace, through the Kubernetes API."""
@@ -71,3 +87,17 @@ class KubeSecrets:
         if secret.stringData and ref.key in secret.stringData:
             return str(secret.stringData[ref.key])
         raise ConfigError(f"{where} has no key {ref.key!r}")
+
+    async def get_all(self, name: str) -> dict[str, str]:
+        from lightkube.core.exceptions import ApiError
+        from lightkube.resources.core_v1 import Secret
+
+        try:
+            secret = await self._client.get(Secret, name, namespace=self._namespace)
+        except ApiError as e:
+            raise ConfigError(
+                f"cannot read Secret {self._namespace}/{name}: {e.status.reason or e.status.code}"
+            ) from e
+        values = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        values.update({str(k): str(v) for k, v in (secret.stringData or {}).items()})
+        return values

@@ -6,13 +6,16 @@ from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from agentspec_runtime.api.inbound import InboundMiddleware
+from agentspec_runtime.api.openai_api import DEFAULT_MAX_BODY, ChatCompletions
 from agentspec_runtime.engine.agent import Engine
 
-from .openai_api import DEFAULT_MAX_BODY, ChatCompletions
+DEFAULT_MAX_HOPS = 5
 
 
 @dataclass
@@ -22,7 +25,13 @@ class Lifecycle:
     draining: bool = False
 
 
-def api_app(engine: Engine, *, lifecycle: Lifecycle, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
+def api_app(
+    engine: Engine,
+    *,
+    lifecycle: Lifecycle,
+    max_body: int = DEFAULT_MAX_BODY,
+    max_hops: int = DEFAULT_MAX_HOPS,
+) -> Starlette:
     chat = ChatCompletions(engine, max_body=max_body)
 
     async def healthz(_request: Request) -> Response:
@@ -45,7 +54,8 @@ def api_app(engine: Engine, *, lifecycle: Lifecycle, max_body: int = DEFAULT_MAX
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/status", status, methods=["GET"]),
-        ]
+        ],
+        middleware=[Middleware(InboundMiddleware, engine=engine, max_hops=max_hops)],
     )
 
 

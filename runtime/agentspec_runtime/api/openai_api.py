@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from agentspec_runtime.api.inbound import HOPS_HEADER, hops
 from agentspec_runtime.engine.agent import Engine
 from agentspec_runtime.engine.errors import AgentspecError, RequestError, UnknownModelError
 from agentspec_runtime.engine.loop import AgentRequest, AgentResult
@@ -92,6 +93,11 @@ class _RejectedError(Exception):
 
     def __init__(self, response: JSONResponse) -> None:
         self.response = response
+
+
+def outbound_headers() -> dict[str, str]:
+    """Headers every call this request makes carries: one more hop than it arrived with."""
+    return {HOPS_HEADER: str(hops.get() + 1)}
 
 
 def error_response(
@@ -194,7 +200,10 @@ class ChatCompletions:
         context_id = body.context_id or request.headers.get(CONTEXT_HEADER) or uuid.uuid4().hex
         messages = [m.model_dump(exclude_none=True) for m in body.messages]
         return body, AgentRequest(
-            messages=messages, context_id=context_id, variables=body.variables
+            messages=messages,
+            context_id=context_id,
+            variables=body.variables,
+            headers=outbound_headers(),
         )
 
     def _completion(self, result: AgentResult, *, context_id: str) -> dict[str, Any]:

@@ -37,6 +37,10 @@ class SecretResolver(Protocol):
         """The value of a Secret key; raises ``ConfigError`` naming it when unavailable."""
         ...
 
+    async def get_all(self, name: str) -> dict[str, str]:
+        """Every key of a Secret; raises ``ConfigError`` naming it when unavailable."""
+        ...
+
 
 class McpConnection(Protocol):
     """A live connection to one MCP server (reconnects by itself)."""
@@ -147,11 +151,22 @@ class Engine:
                 model=model,
                 sources=sources,
                 resource_keys=keys,
+                api_keys=await self._api_keys(config),
             )
         except BaseException:
             for key in keys:
                 self.pool.release(key)
             raise
+
+    async def _api_keys(self, config: AgentConfig) -> dict[str, str]:
+        """Accepted inbound API keys -> consumer (the key's name in the Secret)."""
+        name = config.auth.api_keys_secret_ref if config.auth else None
+        if not name:
+            return {}
+        keys = {value: key for key, value in (await self._secrets.get_all(name)).items() if value}
+        if not keys:
+            raise ConfigError(f"Secret {name!r} holds no API keys")
+        return keys
 
     async def _values(self, values: list[NamedValue]) -> dict[str, str]:
         out: dict[str, str] = {}

@@ -117,6 +117,8 @@ class Snapshot:
     model: ModelClient
     sources: list[ToolSource]
     resource_keys: list[str]
+    api_keys: dict[str, str] = field(default_factory=dict)
+    """Accepted inbound API keys -> consumer name; empty means no auth."""
     loaded_at: float = field(default_factory=time.time)
     leases: int = 0
     retired: bool = False

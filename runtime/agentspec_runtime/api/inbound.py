@@ -1,0 +1,111 @@
+"""Inbound checks on the API port, before any handler: API keys and the hop limit.
+
+Auth: when the agent's config names an API-key Secret, every request except health, status
+and the agent card must carry one of its keys (``Authorization: Bearer <key>`` or
+``X-Api-Key``); anything else gets a bare 401 that reveals nothing. The consumer (the key's
+name in the Secret) is made available to the handlers.
+
+Hops: agents calling agents send ``X-Agentspec-Hops``; a request arriving with more hops
+than ``max_hops`` is refused with 508, which stops call cycles (A -> B -> A ...).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from contextvars import ContextVar
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from agentspec_runtime.engine.agent import Engine
+
+HOPS_HEADER = "x-agentspec-hops"
+OPEN_PATHS = (
+    "/healthz",
+    "/readyz",
+    "/status",
+    "/.well-known/agent-card.json",
+    "/.well-known/agent.json",
+)
+
+hops: ContextVar[int] = ContextVar("agentspec_hops", default=0)
+"""Hops of the request being served (0 when it came from outside)."""
+consumer: ContextVar[str | None] = ContextVar("agentspec_consumer", default=None)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _match(keys: dict[str, str], presented: str) -> str | None:
+    found = None
+    for key, name in keys.items():  # constant time per key: no early exit on a match
+        if hmac.compare_digest(key.encode(), presented.encode()):
+            found = name
+    return found
+
+
+class InboundMiddleware:
+    def __init__(self, app: ASGIApp, *, engine: Engine, max_hops: int) -> None:
+        self.app = app
+        self.engine = engine
+        self.max_hops = max_hops
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        raw = _header(scope, HOPS_HEADER.encode())
+        count = int(raw) if raw is not None and raw.isdigit() else 0
+        if count > self.max_hops:
+            await _reject(
+                send, 508, f"hop limit of {self.max_hops} reached: call cycle?", "hop_limit"
+            )
+            return
+        who = None
+        snapshot = self.engine.holder.current
+        if snapshot is not None and snapshot.api_keys:
+            bearer = _header(scope, b"authorization") or ""
+            presented = (
+                bearer[7:]
+                if bearer.lower().startswith("bearer ")
+                else (_header(scope, b"x-api-key") or "")
+            )
+            who = _match(snapshot.api_keys, presented) if presented else None
+            if who is None:
+                await _reject(send, 401, "unauthorized", "unauthorized")
+                return
+        hops_token, consumer_token = hops.set(count), consumer.set(who)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            hops.reset(hops_token)
+            consumer.reset(consumer_token)
+
+
+async def _reject(send: Send, status: int, message: str, code: str) -> None:
+    body = json.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": code,
+            }
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *([(b"www-authenticate", b"Bearer")] if status == 401 else []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,109 @@
+"""Inbound checks: API keys from a Secret guard the API; the hop header stops call cycles.
+
+In: a runtime whose AgentSpec names an API-key Secret (served locally from the
+environment), requests with no key, a wrong key and each accepted form. Asserted: 401 with
+no detail, open health endpoints, and 508 past the hop limit; accepted requests forward one
+more hop than they arrived with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.agent_files import agent_docs, write_docs
+from tests.support.fake_llm import FakeLLM, Turn
+from tests.support.runtime_proc import RuntimeProcess
+
+BODY = {"model": "assistant", "messages": [{"role": "user", "content": "x"}]}
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[FakeLLM]:
+    with FakeLLM(responder=Turn.text("hello")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def runtime(llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]:
+    path = tmp_path_factory.mktemp("auth") / "agent.yaml"
+    write_docs(
+        path, agent_docs(llm_url=llm.base_url, runtime={"auth": {"apiKeysSecretRef": "agent-keys"}})
+    )
+    env = {
+        "AGENTSPEC_SECRET_AGENT_KEYS_TEAM_A": "key-a",
+        "AGENTSPEC_SECRET_AGENT_KEYS_TEAM_B": "key-b",
+        "AGENTSPEC_MAX_HOPS": "3",
+    }
+    with RuntimeProcess(config=path, env=env) as process:
+        yield process
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"X-Api-Key": "key-a-but-longer"},
+        {"Authorization": "Basic a2V5LWE="},
+    ],
+    ids=["none", "wrong-bearer", "wrong-header", "basic"],
+)
+def test_requests_without_a_valid_key_get_a_bare_401(
+    runtime: RuntimeProcess,
+    headers: dict[str, str],
+) -> None:
+    for path, method in (("/v1/chat/completions", "POST"), ("/v1/models", "GET")):
+        response = httpx.request(method, f"{runtime.base_url}{path}", json=BODY, headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["message"] == "unauthorized"
+        assert "key" not in response.text.lower()
+
+
+def test_valid_keys_in_either_header_are_accepted(runtime: RuntimeProcess, llm: FakeLLM) -> None:
+    for headers in ({"Authorization": "Bearer key-a"}, {"X-Api-Key": "key-b"}):
+        response = httpx.post(f"{runtime.base_url}/v1/chat/completions", json=BODY, headers=headers)
+        assert response.status_code == 200
+        assert response.json()["choices"][0]["message"]["content"] == "hello"
+
+
+def test_health_and_status_stay_open(runtime: RuntimeProcess) -> None:
+    assert runtime.get("/healthz")[0] == 200
+    assert runtime.get("/readyz")[0] == 200
+    assert runtime.get("/status")[0] == 200
+
+
+def test_hop_limit(runtime: RuntimeProcess, llm: FakeLLM) -> None:
+    auth = {"Authorization": "Bearer key-a"}
+    llm.reset()
+    ok = httpx.post(
+        f"{runtime.base_url}/v1/chat/completions",
+        json=BODY,
+        headers={**auth, "X-Agentspec-Hops": "3"},
+    )
+    assert ok.status_code == 200
+    assert llm.requests[0].headers["x-agentspec-hops"] == "4", "one more hop goes out"
+    cycle = httpx.post(
+        f"{runtime.base_url}/v1/chat/completions",
+        json=BODY,
+        headers={**auth, "X-Agentspec-Hops": "4"},
+    )
+    assert cycle.status_code == 508
+    assert "hop limit of 3 reached" in cycle.json()["error"]["message"]
+
+
+def test_auth_config_without_keys_is_rejected_at_start(tmp_path: Path) -> None:
+    path = write_docs(
+        tmp_path / "agent.yaml",
+        agent_docs(
+            llm_url="http://127.0.0.1:9/v1", runtime={"auth": {"apiKeysSecretRef": "missing"}}
+        ),
+    )
+    runtime = RuntimeProcess(config=path).start(wait_ready=False)
+    assert runtime.process is not None
+    assert runtime.process.popen.wait(20) == 2
+    assert "Secret 'missing' is not available" in runtime.log()
+    runtime.stop()
