@@ -30,11 +30,24 @@ from .adapters.config_sources import parse_config, parse_partner_urls, watch_fil
 from .adapters.openai_model import OpenAIModel
 from .adapters.secrets import LocalSecrets
 from .api.app import Lifecycle, api_app, metrics_app
-from .engine.agent import Endpoint, Engine, McpConnection, ModelBuilder, SecretResolver
+from .engine.agent import (
+    Endpoint,
+    Engine,
+    McpConnection,
+    ModelBuilder,
+    PartnerConnection,
+    SecretResolver,
+)
 from .engine.errors import ConfigError
 from .engine.telemetry import Metrics
 from .engine.types import ModelClient
-from .spec.resolved import AgentConfig, ResolvedMcpServer, config_map_name
+from .spec.resolved import (
+    AgentConfig,
+    ResolvedMcpServer,
+    ResolvedPartner,
+    config_map_name,
+    service_url,
+)
 
 if TYPE_CHECKING:
     from lightkube import AsyncClient
@@ -55,6 +68,8 @@ class Settings:
     drain_seconds: float
     partner_urls: dict[str, str]
     max_hops: int
+    public_url: str | None
+    partner_timeout: float
 
 
 def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
@@ -99,6 +114,8 @@ def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
         drain_seconds=float(environ.get("AGENTSPEC_DRAIN_SECONDS", "25")),
         partner_urls=parse_partner_urls(environ.get("AGENTSPEC_PARTNER_URLS")),
         max_hops=int(environ.get("AGENTSPEC_MAX_HOPS", "5")),
+        public_url=environ.get("AGENTSPEC_PUBLIC_URL"),
+        partner_timeout=float(environ.get("AGENTSPEC_PARTNER_TIMEOUT", "300")),
     )
 
 
@@ -217,6 +234,29 @@ class Runtime:
             stop=self.stop,
         )
 
+    async def _build_partner(
+        self, partner: ResolvedPartner, headers: dict[str, str]
+    ) -> PartnerConnection:
+        from .adapters.partners import connect_partner
+
+        return await connect_partner(
+            partner,
+            headers,
+            call_timeout=self.settings.partner_timeout,
+            breaker_failures=int(self.environ.get("AGENTSPEC_BREAKER_FAILURES", "3")),
+            breaker_reset=float(self.environ.get("AGENTSPEC_BREAKER_RESET_SECONDS", "30")),
+        )
+
+    def _public_url(self, agent: str) -> str:
+        """Where callers reach this agent: its Service in a cluster, else this process."""
+        s = self.settings
+        if s.public_url:
+            return s.public_url
+        if s.config_file is None:
+            return service_url(agent, s.namespace)
+        host = "127.0.0.1" if s.host in ("0.0.0.0", "::") else s.host  # noqa: S104
+        return f"http://{host}:{s.port}"
+
     async def run(self) -> int:
         s = self.settings
         source = self._source()
@@ -238,6 +278,7 @@ class Runtime:
             secrets=self._secrets(),
             build_model=model_builder(self.environ),
             build_mcp=build_mcp,
+            build_partner=self._build_partner,
         )
         try:
             await engine.load(config)
@@ -245,7 +286,13 @@ class Runtime:
             print(f"agentspec runtime: cannot load config: {e}", file=sys.stderr)
             return 2
         api = _uvicorn(
-            api_app(engine, lifecycle=self.lifecycle, max_body=s.max_body, max_hops=s.max_hops),
+            api_app(
+                engine,
+                lifecycle=self.lifecycle,
+                max_body=s.max_body,
+                max_hops=s.max_hops,
+                base_url=self._public_url(config.name),
+            ),
             host=s.host,
             port=s.port,
         )

@@ -41,6 +41,11 @@ class RuntimeProcess:
         self.process: ManagedProcess | None = None
         self._log_dir = Path(tempfile.mkdtemp(prefix="agentspec-runtime-"))
 
+    def set_env(self, **env: str) -> RuntimeProcess:
+        """Add environment for the next start (ports are known before it: wire peers first)."""
+        self._env.update(env)
+        return self
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from agentspec_runtime.api.a2a import a2a_routes
 from agentspec_runtime.api.inbound import InboundMiddleware
 from agentspec_runtime.api.openai_api import DEFAULT_MAX_BODY, ChatCompletions
 from agentspec_runtime.engine.agent import Engine
@@ -31,7 +32,9 @@ def api_app(
     lifecycle: Lifecycle,
     max_body: int = DEFAULT_MAX_BODY,
     max_hops: int = DEFAULT_MAX_HOPS,
+    base_url: str = "http://127.0.0.1:8080",
 ) -> Starlette:
+    """``base_url`` is where callers reach this agent (its Service): the agent card says so."""
     chat = ChatCompletions(engine, max_body=max_body)
 
     async def healthz(_request: Request) -> Response:
@@ -54,6 +57,7 @@ def api_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/status", status, methods=["GET"]),
+            *a2a_routes(engine, base_url=base_url),
         ],
         middleware=[Middleware(InboundMiddleware, engine=engine, max_hops=max_hops)],
     )

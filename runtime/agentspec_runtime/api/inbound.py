@@ -18,8 +18,8 @@ from contextvars import ContextVar
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentspec_runtime.engine.agent import Engine
+from agentspec_runtime.engine.types import HOPS_HEADER
 
-HOPS_HEADER = "x-agentspec-hops"
 OPEN_PATHS = (
     "/healthz",
     "/readyz",

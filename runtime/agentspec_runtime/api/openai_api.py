@@ -23,10 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from agentspec_runtime.api.inbound import HOPS_HEADER, hops
+from agentspec_runtime.api.inbound import hops
 from agentspec_runtime.engine.agent import Engine
 from agentspec_runtime.engine.errors import AgentspecError, RequestError, UnknownModelError
 from agentspec_runtime.engine.loop import AgentRequest, AgentResult
+from agentspec_runtime.engine.types import HOPS_HEADER
 
 CONTEXT_HEADER = "x-agentspec-context-id"
 DEFAULT_MAX_BODY = 1 << 20
@@ -304,10 +305,12 @@ def _finish(result: AgentResult) -> str:
 
 
 def _usage(result: AgentResult) -> dict[str, int]:
+    """Everything the request cost: this agent's model calls plus its partners'."""
+    usage = result.usage + result.tool_usage
     return {
-        "prompt_tokens": result.usage.input_tokens,
-        "completion_tokens": result.usage.output_tokens,
-        "total_tokens": result.usage.total,
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total,
     }
 
 
@@ -320,6 +323,10 @@ def _metadata(result: AgentResult, context_id: str) -> dict[str, Any]:
         "iterations": result.iterations,
         "toolCalls": result.tool_calls,
         "finishReason": result.finish_reason,
+        "partnerUsage": {
+            "prompt_tokens": result.tool_usage.input_tokens,
+            "completion_tokens": result.tool_usage.output_tokens,
+        },
     }
 
 

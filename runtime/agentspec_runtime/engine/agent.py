@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agentspec_runtime.spec._base import NamedValue, SecretKeySelector
-from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer
+from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer, ResolvedPartner
 
 from . import telemetry as t
 from .errors import AgentspecError, ConfigError
@@ -65,6 +65,21 @@ ModelBuilder = Callable[[AgentConfig, str | None, dict[str, str]], Awaitable[Mod
 McpBuilder = Callable[[ResolvedMcpServer, Endpoint], Awaitable[McpConnection]]
 
 
+class PartnerConnection(Protocol):
+    """A client for one partner agent, exposed to the model as one tool."""
+
+    @property
+    def tool(self) -> Tool: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
+PartnerBuilder = Callable[[ResolvedPartner, dict[str, str]], Awaitable[PartnerConnection]]
+"""Builds a partner client from its resolved entry and its headers (secrets already read)."""
+
+
 @dataclass
 class ReloadState:
     revision: str | None = None
@@ -91,12 +106,14 @@ class Engine:
         secrets: SecretResolver,
         build_model: ModelBuilder,
         build_mcp: McpBuilder,
+        build_partner: PartnerBuilder | None = None,
     ) -> None:
         self.agent = agent
         self.metrics = metrics
         self._secrets = secrets
         self._build_model = build_model
         self._build_mcp = build_mcp
+        self._build_partner = build_partner
         self.pool = ResourcePool()
         self.holder = SnapshotHolder(self.pool)
         self.state = ReloadState()
@@ -144,6 +161,7 @@ class Engine:
         try:
             model = await self._acquire_model(config, keys)
             sources = [await self._acquire_mcp(server, keys) for server in config.mcp_servers]
+            sources += [await self._acquire_partner(p, keys) for p in config.partners]
             return Snapshot(
                 config=config,
                 revision=config.revision(),
@@ -157,6 +175,26 @@ class Engine:
             for key in keys:
                 self.pool.release(key)
             raise
+
+    async def _acquire_partner(self, partner: ResolvedPartner, keys: list[str]) -> ToolSource:
+        if self._build_partner is None:
+            raise ConfigError("this runtime cannot call partner agents")
+        build_partner = self._build_partner
+        headers = await self._values(partner.headers)
+        key = _key("partner", partner.name, partner.url, headers)
+
+        async def build() -> tuple[PartnerConnection, Callable[[], Awaitable[None]]]:
+            connection = await build_partner(partner, headers)
+            return connection, connection.aclose
+
+        connection: PartnerConnection = await self.pool.acquire(key, build)
+        keys.append(key)
+        return ToolSource(
+            name=partner.name,
+            kind="partner",
+            tools=lambda: [connection.tool],
+            status=connection.status,
+        )
 
     async def _api_keys(self, config: AgentConfig) -> dict[str, str]:
         """Accepted inbound API keys -> consumer (the key's name in the Secret)."""
@@ -205,7 +243,9 @@ class Engine:
 
         connection: McpConnection = await self.pool.acquire(key, build)
         keys.append(key)
-        return ToolSource(name=server.name, tools=connection.tools, status=connection.status)
+        return ToolSource(
+            name=server.name, kind="mcp", tools=connection.tools, status=connection.status
+        )
 
     # -- serving ------------------------------------------------------------------------
 
@@ -276,7 +316,12 @@ class Engine:
                 model=config.model.model,
                 promptVersions=snapshot.prompts.versions,
                 inflight=snapshot.leases,
-                mcpServers=[{"name": s.name, **s.status()} for s in snapshot.sources],
+                mcpServers=[
+                    {"name": s.name, **s.status()} for s in snapshot.sources if s.kind == "mcp"
+                ],
+                partners=[
+                    {"name": s.name, **s.status()} for s in snapshot.sources if s.kind == "partner"
+                ],
                 tools=sorted(snapshot.tools()),
             )
         return status

@@ -31,6 +31,7 @@ from .types import (
     Tool,
     ToolCall,
     ToolOutcome,
+    ToolResult,
     ToolSpec,
     Usage,
 )
@@ -76,6 +77,8 @@ class AgentResult:
     prompt: RenderedPrompt
     revision: str
     model: str
+    tool_usage: Usage = field(default_factory=Usage)
+    """Tokens partner agents spent for this request (not in ``usage``)."""
 
 
 MAX_TOOL_RESULT_CHARS = 64_000
@@ -97,6 +100,8 @@ class AgentRun:
         self.metrics = metrics
         self.on_delta = on_delta
         self.usage = Usage()
+        self.tool_usage = Usage()
+        """Tokens spent by tools on our behalf (partner agents), beside our own model's."""
         self.tool_calls = 0
         self.tools: dict[str, Tool] = snapshot.tools()
         self.prompt = snapshot.prompts.render(
@@ -132,6 +137,7 @@ class AgentRun:
             prompt=self.prompt,
             revision=self.snapshot.revision,
             model=self.model_name,
+            tool_usage=self.tool_usage,
         )
 
     async def _call_model(self, step: CallModel) -> Step:
@@ -242,8 +248,11 @@ class AgentRun:
                         f"no tool named {call.name!r}; available: " + ", ".join(sorted(self.tools))
                     )
                 arguments = _parse_arguments(call.arguments)
-                content = await tool.call(arguments, headers=self._outgoing_headers())
-                ok = True
+                answer = await tool.call(arguments, headers=self._outgoing_headers())
+                if isinstance(answer, ToolResult):
+                    self.tool_usage += answer.usage
+                    answer = answer.content
+                content, ok = answer, True
             except ToolError as e:
                 content, ok = f"Error: {e}", False
                 span.set_status(Status(StatusCode.ERROR, str(e)))

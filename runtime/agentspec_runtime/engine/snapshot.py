@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from agentspec_runtime.spec.resolved import AgentConfig
 
@@ -102,6 +102,7 @@ class ToolSource:
     """A live set of tools from one place (an MCP server, the partners, knowledge)."""
 
     name: str
+    kind: Literal["mcp", "partner"]
     tools: Callable[[], list[Tool]]
     """The current tools; may change while the snapshot lives (list_changed)."""
     status: Callable[[], dict[str, Any]] = field(default=lambda: {})

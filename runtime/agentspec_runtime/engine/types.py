@@ -9,6 +9,11 @@ from typing import Any, Literal, Protocol
 Message = dict[str, Any]
 """A chat message in the OpenAI wire shape (role, content, tool_calls, tool_call_id)."""
 
+HOPS_HEADER = "x-agentspec-hops"
+"""How many agent-to-agent calls led to a request; stops call cycles."""
+A2A_USAGE_KEY = "agentspec.io/usage"
+"""A2A status metadata carrying ``{input_tokens, output_tokens}`` a task spent."""
+
 OnDelta = Callable[[str], Awaitable[None]]
 """Receives streamed answer text as the model produces it."""
 
@@ -103,6 +108,14 @@ class ModelClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """A tool's answer with the model tokens it spent (a partner agent reports its usage)."""
+
+    content: str
+    usage: Usage = field(default_factory=Usage)
+
+
 class Tool(Protocol):
     """One callable tool (an MCP tool, a partner agent, a knowledge source)."""
 
@@ -112,6 +125,8 @@ class Tool(Protocol):
     @property
     def source(self) -> Literal["mcp", "partner", "knowledge"]: ...
 
-    async def call(self, arguments: dict[str, Any], *, headers: Mapping[str, str]) -> str:
+    async def call(
+        self, arguments: dict[str, Any], *, headers: Mapping[str, str]
+    ) -> str | ToolResult:
         """Run the tool; raise ``ToolError`` with a message for the model on failure."""
         ...

@@ -1,0 +1,239 @@
+"""Partner agents as tools, called over A2A with the ``a2a-sdk`` client.
+
+Each partner is one tool the model can call with a ``message``. Its description comes from
+the partner's agent card (fetched, cached, refreshed every minute; the AgentSpec's
+description until the card arrives). Calls carry the configured headers, the W3C trace
+context and the hop count, stream the partner's answer, and wait as long as a long-running
+partner task needs (``AGENTSPEC_PARTNER_TIMEOUT``, default 300 s). Repeated failures open a
+circuit breaker so the model is told at once that the partner is unavailable.
+
+The card's interface URLs are re-pointed at the configured partner URL: in a cluster that is
+the same Service address, and in local runs and tests it is where the partner really listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from a2a.client import A2ACardResolver, ClientCallContext, ClientConfig, ClientFactory
+from a2a.client.errors import A2AClientError
+from a2a.helpers import get_message_text, new_text_message
+from a2a.types import AgentCard, Role, SendMessageRequest, TaskState
+
+from agentspec_runtime.engine.breaker import CircuitBreaker
+from agentspec_runtime.engine.errors import ToolError
+from agentspec_runtime.engine.types import (
+    A2A_USAGE_KEY,
+    HOPS_HEADER,
+    ToolResult,
+    ToolSpec,
+    Usage,
+)
+from agentspec_runtime.spec.resolved import ResolvedPartner
+
+log = logging.getLogger(__name__)
+
+CARD_TTL = 60.0
+FORWARDED = ("traceparent", "tracestate", HOPS_HEADER)
+
+
+def tool_name(name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:64]
+
+
+class PartnerTool:
+    def __init__(self, connection: PartnerConnection) -> None:
+        self._connection = connection
+
+    @property
+    def spec(self) -> ToolSpec:
+        return self._connection.spec
+
+    @property
+    def source(self) -> Literal["partner"]:
+        return "partner"
+
+    async def call(self, arguments: dict[str, Any], *, headers: Mapping[str, str]) -> ToolResult:
+        message = arguments.get("message")
+        if not isinstance(message, str) or not message.strip():
+            raise ToolError("pass the question for the partner agent as a non-empty 'message'")
+        return await self._connection.ask(message, headers=headers)
+
+
+class PartnerConnection:
+    """An A2A client for one partner, with its card cache and circuit breaker."""
+
+    def __init__(
+        self,
+        partner: ResolvedPartner,
+        headers: Mapping[str, str],
+        *,
+        timeout: float,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.partner = partner
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(
+            headers=dict(headers), timeout=httpx.Timeout(timeout, connect=5.0)
+        )
+        self._card: AgentCard | None = None
+        self._card_at = 0.0
+        self._card_lock = asyncio.Lock()
+        self.breaker = breaker or CircuitBreaker(f"partner agent {partner.name!r}")
+        self.tool = PartnerTool(self)
+        self.calls = 0
+        self.last_error: str | None = None
+
+    @property
+    def spec(self) -> ToolSpec:
+        card = self._card
+        description = (card.description if card else "") or self.partner.description
+        skills = ", ".join(s.name for s in card.skills) if card else ""
+        text = f"Ask the {self.partner.name} agent. {description}".strip()
+        if skills:
+            text += f" Skills: {skills}."
+        return ToolSpec(
+            name=tool_name(self.partner.name),
+            description=text,
+            parameters={
+                "type": "object",
+                "properties": {
+                    "message": {
+                        "type": "string",
+                        "description": f"The question or task for the {self.partner.name} agent",
+                    }
+                },
+                "required": ["message"],
+            },
+        )
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "url": self.partner.url,
+            "card": self._card is not None,
+            "circuit": self.breaker.state,
+            "calls": self.calls,
+            "lastError": self.last_error,
+        }
+
+    async def start(self) -> PartnerConnection:
+        """Fetch the card now if the partner is up (bounded); never fail on it."""
+        try:
+            await asyncio.wait_for(self._fetch_card(), 3.0)
+        except Exception as e:  # the partner may start later; its card comes on first use
+            self.last_error = f"agent card: {type(e).__name__}"
+        return self
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _fetch_card(self, *, force: bool = False) -> AgentCard:
+        async with self._card_lock:
+            fresh = time.monotonic() - self._card_at < CARD_TTL
+            if self._card is not None and fresh and not force:
+                return self._card
+            card = await A2ACardResolver(self._http, self.partner.url).get_agent_card()
+            for interface in card.supported_interfaces:
+                interface.url = _rebase(interface.url, self.partner.url)
+            self._card, self._card_at = card, time.monotonic()
+            return card
+
+    async def ask(self, message: str, *, headers: Mapping[str, str]) -> ToolResult:
+        self.breaker.before_call()
+        self.calls += 1
+        try:
+            result = await self._ask(message, headers=headers)
+        except ToolError as e:
+            self.last_error = str(e)
+            raise  # the partner answered: a failed task is not an outage
+        except (A2AClientError, httpx.HTTPError, OSError, TimeoutError) as e:
+            if "508" in str(e):  # the partner refused a hop too many: a cycle, not an outage
+                raise ToolError(
+                    f"partner agent {self.partner.name!r} refused the call: hop limit reached "
+                    "(agents are calling each other in a cycle)"
+                ) from e
+            self.breaker.failure()
+            self.last_error = f"{type(e).__name__}: {e}"
+            raise ToolError(
+                f"partner agent {self.partner.name!r} could not be reached ({type(e).__name__})"
+            ) from e
+        self.breaker.success()
+        self.last_error = None
+        return result
+
+    async def _ask(self, message: str, *, headers: Mapping[str, str]) -> ToolResult:
+        card = await self._fetch_card()
+        client = ClientFactory(ClientConfig(httpx_client=self._http)).create(card)
+        forwarded = {k: v for k, v in headers.items() if k.lower() in FORWARDED}
+        context = ClientCallContext(timeout=self._timeout, service_parameters=forwarded)
+        request = SendMessageRequest(message=new_text_message(message, role=Role.ROLE_USER))
+        chunks: list[str] = []
+        usage = Usage()
+        async with asyncio.timeout(self._timeout):
+            async for event in client.send_message(request, context=context):
+                kind = event.WhichOneof("payload")
+                if kind == "artifact_update":
+                    chunks += [p.text for p in event.artifact_update.artifact.parts]
+                elif kind == "message":
+                    chunks.append(get_message_text(event.message, ""))
+                elif kind == "task":
+                    usage = _usage(event.task.metadata) or usage
+                    if not chunks:
+                        chunks += [p.text for a in event.task.artifacts for p in a.parts]
+                elif kind == "status_update":
+                    status = event.status_update.status
+                    usage = _usage(event.status_update.metadata) or usage
+                    text = get_message_text(status.message, "") if status.message else ""
+                    if status.state == TaskState.TASK_STATE_FAILED:
+                        raise ToolError(f"partner agent {self.partner.name!r} failed: {text}")
+                    if status.state == TaskState.TASK_STATE_INPUT_REQUIRED:
+                        return ToolResult(
+                            f"The {self.partner.name} agent needs more input: {text}", usage
+                        )
+                    if status.state in (
+                        TaskState.TASK_STATE_CANCELED,
+                        TaskState.TASK_STATE_REJECTED,
+                    ):
+                        raise ToolError(
+                            f"partner agent {self.partner.name!r} did not answer "
+                            f"({TaskState.Name(status.state)}): {text}"
+                        )
+        return ToolResult("".join(chunks), usage)
+
+
+def _usage(metadata: Any) -> Usage | None:
+    try:
+        value = metadata[A2A_USAGE_KEY] if metadata and A2A_USAGE_KEY in metadata else None
+    except (TypeError, ValueError):
+        return None
+    if value is None:
+        return None
+    return Usage(int(value["input_tokens"]), int(value["output_tokens"]))
+
+
+def _rebase(url: str, base: str) -> str:
+    """``url``'s path on ``base``'s scheme, host and port."""
+    target, origin = urlsplit(url), urlsplit(base)
+    return urlunsplit((origin.scheme, origin.netloc, target.path, target.query, ""))
+
+
+async def connect_partner(
+    partner: ResolvedPartner,
+    headers: dict[str, str],
+    *,
+    call_timeout: float = 300.0,
+    breaker_failures: int = 3,
+    breaker_reset: float = 30.0,
+) -> PartnerConnection:
+    """The engine's ``PartnerBuilder``."""
+    breaker = CircuitBreaker(
+        f"partner agent {partner.name!r}", failures=breaker_failures, reset_after=breaker_reset
+    )
+    return await PartnerConnection(partner, headers, timeout=call_timeout, breaker=breaker).start()

@@ -1,0 +1,217 @@
+"""The A2A binding: the agent card and the JSON-RPC endpoint, with the ``a2a-sdk`` server.
+
+``POST /a2a`` speaks A2A 1.0 (``SendMessage``, ``SendStreamingMessage``, ``GetTask``,
+``CancelTask``, ``SubscribeToTask``) and, on the same URL, the 0.3 methods (``message/send``,
+``message/stream``, ...). ``/.well-known/agent-card.json`` describes the agent from its
+current config: the card object is shared with the request handler and refreshed whenever
+the loaded revision changes, so the card and the capability checks follow hot reload.
+
+A task runs the engine on the user's message: ``working``, the answer streamed as chunks of
+one ``answer`` artifact, then ``completed`` (with the tokens spent in the status metadata);
+``failed`` on an error, ``input-required`` when the prompt needs a variable the caller did not
+give (send it in the message metadata ``variables``), ``canceled`` on CancelTask.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from a2a.helpers import new_task_from_user_message, new_text_message, new_text_part
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentSkill,
+    APIKeySecurityScheme,
+    HTTPAuthSecurityScheme,
+    Message,
+    Role,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+    TaskState,
+)
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from starlette.routing import BaseRoute
+
+from agentspec_runtime.engine.agent import Engine
+from agentspec_runtime.engine.errors import AgentspecError, MissingVariableError
+from agentspec_runtime.engine.loop import AgentRequest
+from agentspec_runtime.engine.snapshot import Snapshot
+from agentspec_runtime.engine.types import A2A_USAGE_KEY, HOPS_HEADER
+
+RPC_PATH = "/a2a"
+
+
+def build_card(snapshot: Snapshot, *, base_url: str) -> AgentCard:
+    config = snapshot.config
+    url = base_url.rstrip("/") + RPC_PATH
+    card = AgentCard(
+        name=config.name,
+        description=config.description or f"The {config.name} agent",
+        version=snapshot.revision,
+        supported_interfaces=[
+            AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="1.0"),
+            AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="0.3"),
+        ],
+        capabilities=AgentCapabilities(streaming=True),
+        default_input_modes=["text/plain"],
+        default_output_modes=["text/plain"],
+        skills=[
+            AgentSkill(
+                id=config.name,
+                name=config.name,
+                description=config.description or f"Ask the {config.name} agent",
+                tags=["agentspec", *sorted(snapshot.tools())],
+            )
+        ],
+    )
+    if snapshot.api_keys:
+        card.security_schemes["apiKey"].CopyFrom(
+            SecurityScheme(
+                api_key_security_scheme=APIKeySecurityScheme(location="header", name="X-Api-Key")
+            )
+        )
+        card.security_schemes["bearer"].CopyFrom(
+            SecurityScheme(http_auth_security_scheme=HTTPAuthSecurityScheme(scheme="bearer"))
+        )
+        card.security_requirements.extend(
+            [
+                SecurityRequirement(schemes={"apiKey": StringList(list=[])}),
+                SecurityRequirement(schemes={"bearer": StringList(list=[])}),
+            ]
+        )
+    return card
+
+
+class _Card:
+    """The one card object the route and the handler share, kept in step with the config."""
+
+    def __init__(self, engine: Engine, *, base_url: str) -> None:
+        self.engine = engine
+        self.base_url = base_url
+        self.card = AgentCard()
+        self._revision: str | None = None
+        self.sync()
+
+    def sync(self) -> AgentCard:
+        snapshot = self.engine.holder.current
+        if snapshot is not None and snapshot.revision != self._revision:
+            self.card.CopyFrom(build_card(snapshot, base_url=self.base_url))
+            self._revision = snapshot.revision
+        return self.card
+
+    async def current(self, _card: AgentCard) -> AgentCard:
+        return self.sync()
+
+
+class EngineExecutor(AgentExecutor):
+    """Runs one A2A task on the engine."""
+
+    def __init__(self, engine: Engine, card: _Card) -> None:
+        self.engine = engine
+        self._card = card
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        self._card.sync()
+        assert context.message is not None
+        task = context.current_task
+        if task is None:
+            task = new_task_from_user_message(context.message)
+            await event_queue.enqueue_event(task)
+        updater = TaskUpdater(event_queue, task.id, task.context_id)
+
+        def say(text: str) -> Message:
+            return new_text_message(text, context_id=task.context_id, task_id=task.id)
+
+        await updater.start_work()
+        headers: dict[str, str] = context.call_context.state.get("headers", {})
+        hops = headers.get(HOPS_HEADER, "0")
+        request = AgentRequest(
+            messages=_history(task.history, context.message),
+            context_id=task.context_id,
+            variables=_variables(context.metadata),
+            headers={HOPS_HEADER: str(int(hops) + 1 if hops.isdigit() else 1)},
+        )
+        streamed = 0
+
+        async def on_delta(text: str) -> None:
+            nonlocal streamed
+            await updater.add_artifact(
+                [new_text_part(text)], artifact_id="answer", name="answer", append=streamed > 0
+            )
+            streamed += 1
+
+        token = otel_context.attach(propagate.extract(headers))
+        try:
+            result = await self.engine.run(request, on_delta=on_delta, api="a2a")
+        except MissingVariableError as e:
+            await updater.requires_input(say(str(e)))
+            return
+        except AgentspecError as e:
+            await updater.failed(say(str(e)))
+            return
+        finally:
+            otel_context.detach(token)
+        if streamed == 0 and result.content:
+            await updater.add_artifact(
+                [new_text_part(result.content)], artifact_id="answer", name="answer"
+            )
+        usage = result.usage + result.tool_usage
+        await updater.update_status(
+            TaskState.TASK_STATE_COMPLETED,
+            metadata={
+                A2A_USAGE_KEY: {
+                    "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens,
+                },
+                "agentspec.io/promptVersion": result.prompt.version,
+                "agentspec.io/configRevision": result.revision,
+            },
+        )
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        assert context.task_id is not None
+        assert context.context_id is not None
+        await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
+
+
+def _text(message: Message) -> str:
+    return "".join(part.text for part in message.parts if part.HasField("text"))
+
+
+def _history(history: Any, current: Message) -> list[dict[str, Any]]:
+    """The task's conversation so far (a follow-up after input-required), then the message."""
+    messages = [
+        {"role": "user" if m.role == Role.ROLE_USER else "assistant", "content": _text(m)}
+        for m in history
+        if m.message_id != current.message_id and _text(m)
+    ]
+    messages.append({"role": "user", "content": _text(current)})
+    return messages
+
+
+def _variables(metadata: Any) -> dict[str, str]:
+    value = metadata.get("variables") if isinstance(metadata, dict) else None
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def a2a_routes(engine: Engine, *, base_url: str) -> list[BaseRoute]:
+    card = _Card(engine, base_url=base_url)
+    handler = DefaultRequestHandler(
+        agent_executor=EngineExecutor(engine, card),
+        task_store=InMemoryTaskStore(),
+        agent_card=card.card,
+    )
+    return [
+        *create_agent_card_routes(card.card, card_modifier=card.current),
+        *create_jsonrpc_routes(handler, rpc_url=RPC_PATH, enable_v0_3_compat=True),
+    ]
