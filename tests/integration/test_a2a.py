@@ -359,3 +359,44 @@ def test_hot_added_partner_is_callable_without_restart(tmp_path: Path) -> None:
                     "The tool said: Echo: budget?"
                 )
                 assert router.pid == pid
+
+
+def test_partner_behind_api_keys_gets_the_configured_credentials(tmp_path: Path) -> None:
+    with FakeLLM(responder=tool_then_answer) as router_llm, FakeLLM(responder=echo) as llm:
+        hr_docs = docs_for("hr", llm, runtime={"auth": {"apiKeysSecretRef": "hr-keys"}})
+        hr = runtime_for(
+            agent_file(tmp_path, "hr", hr_docs), "hr", AGENTSPEC_SECRET_HR_KEYS_ROUTER="k-router"
+        )
+        with hr:
+            card = httpx.get(f"{hr.base_url}/.well-known/agent-card.json").json()
+            assert set(card["securitySchemes"]) == {"apiKey", "bearer"}
+            assert card["securitySchemes"]["apiKey"]["apiKeySecurityScheme"]["name"] == (
+                "X-Api-Key"
+            )
+            denied = httpx.post(
+                f"{hr.base_url}/a2a",
+                json={"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {}},
+            )
+            assert denied.status_code == 401
+            header = {
+                "name": "X-Api-Key",
+                "valueFrom": {"secretKeyRef": {"name": "partner-keys", "key": "hr"}},
+            }
+            router_docs = docs_for(
+                "router", router_llm, partners=[{"name": "hr", "headers": [header]}]
+            )
+            router = runtime_for(
+                agent_file(tmp_path, "router", router_docs, {"hr": hr_docs}),
+                "router",
+                {"hr": hr},
+                AGENTSPEC_SECRET_PARTNER_KEYS_HR="k-router",
+            )
+            with router:
+                body = httpx.post(
+                    f"{router.base_url}/v1/chat/completions",
+                    timeout=30,
+                    json={"model": "router", "messages": [{"role": "user", "content": ASK_HR}]},
+                )
+                assert body.json()["choices"][0]["message"]["content"] == (
+                    "The tool said: Echo: How many leave days do I have?"
+                )
