@@ -400,3 +400,25 @@ def test_partner_behind_api_keys_gets_the_configured_credentials(tmp_path: Path)
                 assert body.json()["choices"][0]["message"]["content"] == (
                     "The tool said: Echo: How many leave days do I have?"
                 )
+
+
+def test_a_running_task_can_be_canceled(tmp_path: Path) -> None:
+    llm = FakeLLM(responder=Turn.text("too late").with_latency(first_byte=5))
+    with llm, runtime_for(agent_file(tmp_path, "slow", docs_for("slow", llm)), "slow") as slow:
+        started = rpc(
+            slow,
+            "SendMessage",
+            {
+                "message": {"messageId": "c1", "role": "ROLE_USER", "parts": [{"text": "go"}]},
+                "configuration": {"returnImmediately": True},
+            },
+            "1.0",
+        )["result"]["task"]
+        llm.wait_for_requests(1, timeout=5)
+        canceled = rpc(slow, "CancelTask", {"id": started["id"]}, "1.0")["result"]
+        assert canceled["status"]["state"] == "TASK_STATE_CANCELED"
+        got = rpc(slow, "GetTask", {"id": started["id"]}, "1.0")["result"]
+        assert got["status"]["state"] == "TASK_STATE_CANCELED"
+        wait_until(
+            lambda: slow.status()["inflight"] == 0, timeout=5, what="the canceled run to stop"
+        )
