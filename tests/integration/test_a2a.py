@@ -9,7 +9,6 @@ reload, 0.3 and 1.0 calls, task states, the breaker, the hop limit, hot-added pa
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -18,10 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
-from a2a.helpers import new_text_message
-from a2a.types import Role, SendMessageRequest, TaskState
 
+from tests.support.a2a_client import ask
 from tests.support.agent_files import agent_docs, write_docs
 from tests.support.fake_llm import ChatRequest, FakeLLM, ToolCall, Turn, echo, tool_then_answer
 from tests.support.procs import wait_until
@@ -126,24 +123,10 @@ def test_router_delegates_over_a2a_in_one_trace_with_usage(
 
 
 def test_a2a_sdk_client_streams_the_answer(system: dict[str, RuntimeProcess]) -> None:
-    async def ask() -> tuple[str, list[str]]:
-        async with httpx.AsyncClient(timeout=30) as http:
-            card = await A2ACardResolver(http, system["router"].base_url).get_agent_card()
-            client = ClientFactory(ClientConfig(httpx_client=http)).create(card)
-            request = SendMessageRequest(message=new_text_message(ASK_HR, role=Role.ROLE_USER))
-            text, states = [], []
-            async for event in client.send_message(request):
-                kind = event.WhichOneof("payload")
-                if kind == "artifact_update":
-                    text += [p.text for p in event.artifact_update.artifact.parts]
-                elif kind == "status_update":
-                    states.append(TaskState.Name(event.status_update.status.state))
-            return "".join(text), states
-
-    text, states = asyncio.run(ask())
-    assert text == "The tool said: Echo: How many leave days do I have?"
-    assert states[0] == "TASK_STATE_WORKING"
-    assert states[-1] == "TASK_STATE_COMPLETED"
+    answer = ask(system["router"].base_url, ASK_HR)
+    assert answer.text == "The tool said: Echo: How many leave days do I have?"
+    assert answer.states[0] == "TASK_STATE_WORKING"
+    assert answer.states[-1] == "TASK_STATE_COMPLETED"
 
 
 def rpc(
