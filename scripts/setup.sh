@@ -6,15 +6,18 @@
 #   - kube-apiserver, kube-controller-manager, kubectl, etcd, helm built from the Go
 #     module proxy (scripts/build-k8s-tools.sh, cached outside the repo)
 #   - the pinned npm MCP server (scripts/install-npm-tools.sh, cached outside the repo)
+#
+# --python-only: only the virtualenv (what the local demo needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python_only=0; [[ "${1:-}" == "--python-only" ]] && python_only=1
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 missing=()
-command -v redis-server >/dev/null || missing+=(redis-server)
-command -v node >/dev/null || missing+=(nodejs)
-command -v npm >/dev/null || missing+=(npm)
+[[ $python_only == 1 ]] || command -v redis-server >/dev/null || missing+=(redis-server)
+[[ $python_only == 1 ]] || command -v node >/dev/null || missing+=(nodejs)
+[[ $python_only == 1 ]] || command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
   log "installing Debian packages: ${missing[*]}"
@@ -38,6 +41,8 @@ if [[ ! -f "$stamp" ]]; then
   touch "$stamp"
 fi
 
-scripts/build-k8s-tools.sh >/dev/null
-scripts/install-npm-tools.sh >/dev/null
+if [[ $python_only == 0 ]]; then
+  scripts/build-k8s-tools.sh >/dev/null
+  scripts/install-npm-tools.sh >/dev/null
+fi
 log "ready"

@@ -60,6 +60,7 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 DELEGATED = {
     "operator": ("agentspec_operator.main", "run the operator (needs the [operator] extra)"),
     "runtime": ("agentspec_runtime.server", "run one agent: the execution engine"),
+    "up": ("agentspec_runtime.up", "run specs locally, one process per agent, hot-reloading"),
 }
 
 

@@ -119,13 +119,28 @@ def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
     )
 
 
-def model_builder(environ: dict[str, str]) -> ModelBuilder:
+def model_builder(environ: dict[str, str], *, allow_demo: bool) -> ModelBuilder:
+    """``allow_demo``: local mode may fall back to the offline demo model; a cluster never
+    does (a missing endpoint there is a config error, not fake answers)."""
+
     async def build(
         config: AgentConfig, api_key: str | None, headers: dict[str, str]
     ) -> ModelClient:
         base_url = config.model.base_url or environ.get("OPENAI_BASE_URL")
         if not base_url:
-            raise ConfigError("no model endpoint: set spec.model.baseUrl or OPENAI_BASE_URL")
+            if not allow_demo:
+                raise ConfigError(
+                    "no model endpoint: set spec.model.baseUrl (or OPENAI_BASE_URL in the "
+                    "runtime's environment)"
+                )
+            from .adapters.demo_model import DemoModel
+
+            log.warning(
+                "agent %s: no model endpoint (spec.model.baseUrl or OPENAI_BASE_URL): answering "
+                "with the offline demo model, not a real LLM",
+                config.name,
+            )
+            return DemoModel()
         return OpenAIModel(
             base_url=base_url,
             api_key=api_key or environ.get("OPENAI_API_KEY"),
@@ -276,7 +291,7 @@ class Runtime:
             agent=config.name,
             metrics=Metrics(agent=config.name),
             secrets=self._secrets(),
-            build_model=model_builder(self.environ),
+            build_model=model_builder(self.environ, allow_demo=s.config_file is not None),
             build_mcp=build_mcp,
             build_partner=self._build_partner,
         )

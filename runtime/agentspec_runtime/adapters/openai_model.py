@@ -171,6 +171,10 @@ class OpenAIModel:
             finish_reason=finish,
         )
 
+    @property
+    def endpoint(self) -> str:
+        return self.base_url
+
     async def aclose(self) -> None:
         await self._client.close()
 

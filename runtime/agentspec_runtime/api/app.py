@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -48,7 +49,7 @@ def api_app(
         return PlainTextResponse("ok")
 
     async def status(_request: Request) -> Response:
-        return JSONResponse({**engine.status(), "draining": lifecycle.draining})
+        return JSONResponse({**engine.status(), "draining": lifecycle.draining, "pid": os.getpid()})
 
     return Starlette(
         routes=[

@@ -314,6 +314,7 @@ class Engine:
                 namespace=config.namespace,
                 generation=config.generation,
                 model=config.model.model,
+                modelEndpoint=snapshot.model.endpoint,
                 promptVersions=snapshot.prompts.versions,
                 inflight=snapshot.leases,
                 mcpServers=[

@@ -93,6 +93,11 @@ class ModelParams:
 class ModelClient(Protocol):
     """How the engine talks to a chat model (one implementation per wire format)."""
 
+    @property
+    def endpoint(self) -> str:
+        """Where the model lives (shown in /status)."""
+        ...
+
     async def complete(
         self,
         *,

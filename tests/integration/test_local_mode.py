@@ -1,0 +1,132 @@
+"""Local mode: the README demo command, and `agentspec up` hot reload on file edits.
+
+In: scripts/demo.sh run exactly as the README shows it (non-interactively, as CI runs it),
+and `agentspec up` on a copy of examples/multi-agent with the offline demo model. Asserted:
+the demo prints the routed answers it promises; an edited prompt changes the next answer
+without restarting any process; a broken edit is rejected and the previous version serves.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.procs import ManagedProcess, start_process, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENTSPEC_"))}
+    env["CI"] = "true"
+    return env
+
+
+def test_readme_demo_command_prints_the_routed_answers() -> None:
+    result = subprocess.run(
+        ["bash", "scripts/demo.sh"],
+        cwd=ROOT,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "router       http://127.0.0.1:8100" in out
+    assert (
+        "> How many leave days do I have?\n[offline demo model] hr says: You are the HR "
+        "assistant. You asked: How many leave days do I have?"
+    ) in out
+    assert (
+        "> What is the travel expense policy?\n[offline demo model] finance says: "
+        "expense_policy says: Economy class for flights under 6 hours; hotels up to 150 "
+        "EUR per night."
+    ) in out
+    assert "answering with the offline demo model, not a real LLM" in out
+
+
+class UpProcess:
+    def __init__(self, folder: Path, log: Path) -> None:
+        self.log_path = log
+        self.process: ManagedProcess = start_process(
+            "agentspec-up",
+            [str(ROOT / ".venv" / "bin" / "agentspec"), "up", str(folder), "--port-base", "0"],
+            log_path=log,
+            env=clean_env(),
+            cwd=ROOT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def url(self, agent: str) -> str:
+        match = re.search(rf"^  {agent}\s+(http://127\.0\.0\.1:\d+)", self.log(), re.M)
+        assert match, self.log()
+        return match.group(1)
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[tuple[UpProcess, Path]]:
+    folder = tmp_path / "specs"
+    shutil.copytree(ROOT / "examples" / "multi-agent", folder)
+    process = UpProcess(folder, tmp_path / "up.log")
+    try:
+        wait_until(
+            lambda: "agentspec up: ready" in process.log(),
+            timeout=60,
+            what="agentspec up to start every agent",
+        )
+        yield process, folder
+    finally:
+        process.process.stop(grace=15)
+
+
+def test_up_hot_reloads_edits_and_rejects_broken_ones(up: tuple[UpProcess, Path]) -> None:
+    process, folder = up
+    hr = process.url("hr")
+
+    def ask() -> str:
+        body = httpx.post(
+            f"{hr}/v1/chat/completions",
+            timeout=20,
+            json={"model": "hr", "messages": [{"role": "user", "content": "hello"}]},
+        ).json()
+        answer: str = body["choices"][0]["message"]["content"]
+        return answer
+
+    def pid() -> int:
+        value: int = httpx.get(f"{hr}/status").json()["pid"]
+        return value
+
+    assert ask().startswith("[offline demo model] You are the HR assistant.")
+    before = pid()
+    prompts = folder / "prompts.yaml"
+    docs = list(yaml.safe_load_all(prompts.read_text()))
+    hr_prompt = next(d for d in docs if d["metadata"]["name"] == "hr-prompt")
+    hr_prompt["spec"]["versions"].append(
+        {"version": "v2", "template": "You are the friendly HR assistant."}
+    )
+    hr_prompt["spec"]["release"]["stable"] = "v2"
+    good = yaml.safe_dump_all(docs, sort_keys=False)
+    prompts.write_text(good)
+    wait_until(lambda: "friendly" in ask(), timeout=10, what="the edited prompt to serve")
+    assert pid() == before, "hot reload, not a restart"
+
+    prompts.write_text(good.replace("stable: v2", "stable: v9"))
+    wait_until(
+        lambda: "edit rejected" in process.log(), timeout=10, what="the broken edit to be reported"
+    )
+    assert "release.stable must name one of versions" in process.log()
+    assert "friendly" in ask(), "the previous version keeps serving"
+    assert pid() == before
