@@ -70,10 +70,25 @@ def test_valid_keys_in_either_header_are_accepted(runtime: RuntimeProcess, llm: 
         assert response.json()["choices"][0]["message"]["content"] == "hello"
 
 
-def test_health_and_status_stay_open(runtime: RuntimeProcess) -> None:
+def test_probes_and_card_stay_open_but_status_needs_a_key(runtime: RuntimeProcess) -> None:
     assert runtime.get("/healthz")[0] == 200
     assert runtime.get("/readyz")[0] == 200
-    assert runtime.get("/status")[0] == 200
+    assert runtime.get("/.well-known/agent-card.json")[0] == 200
+    assert runtime.get("/status")[0] == 401
+    status = httpx.get(f"{runtime.base_url}/status", headers={"X-Api-Key": "key-a"})
+    assert status.status_code == 200
+    assert "key-a" not in status.text
+
+
+@pytest.mark.parametrize("value", [b"x", b"-1", b"9" * 5000, b"\xb2"])
+def test_a_malformed_hop_header_is_a_400(runtime: RuntimeProcess, value: bytes) -> None:
+    response = httpx.post(
+        f"{runtime.base_url}/v1/chat/completions",
+        json=BODY,
+        headers={b"Authorization": b"Bearer key-a", b"X-Agentspec-Hops": value},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_hops"
 
 
 def test_hop_limit(runtime: RuntimeProcess, llm: FakeLLM) -> None:

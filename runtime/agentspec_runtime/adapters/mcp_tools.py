@@ -48,6 +48,16 @@ _CONNECTION_ERRORS = (
 _INITIAL_BACKOFF = 0.2
 _MAX_BACKOFF = 10.0
 _CALL_WAIT = 2.0
+_CLOSE_WAIT = 5.0
+
+
+def _describe(error: BaseException) -> str:
+    """What went wrong, without the request URL: its query may carry secrets."""
+    if isinstance(error, httpx2.HTTPStatusError):
+        return f"HTTP {error.response.status_code}"
+    if isinstance(error, MCPError):
+        return f"MCP error {error.error.code}"
+    return type(error).__name__
 
 
 async def _first_of(*events: asyncio.Event, within: float | None = None) -> None:
@@ -155,8 +165,14 @@ class McpServerConnection:
 
     async def aclose(self) -> None:
         self._closing.set()
+        if self._refresh is not None:
+            self._refresh.cancel()
         if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+            # a session stuck connecting or listing must not hold up a drain or shutdown
+            done, _ = await asyncio.wait({self._task}, timeout=_CLOSE_WAIT)
+            if not done:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
 
     # -- calls --------------------------------------------------------------------------
 
@@ -170,6 +186,7 @@ class McpServerConnection:
             meta = mcp_types.RequestParamsMeta(**trace)  # type: ignore[typeddict-item]
         for attempt in (1, 2):
             client = await self._client_for_call(timeout)
+            retry = False
             try:
                 result = await asyncio.wait_for(
                     client.call_tool(name, arguments, read_timeout_seconds=timeout, meta=meta),
@@ -183,16 +200,19 @@ class McpServerConnection:
                 if e.error.code != mcp_types.CONNECTION_CLOSED:
                     raise ToolError(f"MCP server {self.server.name!r}: {e.error.message}") from e
                 failure: Exception = e
+                retry = True  # the session was already gone: the call never ran
             except _CONNECTION_ERRORS as e:
                 failure = e
+                # only a call that provably never reached the server may run again
+                retry = isinstance(e, httpx2.ConnectError | ConnectionRefusedError)
             else:
                 if result.is_error:
                     raise ToolError(_text(result) or f"MCP tool {name!r} reported an error")
                 return _text(result)
-            self._mark_broken(f"{type(failure).__name__}: {failure}")
-            if attempt == 2:
+            self._mark_broken(client, _describe(failure))
+            if attempt == 2 or not retry:
                 raise ToolError(
-                    f"MCP server {self.server.name!r} is unreachable ({type(failure).__name__})"
+                    f"MCP server {self.server.name!r} is unreachable ({_describe(failure)})"
                 ) from failure
         raise AssertionError("unreachable")
 
@@ -211,7 +231,10 @@ class McpServerConnection:
         assert self._client is not None
         return self._client
 
-    def _mark_broken(self, reason: str) -> None:
+    def _mark_broken(self, client: Client | None, reason: str) -> None:
+        """Report that ``client`` failed; a failure of an older client changes nothing."""
+        if client is not self._client:
+            return
         if self._connected.is_set():
             log.warning(
                 "MCP server %s: connection lost (%s); reconnecting", self.server.name, reason
@@ -229,7 +252,7 @@ class McpServerConnection:
                 await self._session()
                 backoff = _INITIAL_BACKOFF
             except Exception as e:  # anything: the server is down, refused us, or broke
-                self.last_error = f"{type(e).__name__}: {e}"
+                self.last_error = _describe(e)
                 log.info("MCP server %s unavailable: %s", self.server.name, self.last_error)
             self._connected.clear()
             self._client = None
@@ -300,7 +323,7 @@ class McpServerConnection:
         except (ListenNotSupportedError, MCPError):
             return  # an older session: list_changed arrives as a notification instead
         except _CONNECTION_ERRORS as e:
-            self._mark_broken(f"{type(e).__name__}: {e}")
+            self._mark_broken(client, _describe(e))
 
     def _schedule_refresh(self) -> None:
         client = self._client
@@ -311,7 +334,9 @@ class McpServerConnection:
             try:
                 await self._list(client)
             except Exception as e:
-                log.warning("MCP server %s: refreshing tools failed: %s", self.server.name, e)
+                log.warning(
+                    "MCP server %s: refreshing tools failed: %s", self.server.name, _describe(e)
+                )
 
         self._refresh = asyncio.get_running_loop().create_task(refresh())
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
@@ -90,6 +91,11 @@ class OpenAIModel:
             raise ModelError(f"cannot reach the model endpoint {self.base_url}") from e
         except openai.APIError as e:
             raise ModelError(f"the model endpoint failed: {e}") from e
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+            # a body or stream chunk that is not what the OpenAI schema promises
+            raise ModelError(
+                f"the model endpoint sent an unexpected response ({type(e).__name__})"
+            ) from e
 
     async def _complete(
         self, params: ModelParams, body: dict[str, Any], options: RequestOptions
@@ -173,7 +179,11 @@ class OpenAIModel:
 
     @property
     def endpoint(self) -> str:
-        return self.base_url
+        """The base URL without credentials or query (shown in /status)."""
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or ""
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
     async def aclose(self) -> None:
         await self._client.close()

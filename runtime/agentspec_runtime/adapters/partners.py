@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -29,6 +28,7 @@ from a2a.types import AgentCard, Role, SendMessageRequest, TaskState
 
 from agentspec_runtime.engine.breaker import CircuitBreaker
 from agentspec_runtime.engine.errors import ToolError
+from agentspec_runtime.engine.snapshot import tool_name
 from agentspec_runtime.engine.types import (
     A2A_USAGE_KEY,
     HOPS_HEADER,
@@ -42,10 +42,6 @@ log = logging.getLogger(__name__)
 
 CARD_TTL = 60.0
 FORWARDED = ("traceparent", "tracestate", HOPS_HEADER)
-
-
-def tool_name(name: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:64]
 
 
 class PartnerTool:
@@ -148,23 +144,33 @@ class PartnerConnection:
     async def ask(self, message: str, *, headers: Mapping[str, str]) -> ToolResult:
         self.breaker.before_call()
         self.calls += 1
+        answered: bool | None = None  # None: cancelled or a bug, which says nothing either way
         try:
             result = await self._ask(message, headers=headers)
+            answered = True
         except ToolError as e:
+            answered = True  # the partner answered: a failed task is not an outage
             self.last_error = str(e)
-            raise  # the partner answered: a failed task is not an outage
+            raise
         except (A2AClientError, httpx.HTTPError, OSError, TimeoutError) as e:
             if "508" in str(e):  # the partner refused a hop too many: a cycle, not an outage
+                answered = True
                 raise ToolError(
                     f"partner agent {self.partner.name!r} refused the call: hop limit reached "
                     "(agents are calling each other in a cycle)"
                 ) from e
-            self.breaker.failure()
-            self.last_error = f"{type(e).__name__}: {e}"
+            answered = False
+            self.last_error = type(e).__name__
             raise ToolError(
                 f"partner agent {self.partner.name!r} could not be reached ({type(e).__name__})"
             ) from e
-        self.breaker.success()
+        finally:
+            if answered is True:
+                self.breaker.success()
+            elif answered is False:
+                self.breaker.failure()
+            else:
+                self.breaker.release()
         self.last_error = None
         return result
 
@@ -211,11 +217,11 @@ class PartnerConnection:
 def _usage(metadata: Any) -> Usage | None:
     try:
         value = metadata[A2A_USAGE_KEY] if metadata and A2A_USAGE_KEY in metadata else None
-    except (TypeError, ValueError):
+        if value is None:
+            return None
+        return Usage(int(value["input_tokens"]), int(value["output_tokens"]))
+    except (TypeError, ValueError, KeyError):  # a partner reporting nonsense costs nothing
         return None
-    if value is None:
-        return None
-    return Usage(int(value["input_tokens"]), int(value["output_tokens"]))
 
 
 def _rebase(url: str, base: str) -> str:

@@ -14,6 +14,7 @@ give (send it in the message metadata ``variables``), ``canceled`` on CancelTask
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from a2a.helpers import new_task_from_user_message, new_text_message, new_text_part
@@ -40,13 +41,15 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from starlette.routing import BaseRoute
 
+from agentspec_runtime.api.openai_api import outbound_headers
 from agentspec_runtime.engine.agent import Engine
 from agentspec_runtime.engine.errors import AgentspecError, MissingVariableError
 from agentspec_runtime.engine.loop import AgentRequest
 from agentspec_runtime.engine.snapshot import Snapshot
-from agentspec_runtime.engine.types import A2A_USAGE_KEY, HOPS_HEADER
+from agentspec_runtime.engine.types import A2A_USAGE_KEY
 
 RPC_PATH = "/a2a"
+log = logging.getLogger(__name__)
 
 
 def build_card(snapshot: Snapshot, *, base_url: str) -> AgentCard:
@@ -132,12 +135,11 @@ class EngineExecutor(AgentExecutor):
 
         await updater.start_work()
         headers: dict[str, str] = context.call_context.state.get("headers", {})
-        hops = headers.get(HOPS_HEADER, "0")
         request = AgentRequest(
             messages=_history(task.history, context.message),
             context_id=task.context_id,
             variables=_variables(context.metadata),
-            headers={HOPS_HEADER: str(int(hops) + 1 if hops.isdigit() else 1)},
+            headers=outbound_headers(),  # the hop count the inbound middleware parsed, +1
         )
         streamed = 0
 
@@ -156,6 +158,10 @@ class EngineExecutor(AgentExecutor):
             return
         except AgentspecError as e:
             await updater.failed(say(str(e)))
+            return
+        except Exception:  # a bug must still end the task, or callers wait for it forever
+            log.exception("agent %s: A2A task %s failed", self.engine.agent, task.id)
+            await updater.failed(say("the agent failed unexpectedly"))
             return
         finally:
             otel_context.detach(token)

@@ -1,7 +1,7 @@
 """Inbound checks on the API port, before any handler: API keys and the hop limit.
 
-Auth: when the agent's config names an API-key Secret, every request except health, status
-and the agent card must carry one of its keys (``Authorization: Bearer <key>`` or
+Auth: when the agent's config names an API-key Secret, every request except the health
+probes and the agent card must carry one of its keys (``Authorization: Bearer <key>`` or
 ``X-Api-Key``); anything else gets a bare 401 that reveals nothing. The consumer (the key's
 name in the Secret) is made available to the handlers.
 
@@ -20,13 +20,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from agentspec_runtime.engine.agent import Engine
 from agentspec_runtime.engine.types import HOPS_HEADER
 
-OPEN_PATHS = (
-    "/healthz",
-    "/readyz",
-    "/status",
-    "/.well-known/agent-card.json",
-    "/.well-known/agent.json",
-)
+OPEN_PATHS = ("/healthz", "/readyz", "/.well-known/agent-card.json")
+"""What kubelet probes and A2A discovery need; /status shows internals, so it needs a key."""
 
 hops: ContextVar[int] = ContextVar("agentspec_hops", default=0)
 """Hops of the request being served (0 when it came from outside)."""
@@ -59,7 +54,10 @@ class InboundMiddleware:
             await self.app(scope, receive, send)
             return
         raw = _header(scope, HOPS_HEADER.encode())
-        count = int(raw) if raw is not None and raw.isdigit() else 0
+        if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) <= 4):
+            await _reject(send, 400, f"{HOPS_HEADER} must be a small number", "invalid_hops")
+            return
+        count = int(raw) if raw is not None else 0
         if count > self.max_hops:
             await _reject(
                 send, 508, f"hop limit of {self.max_hops} reached: call cycle?", "hop_limit"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from agentspec_runtime.engine.loop import AgentRequest, AgentResult
 from agentspec_runtime.engine.types import HOPS_HEADER
 
 CONTEXT_HEADER = "x-agentspec-context-id"
+log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 1 << 20
 
 
@@ -264,12 +266,15 @@ class ChatCompletions:
                     yield item
                 try:
                     result = task.result()
-                except AgentspecError as e:
+                except Exception as e:  # the stream has started: the error goes in it
+                    known = isinstance(e, AgentspecError)
+                    if not known:
+                        log.exception("agent %s: streamed request failed", agent)
                     error = {
                         "error": {
-                            "message": str(e),
+                            "message": str(e) if known else "the agent failed unexpectedly",
                             "type": "server_error",
-                            "code": getattr(e, "code", "error"),
+                            "code": getattr(e, "code", "error") if known else "internal_error",
                         }
                     }
                     yield b"data: " + json.dumps(error).encode() + b"\n\n"

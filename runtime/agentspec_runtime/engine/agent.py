@@ -128,6 +128,9 @@ class Engine:
             snapshot = await self._build(config)
         except AgentspecError as e:
             raise self.reject(str(e)) from e
+        except Exception as e:  # a bug or an unmapped library error: still only a rejection
+            log.exception("agent %s: building config %s failed", self.agent, config.revision())
+            raise self.reject(f"the config could not be loaded ({type(e).__name__})") from e
         self.holder.swap(snapshot)
         self.state.revision = snapshot.revision
         self.state.loaded_at = snapshot.loaded_at
@@ -181,7 +184,7 @@ class Engine:
             raise ConfigError("this runtime cannot call partner agents")
         build_partner = self._build_partner
         headers = await self._values(partner.headers)
-        key = _key("partner", partner.name, partner.url, headers)
+        key = _key("partner", partner.model_dump(mode="json"), headers)
 
         async def build() -> tuple[PartnerConnection, Callable[[], Awaitable[None]]]:
             connection = await build_partner(partner, headers)

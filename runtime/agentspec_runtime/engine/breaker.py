@@ -60,6 +60,10 @@ class CircuitBreaker:
             f"(circuit open; next try in {wait:.0f}s)"
         )
 
+    def release(self) -> None:
+        """The call ended without a verdict (cancelled): free the trial slot, change nothing."""
+        self._trial = False
+
     def success(self) -> None:
         self._failures = 0
         self._opened_at = None

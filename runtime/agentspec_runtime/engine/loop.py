@@ -197,6 +197,10 @@ class AgentRun:
             except asyncio.CancelledError:
                 outcome = "cancelled"
                 raise
+            except Exception as e:  # an unmapped failure: recorded as such, then raised
+                outcome = type(e).__name__
+                span.set_status(Status(StatusCode.ERROR, type(e).__name__))
+                raise
             finally:
                 self.metrics.model_seconds.labels(
                     self.metrics.agent, self.model_name, outcome
@@ -260,10 +264,12 @@ class AgentRun:
                 content, ok = f"Error: the tool failed unexpectedly ({type(e).__name__})", False
                 span.record_exception(e)
                 span.set_status(Status(StatusCode.ERROR, type(e).__name__))
+        # a name the model made up must not become a label value (unbounded cardinality)
+        label = call.name if tool is not None else "unknown"
         self.metrics.tool_calls.labels(
-            self.metrics.agent, call.name, source, "ok" if ok else "error"
+            self.metrics.agent, label, source, "ok" if ok else "error"
         ).inc()
-        self.metrics.tool_seconds.labels(self.metrics.agent, call.name, source).observe(
+        self.metrics.tool_seconds.labels(self.metrics.agent, label, source).observe(
             time.perf_counter() - started
         )
         if len(content) > MAX_TOOL_RESULT_CHARS:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,11 @@ from .prompts import PromptSelector
 from .types import ModelClient, Tool
 
 log = logging.getLogger(__name__)
+
+
+def tool_name(name: str) -> str:
+    """A name every OpenAI-compatible model accepts: ``^[a-zA-Z0-9_-]{1,64}$``."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:64] or "tool"
 
 
 @dataclass
@@ -47,28 +53,50 @@ class ResourcePool:
         key: str,
         build: Callable[[], Awaitable[tuple[Any, Callable[[], Awaitable[None]]]]],
     ) -> Any:
-        """The resource for ``key``, building it (once, even if asked concurrently)."""
-        entry = self._entries.get(key)
-        if entry is None:
+        """The resource for ``key``, building it (once, even if asked concurrently).
+
+        A waiter that is cancelled does not cancel the build (``shield``); a build whose own
+        caller is cancelled lets the next waiter build instead; a build that fails fails
+        every waiter with the same error.
+        """
+        while (entry := self._entries.get(key)) is None:
             pending = self._building.get(key)
             if pending is None:
-                pending = asyncio.get_running_loop().create_future()
-                self._building[key] = pending
-                try:
-                    value, close = await build()
-                except BaseException as e:
-                    pending.set_exception(e)
-                    pending.exception()  # retrieved here: waiters re-raise it themselves
-                    raise
-                finally:
-                    self._building.pop(key, None)
-                entry = _Entry(value, close)
-                self._entries[key] = entry
-                pending.set_result(entry)
-            else:
-                entry = await pending
+                entry = await self._build(key, build)
+                break
+            try:
+                entry = await asyncio.shield(pending)
+                break
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if pending.cancelled() and not (task and task.cancelling()):
+                    continue  # the builder was cancelled, not us: build it ourselves
+                raise
         entry.refs += 1
         return entry.value
+
+    async def _build(
+        self,
+        key: str,
+        build: Callable[[], Awaitable[tuple[Any, Callable[[], Awaitable[None]]]]],
+    ) -> _Entry:
+        pending: asyncio.Future[_Entry] = asyncio.get_running_loop().create_future()
+        self._building[key] = pending
+        try:
+            value, close = await build()
+        except BaseException as e:
+            self._building.pop(key, None)
+            if isinstance(e, Exception):
+                pending.set_exception(e)
+                pending.exception()  # marked retrieved: the waiters re-raise it themselves
+            else:
+                pending.cancel()
+            raise
+        self._building.pop(key, None)
+        entry = _Entry(value, close)
+        self._entries[key] = entry
+        pending.set_result(entry)
+        return entry
 
     def release(self, key: str) -> None:
         entry = self._entries.get(key)
@@ -134,7 +162,11 @@ class Snapshot:
         named: dict[str, Tool] = {}
         for source, tool in offered:
             name = tool.spec.name
-            named[name if counts[name] == 1 else f"{source}__{name}"] = tool
+            wanted = tool_name(name if counts[name] == 1 else f"{source}__{name}")
+            unique, n = wanted, 2
+            while unique in named:  # sanitizing may merge names: keep every tool reachable
+                unique, n = f"{wanted[:60]}_{n}", n + 1
+            named[unique] = tool
         return named
 
     def _release_lease(self) -> None:

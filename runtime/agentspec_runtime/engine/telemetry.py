@@ -58,14 +58,19 @@ class TokenRate(Collector):
         self._sum = 0
 
     def add(self, tokens: int) -> None:
-        self._events.append((self._clock(), tokens))
+        now = self._clock()
+        self._events.append((now, tokens))
         self._sum += tokens
+        self._prune(now)  # bounded even when nothing scrapes
 
     def rate(self) -> float:
-        cutoff = self._clock() - self._window
+        self._prune(self._clock())
+        return self._sum / self._window
+
+    def _prune(self, now: float) -> None:
+        cutoff = now - self._window
         while self._events and self._events[0][0] < cutoff:
             self._sum -= self._events.popleft()[1]
-        return self._sum / self._window
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
