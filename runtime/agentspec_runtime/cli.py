@@ -61,6 +61,7 @@ DELEGATED = {
     "operator": ("agentspec_operator.main", "run the operator (needs the [operator] extra)"),
     "runtime": ("agentspec_runtime.server", "run one agent: the execution engine"),
     "up": ("agentspec_runtime.up", "run specs locally, one process per agent, hot-reloading"),
+    "chat": ("agentspec_runtime.chat", "talk to a running agent from the terminal (streaming)"),
 }
 
 
@@ -68,6 +69,19 @@ def _run_module(module: str, argv: list[str]) -> int:
     """Hand the rest of the command line to ``module.main`` (each owns its own flags)."""
     code: int = importlib.import_module(module).main(argv)
     return code
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .specfiles import validate
+
+    problems = validate(args.paths)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print("ok: " + ", ".join(map(str, args.paths)))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="exit 1 if the files differ from the models"
     )
     crds.set_defaults(func=_cmd_crds)
+    validate = sub.add_parser("validate", help="check spec files: schema and cross-file references")
+    validate.add_argument("paths", nargs="+", type=Path, help="YAML files or folders")
+    validate.set_defaults(func=_cmd_validate)
     for name, (_module, text) in DELEGATED.items():
         sub.add_parser(name, help=text, add_help=False)
     return parser

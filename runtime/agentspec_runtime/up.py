@@ -32,8 +32,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import yaml
 
-from agentspec_runtime.spec import parse_resource
-from agentspec_runtime.spec.resources import SpecError
+from agentspec_runtime.chat import REGISTRY
+from agentspec_runtime.specfiles import check_references, read
 
 LOCAL_COMMAND = "agentspec.io/local-command"
 HOST = "127.0.0.1"
@@ -50,36 +50,13 @@ class UpError(Exception):
     """The files cannot be run; the message says which file, document and field."""
 
 
-def yaml_files(paths: Sequence[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise UpError(f"{path}: no such file or folder")
-    return files
-
-
-def load(files: Sequence[Path]) -> list[dict[str, Any]]:
-    """All documents, with agentspec.io ones validated (errors name file, document, field)."""
-    docs: list[dict[str, Any]] = []
-    for path in files:
-        try:
-            loaded = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-        except yaml.YAMLError as e:
-            raise UpError(f"{path}: not valid YAML: {e}") from e
-        for i, doc in enumerate(loaded, start=1):
-            if not isinstance(doc, dict):
-                raise UpError(f"{path}: document {i} is not a mapping")
-            if str(doc.get("apiVersion", "")).startswith("agentspec.io/"):
-                try:
-                    parse_resource(doc)
-                except SpecError as e:
-                    raise UpError(f"{path}: document {i}: {e}") from e
-            docs.append(doc)
-    return docs
+def load(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Every document; any problem (YAML, schema, a dangling reference) is an ``UpError``."""
+    documents, problems = read(paths)
+    problems += check_references(documents) if not problems else []
+    if problems:
+        raise UpError("\n  ".join(["the files have problems:", *problems]))
+    return [d.body for d in documents]
 
 
 def secret_env(docs: list[dict[str, Any]]) -> dict[str, str]:
@@ -218,7 +195,7 @@ class Up:
                     await asyncio.sleep(0.1)
 
     async def start(self) -> list[str]:
-        docs = load(yaml_files(self.paths))
+        docs = load(self.paths)
         agents = self._write(docs)
         if not agents:
             raise UpError("no AgentSpec in " + ", ".join(map(str, self.paths)))
@@ -227,6 +204,7 @@ class Up:
         for agent in agents:
             await self._start_agent(agent, secrets)
         await self._wait_ready(agents)
+        self._record()
         for agent in agents:
             print(
                 f"  {agent:<12} {self.url(agent)}  (OpenAI API: {self.url(agent)}/v1, "
@@ -234,13 +212,18 @@ class Up:
             )
         return agents
 
+    def _record(self) -> None:
+        """Where `agentspec chat <agent>` finds the agents."""
+        REGISTRY.parent.mkdir(parents=True, exist_ok=True)
+        REGISTRY.write_text(json.dumps({a: self.url(a) for a in self.agents}))
+
     async def follow(self) -> None:
         """Apply file edits until stopped."""
         import watchfiles
 
         async for _ in watchfiles.awatch(*self.paths, stop_event=self.stop, debounce=100, step=20):
             try:
-                docs = load(yaml_files(self.paths))
+                docs = load(self.paths)
             except UpError as e:
                 print(f"agentspec up: edit rejected, the previous version keeps serving: {e}")
                 continue
@@ -250,6 +233,7 @@ class Up:
             for agent in [a for a in agents if a not in self.agents]:
                 await self._start_agent(agent, secrets)
                 await self._wait_ready([agent])
+                self._record()
                 print(f"  {agent:<12} {self.url(agent)}  (new)")
             for agent in [a for a in self.agents if a not in agents]:
                 self._terminate(self.agents.pop(agent))

@@ -130,3 +130,17 @@ def test_up_hot_reloads_edits_and_rejects_broken_ones(up: tuple[UpProcess, Path]
     assert "release.stable must name one of versions" in process.log()
     assert "friendly" in ask(), "the previous version keeps serving"
     assert pid() == before
+
+    # agentspec chat finds the agent `up` started, and streams its answer
+    chat = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "agentspec"), "chat", "hr", "-m", "hello there"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=clean_env(),
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout.strip() == (
+        "[offline demo model] You are the friendly HR assistant. You asked: hello there"
+    )
