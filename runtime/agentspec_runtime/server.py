@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from lightkube import AsyncClient
 
 log = logging.getLogger("agentspec.runtime")
+RETRY_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Settings:
     drain_seconds: float
     partner_urls: dict[str, str]
     max_hops: int
+    drain_min_seconds: float
     public_url: str | None
     partner_timeout: float
 
@@ -114,6 +116,9 @@ def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
         drain_seconds=float(environ.get("AGENTSPEC_DRAIN_SECONDS", "25")),
         partner_urls=parse_partner_urls(environ.get("AGENTSPEC_PARTNER_URLS")),
         max_hops=int(environ.get("AGENTSPEC_MAX_HOPS", "5")),
+        drain_min_seconds=float(
+            environ.get("AGENTSPEC_DRAIN_MIN_SECONDS", "0" if args.config else "3")
+        ),
         public_url=environ.get("AGENTSPEC_PUBLIC_URL"),
         partner_timeout=float(environ.get("AGENTSPEC_PARTNER_TIMEOUT", "300")),
     )
@@ -337,30 +342,63 @@ class Runtime:
         return 0
 
     async def _watch(self, engine: Engine, source: AsyncIterator[str | Exception]) -> None:
-        s = self.settings
-        async for item in source:
+        """Load every new config. A rejected one is tried again every ``RETRY_SECONDS``: what
+        it lacked (a Secret created after its reference, a server) may appear meanwhile."""
+        pending: asyncio.Task[str | Exception] | None = None
+        last_text: str | None = None
+        while True:
+            pending = pending or asyncio.ensure_future(anext(source))
+            done, _ = await asyncio.wait({pending}, timeout=RETRY_SECONDS)
+            if done:
+                try:
+                    item = pending.result()
+                except StopAsyncIteration:
+                    return
+                pending = None
+            elif last_text is not None and engine.state.last_error is not None:
+                item = last_text  # retry the rejected config as it is
+            else:
+                continue
             if isinstance(item, Exception):
-                engine.reject(str(item))
+                # the source hiccuped (watch expired, API unreachable): not a bad config
+                engine.state.source_error = str(item)
+                log.warning("agent %s: config source: %s", engine.agent, item)
                 continue
+            engine.state.source_error = None
+            last_text = item
             try:
-                config = parse_config(
-                    item,
-                    agent=s.agent or engine.agent,
-                    namespace=s.namespace,
-                    partner_urls=s.partner_urls,
-                )
-            except ConfigError as e:
+                await self._apply(engine, item)
+            except Exception:  # never let one bad update end hot reload
+                log.exception("agent %s: applying a config update failed", engine.agent)
+
+    async def _apply(self, engine: Engine, text: str) -> None:
+        s = self.settings
+        try:
+            config = parse_config(
+                text,
+                agent=s.agent or engine.agent,
+                namespace=s.namespace,
+                partner_urls=s.partner_urls,
+            )
+        except ConfigError as e:
+            if str(e) != engine.state.last_error:
                 engine.reject(str(e))
-                continue
-            if config.revision() == engine.state.revision:
-                continue
-            with contextlib.suppress(ConfigError):  # recorded by the engine
-                await engine.load(config)
+            return
+        if config.revision() == engine.state.revision:
+            return
+        with contextlib.suppress(ConfigError):  # recorded by the engine
+            await engine.load(config)
 
     async def _drain(self, engine: Engine) -> None:
-        """Readiness false first, so the Service stops sending; then let requests finish."""
+        """Readiness false first, so the Service stops sending; then let requests finish.
+
+        In a cluster it waits at least ``AGENTSPEC_DRAIN_MIN_SECONDS`` (default 3): until the
+        endpoint is removed, kube-proxy may still route new requests here.
+        """
         self.lifecycle.draining = True
-        deadline = time.monotonic() + self.settings.drain_seconds
+        started = time.monotonic()
+        deadline = started + self.settings.drain_seconds
+        await asyncio.sleep(self.settings.drain_min_seconds)
         while time.monotonic() < deadline:
             current = engine.holder.current
             if (current is None or current.leases == 0) and engine.holder.retiring() == 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -86,8 +87,6 @@ def _text(result: mcp_types.CallToolResult) -> str:
         else:
             pieces.append(block.model_dump_json(by_alias=True, exclude_none=True))
     if not pieces and result.structured_content is not None:
-        import json
-
         pieces.append(json.dumps(result.structured_content))
     return "\n".join(pieces)
 

@@ -83,9 +83,10 @@ class KubeSecrets:
             raise ConfigError(f"cannot read {where}: {e.status.reason or e.status.code}") from e
         data = secret.data or {}
         if ref.key in data:
-            return base64.b64decode(data[ref.key]).decode()
-        if secret.stringData and ref.key in secret.stringData:
-            return str(secret.stringData[ref.key])
+            try:
+                return base64.b64decode(data[ref.key]).decode()
+            except ValueError as e:  # binascii and Unicode errors alike
+                raise ConfigError(f"{where} key {ref.key!r} is not UTF-8 text") from e
         raise ConfigError(f"{where} has no key {ref.key!r}")
 
     async def get_all(self, name: str) -> dict[str, str]:
@@ -98,6 +99,9 @@ class KubeSecrets:
             raise ConfigError(
                 f"cannot read Secret {self._namespace}/{name}: {e.status.reason or e.status.code}"
             ) from e
-        values = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
-        values.update({str(k): str(v) for k, v in (secret.stringData or {}).items()})
-        return values
+        try:
+            return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        except ValueError as e:  # binascii and Unicode errors alike
+            raise ConfigError(
+                f"Secret {self._namespace}/{name} holds a value that is not UTF-8 text"
+            ) from e

@@ -26,7 +26,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from agentspec_runtime.api.inbound import hops
 from agentspec_runtime.engine.agent import Engine
-from agentspec_runtime.engine.errors import AgentspecError, RequestError, UnknownModelError
+from agentspec_runtime.engine.errors import (
+    AgentspecError,
+    NotReadyError,
+    RequestError,
+    UnknownModelError,
+)
 from agentspec_runtime.engine.loop import AgentRequest, AgentResult
 from agentspec_runtime.engine.types import HOPS_HEADER
 
@@ -155,6 +160,8 @@ class ChatCompletions:
         except _RejectedError as e:
             return e.response
         if body.stream:
+            if not self.engine.ready:  # before the 200 of a stream, not inside it
+                return _engine_error(NotReadyError("no configuration loaded yet"))
             return self._stream(body, agent_request, request)
         token = otel_context.attach(propagate.extract(dict(request.headers)))
         try:

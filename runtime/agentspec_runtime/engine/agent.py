@@ -88,6 +88,8 @@ class ReloadState:
     rejected: int = 0
     last_error: str | None = None
     last_error_at: float | None = None
+    source_error: str | None = None
+    """The config source is failing (API unreachable, watch expired): not a bad config."""
 
 
 def _key(kind: str, *parts: Any) -> str:
@@ -309,6 +311,7 @@ class Engine:
             "reloads": {"applied": state.applied, "rejected": state.rejected},
             "lastReloadError": state.last_error,
             "lastReloadErrorAt": state.last_error_at,
+            "configSourceError": state.source_error,
             "retiringSnapshots": self.holder.retiring(),
         }
         if snapshot is not None:
