@@ -1,0 +1,30 @@
+"""The operator's exception tree, classified by what the caller does next.
+
+::
+
+    OperatorError
+    ├── TemporaryError      retry the reconcile later (apiserver down, conflict, timeout)
+    └── PermanentError      retrying cannot help until the input changes (invalid manifest,
+                            forbidden by RBAC); surfaced in status and logs
+
+Library errors (lightkube ``ApiError``, httpx transport errors) are translated at one seam,
+``kube.py``, with ``raise ... from e``.
+"""
+
+from __future__ import annotations
+
+
+class OperatorError(Exception):
+    """Base of every error the operator raises on purpose."""
+
+
+class TemporaryError(OperatorError):
+    """Try again later; ``delay`` is a hint in seconds (None: the queue's backoff)."""
+
+    def __init__(self, message: str, *, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class PermanentError(OperatorError):
+    """The request can never succeed as made; wait for the input to change."""

@@ -1,0 +1,204 @@
+"""``agentspec operator``: flags → settings → kopf running the handlers, standalone.
+
+Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 2 for bad flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from .controller import Controller
+from .handlers import build_registry, configure
+from .kube import KEDA_CRD, Kube
+from .reconcile import Reconciler, utc_now
+from .registry import McpRegistry
+from .render import MANAGED_BY
+from .render_policy import OPTIONAL_KINDS
+from .settings import OperatorSettings, Selector, otel_passthrough, runtime_image_from_env
+from .world import World
+
+log = logging.getLogger("agentspec_operator")
+
+
+def _selectors(text: str | None) -> tuple[Selector, ...]:
+    """A JSON NetworkPolicy peer, or a list of them."""
+    if not text:
+        return ()
+    value = json.loads(text)
+    peers = value if isinstance(value, list) else [value]
+    if not all(isinstance(p, dict) for p in peers):
+        raise argparse.ArgumentTypeError("expected a JSON object or a list of objects")
+    return tuple(peers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="agentspec operator", description=__doc__)
+    p.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="namespace to watch (repeatable; glob patterns allowed). Default: all",
+    )
+    p.add_argument(
+        "--runtime-image",
+        default=runtime_image_from_env(),
+        help="default runtime image (env AGENTSPEC_RUNTIME_IMAGE)",
+    )
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="kubeconfig file (else $KUBECONFIG, else in-cluster)",
+    )
+    p.add_argument(
+        "--gateway-peers",
+        type=_selectors,
+        default=_selectors(env("AGENTSPEC_GATEWAY_PEERS")),
+        help="JSON NetworkPolicy peer(s) also allowed on the API port "
+        "(env AGENTSPEC_GATEWAY_PEERS)",
+    )
+    p.add_argument(
+        "--monitoring-peers",
+        type=_selectors,
+        default=_selectors(env("AGENTSPEC_MONITORING_PEERS")),
+        help="JSON NetworkPolicy peer(s) allowed on the metrics port "
+        "(env AGENTSPEC_MONITORING_PEERS)",
+    )
+    p.add_argument(
+        "--health-port",
+        type=int,
+        default=int(env("AGENTSPEC_HEALTH_PORT", "0")),
+        help="serve /healthz on this port (0: off)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("AGENTSPEC_METRICS_PORT", "0")),
+        help="serve Prometheus /metrics on this port (0: off)",
+    )
+    p.add_argument("--workers", type=int, default=32, help="concurrent reconciles")
+    p.add_argument(
+        "--resync-seconds", type=float, default=300.0, help="re-apply every child this often"
+    )
+    p.add_argument(
+        "--stalled-retry-seconds",
+        type=float,
+        default=10.0,
+        help="look again at a Stalled agent this often",
+    )
+    p.add_argument("--log-level", default=env("AGENTSPEC_LOG_LEVEL", "INFO"))
+    return p
+
+
+async def run(args: argparse.Namespace) -> None:
+    kube = Kube.connect(args.kubeconfig)
+    keda = await kube.crd_exists(KEDA_CRD)
+    op_settings = OperatorSettings(
+        runtime_image=args.runtime_image,
+        otel_env=otel_passthrough(os.environ),
+        gateway_peers=args.gateway_peers,
+        monitoring_peers=args.monitoring_peers,
+        workers=args.workers,
+        resync_seconds=args.resync_seconds,
+        stalled_retry_seconds=args.stalled_retry_seconds,
+        keda_available=keda,
+    )
+    ref: list[Controller] = []
+    registry = build_registry(ref)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+        configure(settings)
+        world = World(kwargs)
+        reconciler = Reconciler(kube=kube, world=world, settings=op_settings)
+        # Which optional children exist, so pruning never needs a DELETE to find out.
+        # Listed per watched namespace when they are plain names: RBAC may be namespaced.
+        plain = args.namespace and not any(set(n) & set("*?[!") for n in args.namespace)
+        for kind in OPTIONAL_KINDS:
+            if kind == "ScaledObject" and not keda:
+                continue
+            for namespace in args.namespace if plain else ["*"]:
+                for ns, name in await kube.names(
+                    kind,
+                    label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}",
+                    namespace=namespace,
+                ):
+                    reconciler.optional_present.add((kind, ns, name))
+        mcp = McpRegistry(kube=kube, world=world, now=utc_now)
+        controller = Controller(reconciler=reconciler, registry=mcp, settings=op_settings)
+        ref.append(controller)
+        controller.start()
+        log.info(
+            "agentspec operator ready (image %s, %s, KEDA %s)",
+            op_settings.runtime_image,
+            ",".join(args.namespace) or "all namespaces",
+            "found" if keda else "absent",
+        )
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # A private registry has none of kopf's default login handlers.
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
+            **kwargs
+        ) or kopf.login_with_kubeconfig(**kwargs)
+        return info
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        if ref:
+            await ref[0].stop()
+        await kube.close()
+
+    if args.metrics_port:
+        from .metrics import serve_metrics
+
+        serve_metrics(args.metrics_port, ref)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
+    await kopf.operator(
+        registry=registry,
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=liveness,
+        stop_flag=stop,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(argv) if argv is not None else None
+    if argv and argv[0] == "--":
+        argv = argv[1:]  # `agentspec operator -- --flag` (the CLI's REMAINDER needs the `--`)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # kopf logs every event at DEBUG and its handler bookkeeping at INFO: keep ours readable.
+    quiet = max(logging.WARNING, logging.getLogger().level)
+    for noisy in ("kopf", "httpx2", "httpx", "mcp", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(quiet)
+    if args.kubeconfig:
+        # kopf's own client logs in from $KUBECONFIG.
+        os.environ["KUBECONFIG"] = str(args.kubeconfig)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(args))
+    return 0

@@ -1,0 +1,364 @@
+"""Make it so: one idempotent reconcile per AgentSpec, plus PromptTemplate status.
+
+:meth:`Reconciler.reconcile_agent` reads the world (indexes), resolves the spec, renders every
+child, applies what differs with server-side apply, prunes optional children no longer
+wanted, and writes status computed from the world. Every cause ends here; nothing here
+depends on which cause it was.
+
+Applies are skipped when the rendered manifest is unchanged *and* the child has not been
+touched by anybody since our last apply (tracked by resourceVersion from the watch), so a
+steady state costs no API calls; a periodic resync clears that memory to re-assert children
+of kinds that are not watched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agentspec_runtime.spec import AgentResource, SpecError
+from agentspec_runtime.spec.resolved import (
+    REVISION_ANNOTATION,
+    AgentConfig,
+    ResolutionError,
+    config_map_name,
+    resolve_agent,
+)
+
+from .errors import OperatorError, PermanentError
+from .kube import KEDA_CRD, Kube
+from .render import PROMPT_VERSION_ANNOTATION, prompt_version
+from .render_policy import OPTIONAL_KINDS, optional_kinds_wanted, render_children
+from .settings import OperatorSettings
+from .status import agent_status, prompt_template_status, same_status, stalled_reason
+from .world import AGENTS, PROMPTS, Json, Key, World
+
+log = logging.getLogger(__name__)
+
+SECRET_CACHE_SECONDS = 30.0
+ChildKey = tuple[str, str, str]
+"""(kind, namespace, name)"""
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _digest(manifest: Json) -> str:
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _rv_newer(a: Json | None, b: Json | None) -> Json | None:
+    """The more recent of two copies of an object (resourceVersions are etcd revisions)."""
+    if a is None or b is None:
+        return a or b
+
+    def rv(x: Json) -> int:
+        value = str((x.get("metadata") or {}).get("resourceVersion") or "0")
+        return int(value) if value.isdigit() else 0
+
+    return a if rv(a) >= rv(b) else b
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        world: World,
+        settings: OperatorSettings,
+        now: Callable[[], str] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kube = kube
+        self.world = world
+        self.settings = settings
+        self._now = now
+        self._monotonic = monotonic
+        self._applied: dict[ChildKey, tuple[str, str]] = {}
+        """child → (manifest digest, resourceVersion our apply produced)."""
+        self._deployments: dict[Key, Json] = {}
+        """Deployments as our applies returned them (newer than the watch, for a moment)."""
+        self._in_flight: set[ChildKey] = set()
+        self.optional_present: set[ChildKey] = set()
+        """Optional children (PDB, HPA, ScaledObject) known to exist; seeded by a LIST."""
+        self._stalled_event: dict[Key, str] = {}
+        self._secrets_ok: dict[tuple[str, str, str], float] = {}
+        self.reconciles = 0
+
+    # --- drift bookkeeping -------------------------------------------------------------
+
+    def child_changed(self, child: ChildKey, resource_version: str | None) -> bool:
+        """A watch event for a child; True when it was not our own write (drift or status)."""
+        if resource_version is not None and child in self._in_flight:
+            # Most likely the echo of the apply still awaiting its response; were it someone
+            # else's edit, the reconcile running now re-applies over it anyway.
+            return False
+        known = self._applied.get(child)
+        if known is not None and resource_version is not None and known[1] == resource_version:
+            return False
+        self._applied.pop(child, None)
+        return True
+
+    def forget_agent(self, key: Key) -> None:
+        ns, name = key
+        for child in [c for c in self._applied if c[1] == ns and c[2] in (name, f"{name}-config")]:
+            del self._applied[child]
+        self._deployments.pop(key, None)
+        self._stalled_event.pop(key, None)
+        self.world.forget(AGENTS, key)
+
+    def resync(self) -> None:
+        """Forget what was applied: the next reconcile of each agent re-asserts everything."""
+        self._applied.clear()
+
+    # --- AgentSpec ---------------------------------------------------------------------
+
+    async def reconcile_agent(self, key: Key) -> float | None:
+        """Returns a delay after which the agent wants another look (Stalled), else None."""
+        self.reconciles += 1
+        namespace = key[0]
+        body = self.world.body(AGENTS, key)
+        if body is None:
+            self.forget_agent(key)
+            return None
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            return None  # the garbage collector removes the children via ownerReferences
+        agent = self.world.agent(key)
+        config: AgentConfig | None = None
+        if isinstance(agent, SpecError):
+            problems = agent.problems
+        elif agent is None:
+            return None
+        else:
+            problems = []
+            try:
+                config = self._resolve(agent, namespace=namespace)
+            except ResolutionError as e:
+                problems = list(e.problems)
+            if config is not None:
+                problems = self._check_scaling(agent)
+                problems += await self._check_secrets(agent, config, namespace=namespace)
+        if problems or config is None or not isinstance(agent, AgentResource):
+            await self._report_stalled(key, body, problems)
+            return self.settings.stalled_retry_seconds
+        try:
+            deployment = await self._apply_children(key, agent, config)
+        except OperatorError as e:
+            live = self.world.config_map_annotations((namespace, config_map_name(key[1])))
+            await self._write_agent_status(
+                key,
+                body,
+                problems=[],
+                deployment=_rv_newer(self._deployments.get(key), self.world.deployment(key)),
+                revision=live.get(REVISION_ANNOTATION),
+                version=live.get(PROMPT_VERSION_ANNOTATION),
+                apply_error=str(e),
+                apply_error_permanent=isinstance(e, PermanentError),
+            )
+            raise
+        await self._write_agent_status(
+            key,
+            body,
+            problems=[],
+            deployment=deployment,
+            revision=config.revision(),
+            version=prompt_version(config),
+        )
+        if self._stalled_event.pop(key, None) is not None:
+            await self.kube.post_event(
+                _involved(body),
+                warning=False,
+                reason="Resolved",
+                message="every reference resolved; config applied",
+            )
+        return None
+
+    def _resolve(self, agent: AgentResource, *, namespace: str) -> AgentConfig:
+        spec = agent.spec
+        prompts = {}
+        if spec.prompt_ref is not None:
+            found = self.world.prompt((namespace, spec.prompt_ref.name))
+            if found is not None:
+                prompts[spec.prompt_ref.name] = found
+        servers = {}
+        for ref in spec.mcp_servers:
+            server = self.world.mcp_server((namespace, ref.name))
+            if server is not None:
+                servers[ref.name] = server
+        partners = {}
+        for p in spec.partners:
+            pkey = (p.namespace or namespace, p.name)
+            partner = self.world.partner(pkey)
+            if partner is not None:
+                partners[pkey] = partner
+        return resolve_agent(
+            agent, namespace=namespace, prompts=prompts, mcp_servers=servers, partners=partners
+        )
+
+    def _check_scaling(self, agent: AgentResource) -> list[str]:
+        scaling = agent.spec.runtime.autoscaling
+        if scaling is not None and scaling.provider == "keda" and not self.settings.keda_available:
+            return [
+                "spec.runtime.autoscaling.provider: keda needs the KEDA ScaledObject CRD "
+                f"({KEDA_CRD}), which is not installed; use provider hpa or install KEDA"
+            ]
+        return []
+
+    async def _check_secrets(
+        self, agent: AgentResource, config: AgentConfig, *, namespace: str
+    ) -> list[str]:
+        """Every referenced Secret key must exist (the pods would fail on it otherwise)."""
+        problems = []
+        wanted = [(r.name, r.key) for r in config.secret_refs()]
+        wanted += [
+            (e.secret_key_ref.name, e.secret_key_ref.key)
+            for e in agent.spec.runtime.env
+            if e.secret_key_ref
+        ]
+        now = self._monotonic()
+        keys_of: dict[str, set[str] | None] = {}
+        for secret, key in sorted(set(wanted)):
+            if self._secrets_ok.get((namespace, secret, key), -1e9) > now - SECRET_CACHE_SECONDS:
+                continue
+            if secret not in keys_of:
+                keys_of[secret] = await self.kube.secret_keys(namespace=namespace, name=secret)
+            keys = keys_of[secret]
+            if keys is None:
+                problems.append(f"Secret {secret!r} not found (needed for key {key!r})")
+            elif key not in keys:
+                problems.append(f"Secret {secret!r} has no key {key!r}")
+            else:
+                self._secrets_ok[(namespace, secret, key)] = now
+        return problems
+
+    async def _apply_children(
+        self, key: Key, agent: AgentResource, config: AgentConfig
+    ) -> Json | None:
+        namespace, name = key
+        manifests = render_children(
+            agent,
+            config,
+            namespace=namespace,
+            callers=self.world.callers(key),
+            settings=self.settings,
+        )
+        # The ConfigMap first: a new pod must find its config when it starts.
+        await self._apply_if_changed(manifests[0])
+        await asyncio.gather(*(self._apply_if_changed(m) for m in manifests[1:]))
+        wanted = optional_kinds_wanted(agent)
+        for kind in OPTIONAL_KINDS:
+            child = (kind, namespace, name)
+            if kind not in wanted and child in self.optional_present:
+                await self.kube.delete(kind, namespace=namespace, name=name)
+                self.optional_present.discard(child)
+                self._applied.pop(child, None)
+        return _rv_newer(self._deployments.get(key), self.world.deployment(key))
+
+    async def _apply_if_changed(self, manifest: Json) -> None:
+        meta = manifest["metadata"]
+        child = (manifest["kind"], meta["namespace"], meta["name"])
+        digest = _digest(manifest)
+        known = self._applied.get(child)
+        if known is not None and known[0] == digest:
+            return
+        self._in_flight.add(child)
+        try:
+            applied = await self.kube.apply(manifest)
+        finally:
+            self._in_flight.discard(child)
+        self._applied[child] = (digest, applied.resource_version)
+        if child[0] in OPTIONAL_KINDS:
+            self.optional_present.add(child)
+        if applied.body is not None:
+            self._deployments[(child[1], child[2])] = applied.body
+
+    async def _report_stalled(self, key: Key, body: Json, problems: list[str]) -> None:
+        """Stalled: status + one Warning Event per distinct message; children untouched."""
+        namespace, name = key
+        live = self.world.config_map_annotations((namespace, config_map_name(name)))
+        await self._write_agent_status(
+            key,
+            body,
+            problems=problems,
+            deployment=_rv_newer(self._deployments.get(key), self.world.deployment(key)),
+            revision=live.get(REVISION_ANNOTATION),
+            version=live.get(PROMPT_VERSION_ANNOTATION),
+        )
+        message = "; ".join(problems)
+        if self._stalled_event.get(key) != message:
+            self._stalled_event[key] = message
+            log.warning("AgentSpec %s/%s stalled: %s", namespace, name, message)
+            await self.kube.post_event(
+                _involved(body), warning=True, reason=stalled_reason(problems), message=message
+            )
+
+    async def _write_agent_status(
+        self,
+        key: Key,
+        body: Json,
+        *,
+        problems: list[str],
+        deployment: Json | None,
+        revision: str | None,
+        version: str | None,
+        apply_error: str | None = None,
+        apply_error_permanent: bool = False,
+    ) -> None:
+        namespace, name = key
+        old = body.get("status") or None
+        status = agent_status(
+            name=name,
+            namespace=namespace,
+            generation=(body.get("metadata") or {}).get("generation"),
+            problems=problems,
+            deployment=deployment,
+            live_revision=revision,
+            live_prompt_version=version,
+            old=old,
+            now=self._now(),
+            apply_error=apply_error,
+            apply_error_permanent=apply_error_permanent,
+        )
+        if not same_status(status, old):
+            await self.kube.patch_status(
+                "AgentSpec", namespace=namespace, name=name, status=status, old=old
+            )
+
+    # --- PromptTemplate ----------------------------------------------------------------
+
+    async def reconcile_prompt(self, key: Key) -> None:
+        body = self.world.body(PROMPTS, key)
+        if body is None:
+            return
+        old = body.get("status") or None
+        status = prompt_template_status(
+            spec=body.get("spec") or {},
+            generation=(body.get("metadata") or {}).get("generation"),
+            used_by=self.world.prompt_users(key),
+            old=old,
+            now=self._now(),
+        )
+        if not same_status(status, old):
+            await self.kube.patch_status(
+                "PromptTemplate", namespace=key[0], name=key[1], status=status, old=old
+            )
+
+
+def _involved(body: Json) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    return {
+        "apiVersion": body.get("apiVersion", "agentspec.io/v1alpha1"),
+        "kind": body.get("kind", "AgentSpec"),
+        "name": meta.get("name"),
+        "namespace": meta.get("namespace"),
+        "uid": meta.get("uid"),
+        "resourceVersion": meta.get("resourceVersion"),
+    }

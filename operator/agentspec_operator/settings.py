@@ -1,0 +1,48 @@
+"""Operator-wide settings: what every agent gets unless its spec overrides it.
+
+One frozen value built once by ``main`` from flags and environment and passed down; nothing
+reads the environment after start-up, so tests build settings directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+FIELD_MANAGER = "agentspec-operator"
+DEFAULT_RUNTIME_IMAGE = "ghcr.io/agentspec/agentspec-runtime:0.1.0"
+RUNTIME_IMAGE_ENV = "AGENTSPEC_RUNTIME_IMAGE"
+# Forwarded to every agent so traces of all agents land in the same collector.
+OTEL_PREFIX = "OTEL_"
+
+Selector = dict[str, Any]
+"""A NetworkPolicy peer: ``{"namespaceSelector": ..., "podSelector": ...}``."""
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    runtime_image: str = DEFAULT_RUNTIME_IMAGE
+    otel_env: Mapping[str, str] = field(default_factory=dict)
+    """OTEL_* variables passed through to every runtime container."""
+    gateway_peers: tuple[Selector, ...] = ()
+    """Extra NetworkPolicy peers allowed on the API port (gateways, ingress controllers)."""
+    monitoring_peers: tuple[Selector, ...] = ()
+    """NetworkPolicy peers allowed on the metrics port. Empty: nobody."""
+    workers: int = 32
+    """Reconciles running at once; they mostly wait on the apiserver."""
+    resync_seconds: float = 300.0
+    """Full re-apply of every agent: restores children whose kinds are not watched."""
+    stalled_retry_seconds: float = 10.0
+    """Retry of a Stalled agent: a missing Secret has no watch, so time brings recovery."""
+    keda_available: bool = False
+    """Whether the KEDA ScaledObject CRD exists (detected at start-up)."""
+
+
+def otel_passthrough(environ: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in sorted(environ.items()) if k.startswith(OTEL_PREFIX)}
+
+
+def runtime_image_from_env(environ: Mapping[str, str] = os.environ) -> str:
+    return environ.get(RUNTIME_IMAGE_ENV) or DEFAULT_RUNTIME_IMAGE
