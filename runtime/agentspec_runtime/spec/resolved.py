@@ -116,7 +116,9 @@ class AgentConfig(SpecModel):
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def revision(self) -> str:
-        return config_revision(self.to_json())
+        """Hash of the content: the AgentSpec's generation is left out, so an edit that
+        changes nothing the engine uses (the image, say) reloads nothing."""
+        return config_revision(self.model_copy(update={"generation": None}).to_json())
 
     def secret_refs(self) -> list[SecretKeySelector]:
         """Every Secret key the runtime must read, deduplicated, in a stable order."""
