@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.control_plane import REPO_ROOT, ControlPlane, NamespacedKubectl, namespace_name
+from tests.support.operator_proc import OperatorProcess
 from tests.support.redis_server import RedisServer
 
 pytest_plugins = ["tests.support.fixtures_doubles"]
@@ -56,6 +57,16 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
 def kubectl(control_plane: ControlPlane, namespace: str) -> NamespacedKubectl:
     """``kubectl`` bound to the session control plane and this test's namespace."""
     return control_plane.bound(namespace)
+
+
+@pytest.fixture(scope="session")
+def operator(control_plane: ControlPlane) -> Iterator[OperatorProcess]:
+    """The operator watching the session control plane; each test has its own namespace."""
+    process = OperatorProcess(control_plane).start()
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 
 from tests.support.a2a_client import ask
@@ -40,15 +38,6 @@ def department(name: str) -> Any:
         return Turn.text(f"{name} says: {request.last_user_text}")
 
     return answer
-
-
-@pytest.fixture
-def operator(control_plane: ControlPlane) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(control_plane).start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def service_account_kubeconfig(

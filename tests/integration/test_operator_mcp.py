@@ -9,11 +9,10 @@ server goes away and comes back, and no status writes between probes.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.support.control_plane import ControlPlane, NamespacedKubectl
+from tests.support.control_plane import NamespacedKubectl
 from tests.support.fixtures_doubles import McpServerFactory
 from tests.support.mcp_servers import McpTestServer
 from tests.support.operator_proc import OperatorProcess
@@ -22,15 +21,6 @@ from tests.support.operator_testkit import condition, eventually, get, mcp_doc
 pytest_plugins = ["tests.support.fixtures_doubles"]
 
 PROBE_DEADLINE = 15.0
-
-
-@pytest.fixture(scope="module")
-def operator(control_plane: ControlPlane) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(control_plane).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

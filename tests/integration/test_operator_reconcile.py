@@ -10,7 +10,6 @@ There is no kube-controller-manager here, so Deployments never become available.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -29,15 +28,6 @@ from tests.support.operator_testkit import (
 
 PROPAGATION = 5.0  # seconds; the design target is 1-2 s, the slack absorbs a loaded CI box
 CHILD_KINDS = "configmap,serviceaccount,role,rolebinding,service,networkpolicy,deployment"
-
-
-@pytest.fixture(scope="module")
-def operator(control_plane: ControlPlane) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(control_plane).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

@@ -9,29 +9,18 @@ defaults too, so "equal" means: the rendered fields, and their values, are all t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from agentspec_runtime.cli import render_manifests
-from tests.support.control_plane import ControlPlane, NamespacedKubectl
+from tests.support.control_plane import NamespacedKubectl
 from tests.support.operator_proc import TEST_IMAGE, OperatorProcess
 from tests.support.procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "multi-agent"
-
-
-@pytest.fixture
-def operator(control_plane: ControlPlane) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(control_plane).start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def created(kubectl: NamespacedKubectl, kind: str, name: str) -> dict[str, Any]:
