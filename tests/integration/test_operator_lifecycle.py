@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.argocd_health import health
 from tests.support.control_plane import (
     REPO_ROOT,
     ControlPlane,
@@ -23,7 +24,15 @@ from tests.support.control_plane import (
     namespace_name,
 )
 from tests.support.operator_proc import OperatorProcess
-from tests.support.operator_testkit import agent_doc, condition, eventually, get, prompt_doc
+from tests.support.operator_testkit import (
+    Json,
+    agent_doc,
+    condition,
+    eventually,
+    get,
+    mcp_doc,
+    prompt_doc,
+)
 
 # A private control plane (not the session fixture), so the marker is not added automatically.
 pytestmark = pytest.mark.controlplane
@@ -162,3 +171,44 @@ def test_restart_mid_reconcile_converges_without_duplicates(
     replica_sets = k.json("get", "replicasets", "-l", "agentspec.io/agent")["items"]
     owners = [rs["metadata"]["ownerReferences"][0]["name"] for rs in replica_sets]
     assert sorted(owners) == sorted(f"agent-{i:02d}" for i in range(count))
+
+
+def _when(k: NamespacedKubectl, kind: str, name: str, cond: str, status: str) -> Json:
+    """The object once the operator has set condition ``cond`` to ``status``."""
+
+    def probe() -> Json | None:
+        obj = get(k, kind, name)
+        return obj if condition(obj, cond).get("status") == status else None
+
+    return eventually(probe, timeout=30, what=f"{kind}/{name} {cond}={status}")
+
+
+def test_argocd_health_follows_the_real_operators_status(k: NamespacedKubectl) -> None:
+    """The chart's Lua health checks on statuses this operator wrote, in each state."""
+    k.apply(prompt_doc())
+    k.apply(agent_doc("broken", prompt="missing"))
+    status, message = health(_when(k, "agentspec", "broken", "Stalled", "True"))
+    assert status == "Degraded"
+    assert "PromptTemplate 'missing' not found" in message
+
+    k.apply(agent_doc("hr"))
+    assert health(_when(k, "agentspec", "hr", "Ready", "False"))[0] == "Progressing"
+
+    eventually(lambda: _mark_pods_ready(k, "hr") == 1, timeout=30, what="the pod to mark")
+    ready = _when(k, "agentspec", "hr", "Ready", "True")
+    assert health(ready)[0] == "Healthy"
+
+    stale = {
+        **ready,
+        "metadata": {**ready["metadata"], "generation": ready["metadata"]["generation"] + 1},
+    }
+    status, message = health(stale)
+    assert status == "Progressing"
+    assert "observe generation" in message
+
+    assert health(_when(k, "prompttemplate", "p", "Ready", "True"))[0] == "Healthy"
+
+    k.apply(mcp_doc("gone", "http://127.0.0.1:9/mcp"))
+    unreachable = _when(k, "mcpserver", "gone", "Ready", "False")
+    assert health(unreachable)[0] == "Degraded"
+    assert health({**unreachable, "status": None})[0] == "Progressing"
