@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import kopf
 from .controller import Controller
 from .handlers import build_registry, configure
 from .kube import KEDA_CRD, Kube
+from .leader import LeaderElector
 from .reconcile import Reconciler, utc_now
 from .registry import McpRegistry
 from .render import MANAGED_BY
@@ -99,10 +101,96 @@ def build_parser() -> argparse.ArgumentParser:
         help="look again at a Stalled agent this often",
     )
     p.add_argument("--log-level", default=env("AGENTSPEC_LOG_LEVEL", "INFO"))
+    p.add_argument(
+        "--leader-election",
+        action="store_true",
+        default=env("AGENTSPEC_LEADER_ELECTION", "") in ("1", "true"),
+        help="run as one of several replicas: only the Lease holder reconciles",
+    )
+    p.add_argument("--lease-name", default="agentspec-operator")
+    p.add_argument(
+        "--lease-namespace",
+        default=env("POD_NAMESPACE", "default"),
+        help="namespace of the Lease (env POD_NAMESPACE)",
+    )
+    p.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=15.0,
+        help="lease duration: a dead leader is replaced within about this long",
+    )
+    p.add_argument(
+        "--identity",
+        default=env("POD_NAME", f"{socket.gethostname()}-{os.getpid()}"),
+        help="this replica's name in the Lease (env POD_NAME)",
+    )
     return p
 
 
-async def run(args: argparse.Namespace) -> None:
+async def _standby_health(port: int) -> asyncio.Server | None:
+    """While standby, answer the liveness probe (kopf serves it once this replica leads)."""
+    if not port:
+        return None
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            await reader.readline()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nstandby\n"
+            )
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, "0.0.0.0", port)  # noqa: S104
+
+
+async def elected(args: argparse.Namespace, stop: asyncio.Event) -> LeaderElector | None:
+    """Block as a standby until this replica leads; None when stopped first."""
+    elector = LeaderElector(
+        kubeconfig=args.kubeconfig,
+        name=args.lease_name,
+        namespace=args.lease_namespace,
+        identity=args.identity,
+        duration=args.lease_seconds,
+    )
+    health = await _standby_health(args.health_port)
+    try:
+        if await elector.acquire(stop):
+            return elector
+    finally:
+        if health is not None:
+            health.close()
+            await health.wait_closed()
+    await elector.release()
+    return None
+
+
+async def run(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    elector = None
+    lost = asyncio.Event()
+    if args.leader_election:
+        elector = await elected(args, stop)
+        if elector is None:
+            return 0
+        hold = loop.create_task(elector.hold(lost, stop))
+        lost_watch = loop.create_task(lost.wait())
+        lost_watch.add_done_callback(lambda _: stop.set())
+    try:
+        await _operate(args, stop)
+    finally:
+        if elector is not None:
+            hold.cancel()
+            lost_watch.cancel()
+            if not lost.is_set():
+                await elector.release()
+    return 1 if lost.is_set() else 0
+
+
+async def _operate(args: argparse.Namespace, stop: asyncio.Event) -> None:
     kube = Kube.connect(args.kubeconfig)
     keda = await kube.crd_exists(KEDA_CRD)
     op_settings = OperatorSettings(
@@ -165,10 +253,6 @@ async def run(args: argparse.Namespace) -> None:
         from .metrics import serve_metrics
 
         serve_metrics(args.metrics_port, ref)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
     await kopf.operator(
         registry=registry,
@@ -200,5 +284,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         # kopf's own client logs in from $KUBECONFIG.
         os.environ["KUBECONFIG"] = str(args.kubeconfig)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(args))
+        return asyncio.run(run(args))
     return 0

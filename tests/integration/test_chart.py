@@ -70,9 +70,15 @@ def test_rendered_chart_is_accepted_by_the_apiserver(
     rendered = helm(
         control_plane, "template", "agentspec", str(CHART), "-n", namespace, *values
     ).stdout
-    kinds = [d["kind"] for d in yaml.safe_load_all(rendered) if d]
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    kinds = [d["kind"] for d in docs]
     assert "Deployment" in kinds
-    assert ("Role" in kinds) == bool(values)
+    namespaced = {
+        d["metadata"]["namespace"]
+        for d in docs
+        if d["kind"] == "Role" and d["metadata"]["name"] == "agentspec-operator"
+    }
+    assert namespaced == ({"team-a", "team-b"} if values else set())
     result = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
     assert result.stdout.count("(server dry run)") == len(kinds)
 
@@ -80,7 +86,7 @@ def test_rendered_chart_is_accepted_by_the_apiserver(
 @pytest.mark.parametrize(
     ("setting", "says"),
     [
-        ("operator.replicas=2", "/operator/replicas"),
+        ("operator.replicas=0", "/operator/replicas"),
         ("operator.logLevel=LOUD", "/operator/logLevel"),
         ("operator.workerz=3", "workerz"),
         ("otel.endpoint=ftp://collector", "/otel/endpoint"),
@@ -154,8 +160,12 @@ def test_helm_install_and_the_operator_works_with_its_settings_and_rbac(
         *container["args"],
         "--health-port=0",
         "--metrics-port=0",
+        f"--lease-namespace={RELEASE_NS}",  # the pod gets POD_NAMESPACE from its fieldRef
+        "--identity=chart-operator-0",
         f"--kubeconfig={sa_kubeconfig(plane, tmp_path / 'operator.kubeconfig')}",
     ]
+    assert deployment["spec"]["replicas"] == 2
+    assert "--leader-election" in container["args"]
     operator = OperatorProcess(plane, extra_args=args).start()
     try:
         plane.kubectl("create", "namespace", "agents")
@@ -177,6 +187,8 @@ def test_helm_install_and_the_operator_works_with_its_settings_and_rbac(
         image = k.json("get", "deployment", "hr")["spec"]["template"]["spec"]["containers"][0]
         assert image["image"] == "ghcr.io/agentspec/runtime:test"
         assert "forbidden" not in operator.log().lower()
+        lease = plane.kubectl_json("get", "lease", "agentspec-operator", namespace=RELEASE_NS)
+        assert lease["spec"]["holderIdentity"] == "chart-operator-0"
     finally:
         operator.stop()
 

@@ -45,7 +45,10 @@ class OperatorProcess:
             raise RuntimeError("operator not started")
         return self.process.pid
 
-    def start(self, *, timeout: float = 30.0) -> OperatorProcess:
+    def start(
+        self, *, timeout: float = 30.0, ready_when: str = "agentspec operator ready"
+    ) -> OperatorProcess:
+        """Start it and wait for ``ready_when`` in its log (a standby says "is standby")."""
         argv = [
             sys.executable,
             "-m",
@@ -70,8 +73,8 @@ class OperatorProcess:
         def started() -> bool:
             if not process.running():
                 raise RuntimeError(process.describe_failure("exited during start-up"))
-            # kopf logs this once every watch stream is up.
-            return "agentspec operator ready" in self.log()
+            # kopf logs "agentspec operator ready" once every watch stream is up.
+            return ready_when in self.log()
 
         wait_until(started, timeout=timeout, what="operator start-up", interval=0.1)
         return self
