@@ -55,6 +55,9 @@ class Result:
     steady_cpu_percent: float
     prompt_edit_seconds: float
     prompt_dependants: int
+    standby_cpu_seconds: float | None = None
+    """With --ha: the second replica, which only watches the Lease."""
+    standby_peak_rss_mib: float | None = None
 
 
 def _cpu_split(pid: int) -> tuple[float, float]:
@@ -200,7 +203,7 @@ def _time_prompt_edit(plane: ControlPlane, dependants: set[str]) -> float:
     return finished[0] - edited
 
 
-def run(n: int) -> Result:
+def run(n: int, *, ha: bool = False) -> Result:
     # The fixture's /24 Service range holds ~250 Services; the last flag wins.
     extra = ["--service-cluster-ip-range=10.96.0.0/16"]
     with ControlPlane(extra_apiserver_args=extra) as plane:
@@ -218,9 +221,15 @@ def run(n: int) -> Result:
         (metrics_port,) = free_ports(1)
         writes_before = _apiserver_writes(plane)
         plane_cpu_before = _plane_cpu(plane)
-        operator = OperatorProcess(plane, extra_args=[f"--metrics-port={metrics_port}"])
+        election = ["--leader-election", f"--lease-namespace={NS}"] if ha else []
+        operator = OperatorProcess(
+            plane, extra_args=[f"--metrics-port={metrics_port}", *election, "--identity=leader"]
+        )
+        standby = OperatorProcess(plane, extra_args=[*election, "--identity=standby"])
         started = time.monotonic()
         operator.start(timeout=120)
+        if ha:
+            standby.start(timeout=60, ready_when="is standby")
         try:
             # Cheap polling of the operator's own counters first; kubectl (listing thousands
             # of objects) only to confirm, so the measurement does not load the apiserver.
@@ -259,15 +268,19 @@ def run(n: int) -> Result:
                 steady_cpu_percent=round(steady, 2),
                 prompt_edit_seconds=round(prompt_edit, 2),
                 prompt_dependants=len(dependants),
+                standby_cpu_seconds=round(_cpu_seconds(standby.pid), 2) if ha else None,
+                standby_peak_rss_mib=round(_peak_rss_mib(standby.pid), 1) if ha else None,
             )
         finally:
             operator.stop()
+            standby.stop()
 
 
 def main(argv: list[str]) -> None:
-    sizes = [int(a) for a in argv] or [100, 1000]
+    ha = "--ha" in argv  # two replicas with leader election: the leader and a standby
+    sizes = [int(a) for a in argv if a != "--ha"] or [100, 1000]
     for n in sizes:
-        result = run(n)
+        result = run(n, ha=ha)
         print(json.dumps(asdict(result)), flush=True)
 
 
