@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import ctypes
 import json
 import os
 import shlex
@@ -32,11 +33,22 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import yaml
 
+from agentspec_runtime.adapters.config_sources import LOCAL_URL_ANNOTATION
 from agentspec_runtime.chat import REGISTRY
 from agentspec_runtime.specfiles import check_references, read
 
 LOCAL_COMMAND = "agentspec.io/local-command"
 HOST = "127.0.0.1"
+
+
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when `agentspec up` dies, even by SIGKILL (Linux)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
 def _free() -> int:
@@ -111,8 +123,12 @@ class Up:
                 parts = urlsplit(doc["spec"]["url"])
                 doc["spec"]["url"] = urlunsplit(parts._replace(netloc=f"{HOST}:{parts.port}"))
             if doc.get("kind") == "AgentSpec":
-                agents.append(doc["metadata"]["name"])
-                self._port(doc["metadata"]["name"])
+                name = doc["metadata"]["name"]
+                agents.append(name)
+                self._port(name)
+                doc = json.loads(json.dumps(doc))
+                annotations = doc["metadata"].setdefault("annotations", {})
+                annotations[LOCAL_URL_ANNOTATION] = self.url(name)  # the embedded registry
             out.append(doc)
         tmp = self.combined.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump_all(out, sort_keys=False))
@@ -127,6 +143,7 @@ class Up:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         pump = asyncio.get_running_loop().create_task(self._pump(name, process))
         self.pumps.add(pump)

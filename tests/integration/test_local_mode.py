@@ -144,3 +144,53 @@ def test_up_hot_reloads_edits_and_rejects_broken_ones(up: tuple[UpProcess, Path]
     assert chat.stdout.strip() == (
         "[offline demo model] You are the friendly HR assistant. You asked: hello there"
     )
+
+
+def test_up_starts_a_new_agent_and_running_agents_reach_it(up: tuple[UpProcess, Path]) -> None:
+    process, folder = up
+    (folder / "legal.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "agentspec.io/v1alpha1",
+                "kind": "AgentSpec",
+                "metadata": {"name": "legal"},
+                "spec": {
+                    "description": "Answers legal questions.",
+                    "prompt": "You are the legal assistant.",
+                    "model": {"model": "demo"},
+                },
+            }
+        )
+    )
+    wait_until(
+        lambda: re.search(r"^  legal\s+http", process.log(), re.M) is not None,
+        timeout=30,
+        what="agentspec up to start the new agent",
+    )
+    agents = folder / "agents.yaml"
+    docs = list(yaml.safe_load_all(agents.read_text()))
+    docs[0]["spec"]["partners"].append({"name": "legal"})  # the router
+    agents.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    router = process.url("router")
+
+    def ask() -> str:
+        body = httpx.post(
+            f"{router}/v1/chat/completions",
+            timeout=20,
+            json={
+                "model": "router",
+                "messages": [{"role": "user", "content": "Ask legal whether I may sign."}],
+            },
+        ).json()
+        answer: str = body["choices"][0]["message"]["content"]
+        return answer
+
+    wait_until(
+        lambda: "legal says" in ask(),
+        timeout=15,
+        what="the router to reach the agent started after it",
+    )
+    assert ask() == (
+        "[offline demo model] legal says: You are the legal assistant. "
+        "You asked: Ask legal whether I may sign."
+    )

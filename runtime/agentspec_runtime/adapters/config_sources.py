@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # lightkube is imported only in cluster mode
     from lightkube.resources.core_v1 import ConfigMap
 
 log = logging.getLogger(__name__)
+LOCAL_URL_ANNOTATION = "agentspec.io/local-url"
+"""Set by `agentspec up` on each AgentSpec: where that agent listens on this machine."""
 
 
 def parse_config(
@@ -82,7 +84,7 @@ def _resolve_documents(docs: list[Any], *, agent: str | None, namespace: str) ->
     if agent not in agents:
         raise ConfigError(f"no AgentSpec named {agent!r} in the file")
     try:
-        return resolve_agent(
+        config = resolve_agent(
             agents[agent],
             namespace=namespace,
             prompts={
@@ -93,6 +95,14 @@ def _resolve_documents(docs: list[Any], *, agent: str | None, namespace: str) ->
         )
     except ResolutionError as e:
         raise ConfigError(str(e)) from e
+    # `agentspec up` writes where each agent listens into the file it watches, so agents it
+    # starts later are reachable from those already running (the file hot-reloads).
+    local = {
+        n: r.metadata.annotations[LOCAL_URL_ANNOTATION]
+        for n, r in agents.items()
+        if LOCAL_URL_ANNOTATION in r.metadata.annotations
+    }
+    return with_partner_urls(config, local)
 
 
 def with_partner_urls(config: AgentConfig, urls: Mapping[str, str]) -> AgentConfig:
