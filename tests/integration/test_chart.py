@@ -178,12 +178,14 @@ def test_helm_install_and_the_operator_works_with_its_settings_and_rbac(
             what="the operator (as the chart's account) to reconcile",
         )
 
-        def status_written() -> dict[str, object] | None:
+        def not_stalled() -> dict[str, object] | None:
+            # a first reconcile may run before the PromptTemplate is indexed (Stalled), and
+            # the ConfigMap of the next one appears before its status: wait for the status
             obj = get(k, "agentspec", "hr")
-            return obj if obj.get("status") else None
+            return obj if condition(obj, "Stalled").get("status") == "False" else None
 
-        agent = eventually(status_written, timeout=30, what="the status write")
-        assert condition(agent, "Stalled").get("status") == "False"
+        agent = eventually(not_stalled, timeout=30, what="the status of a good reconcile")
+        assert condition(agent, "Reconciling").get("observedGeneration") == 1
         image = k.json("get", "deployment", "hr")["spec"]["template"]["spec"]["containers"][0]
         assert image["image"] == "ghcr.io/agentspec/runtime:test"
         assert "forbidden" not in operator.log().lower()
