@@ -202,6 +202,28 @@ class Kube:
                 raise _translate(e, f"get Secret {namespace}/{name}") from e
         return set(secret.data or {}) | set(secret.stringData or {})
 
+    async def wait_served(
+        self, kinds: tuple[str, ...], *, namespaces: list[str], within: float = 300.0
+    ) -> None:
+        """Return once every kind can be listed. Right after its CRD is created (a
+        `helm install` creates CRDs and the operator together) the apiserver answers 404/429
+        ("storage is (re)initializing") for a while; kopf's watches would give up on that."""
+        deadline = asyncio.get_running_loop().time() + within
+        for kind in kinds:
+            for namespace in namespaces:
+                while True:
+                    try:
+                        async for _ in self._client.list(
+                            cast(Any, RESOURCES[kind]), namespace=namespace, chunk_size=1
+                        ):
+                            break
+                        break
+                    except (ApiError, httpx2.HTTPError) as e:
+                        if asyncio.get_running_loop().time() > deadline:
+                            raise _translate(e, f"list {kind}") from e
+                        log.info("waiting for %s to be served: %s", kind, e)
+                        await asyncio.sleep(1.0)
+
     async def crd_exists(self, name: str) -> bool:
         self.requests += 1
         async with self._in_flight:

@@ -192,6 +192,9 @@ async def run(args: argparse.Namespace) -> int:
 
 async def _operate(args: argparse.Namespace, stop: asyncio.Event) -> None:
     kube = Kube.connect(args.kubeconfig)
+    await kube.wait_served(
+        ("AgentSpec", "PromptTemplate", "McpServer"), namespaces=args.namespace or ["*"]
+    )
     keda = await kube.crd_exists(KEDA_CRD)
     op_settings = OperatorSettings(
         runtime_image=args.runtime_image,
