@@ -60,14 +60,17 @@ RESOURCES: dict[str, type[NamespacedResource]] = {
 KEDA_CRD = "scaledobjects.keda.sh"
 _TEMPORARY_CODES = {408, 409, 425, 429, 500, 502, 503, 504}
 NOT_FOUND = 404
+APPLY_RETRYABLE = frozenset({NOT_FOUND})
 MAX_IN_FLIGHT = 20
 
 
-def _translate(e: Exception, what: str) -> Exception:
+def _translate(
+    e: Exception, what: str, *, also_temporary: frozenset[int] = frozenset()
+) -> Exception:
     if isinstance(e, ApiError):
         code = e.status.code or 0
         message = f"{what}: {e.status.message} ({code})"
-        if code in _TEMPORARY_CODES:
+        if code in _TEMPORARY_CODES or code in also_temporary:
             return TemporaryError(message)
         return PermanentError(message)
     return TemporaryError(f"{what}: {type(e).__name__}: {e}")
@@ -128,7 +131,10 @@ class Kube:
                     force=True,
                 )
             except (ApiError, httpx2.HTTPError) as e:
-                raise _translate(e, what) from e
+                # An apply creates what is missing, so its 404 is never "absent": creating a
+                # RoleBinding checks the Role it binds through the RBAC cache, which may not
+                # hold a Role created a moment ago (non-admin operators only). Retry it.
+                raise _translate(e, what, also_temporary=APPLY_RETRYABLE) from e
         body = msgspec.to_builtins(obj) if kind == "Deployment" else None
         return Applied(resource_version=obj.metadata.resourceVersion or "", body=body)
 
