@@ -26,12 +26,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, cast
 
 from .pki import LOOPBACK, Pki, kubeconfig_text, write_pki
 from .procs import (
     ExitedEarlyError,
+    Managed,
     ManagedProcess,
     free_ports,
     owned_tmp_dir,
@@ -138,7 +138,7 @@ def _etcd_version(binary: Path) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-class ControlPlane:
+class ControlPlane(Managed):
     """etcd + kube-apiserver (+ optional kube-controller-manager) on free loopback ports.
 
     ``start()`` blocks until ``/readyz`` answers 200 (bounded by ``ready_timeout``) and
@@ -210,17 +210,6 @@ class ControlPlane:
         # Everything below pointed into the removed directory or at dead processes.
         self._pki = self._server = self._kubeconfig = self._etcd_url = None
         atexit.unregister(self.stop)
-
-    def __enter__(self) -> ControlPlane:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- what tests use ---------------------------------------------------------------------
 

@@ -43,13 +43,13 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol, TypeAlias
 
 import httpx
 
 from .procs import (
     ExitedEarlyError,
+    Managed,
     ManagedProcess,
     free_ports,
     owned_tmp_dir,
@@ -810,7 +810,7 @@ def _not_found(message: str) -> HttpError:
 # -- in-process and subprocess front ends -------------------------------------------------
 
 
-class FakeLLM:
+class FakeLLM(Managed):
     """The fake LLM served from a background thread with its own event loop.
 
     ``FakeLLM(responder=echo).start()`` (or ``with FakeLLM() as llm:``); point clients at
@@ -885,17 +885,6 @@ class FakeLLM:
         loop.close()
         self._loop = self._thread = self._aserver = None
 
-    def __enter__(self) -> FakeLLM:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- what tests use -------------------------------------------------------------------
 
     @property
@@ -953,7 +942,7 @@ class FakeLLM:
         self._state.reset()
 
 
-class FakeLLMProcess:
+class FakeLLMProcess(Managed):
     """The fake LLM as a child process (for benchmarks and multi-process end-to-end tests).
 
     Scripted and inspected over the admin endpoints; same ``script``/``requests``/
@@ -1020,17 +1009,6 @@ class FakeLLMProcess:
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
             self._tmp_dir = None
-
-    def __enter__(self) -> FakeLLMProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

@@ -32,7 +32,6 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 import anyio
@@ -43,6 +42,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from .procs import (
     ExitedEarlyError,
+    Managed,
     ManagedProcess,
     free_ports,
     owned_tmp_dir,
@@ -339,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 # -- the parent side ----------------------------------------------------------------------
 
 
-class _ChildServer:
+class _ChildServer(Managed):
     """A server child on a fixed loopback port, restartable on that port."""
 
     host = "127.0.0.1"
@@ -515,17 +515,6 @@ class McpTestServer(_ChildServer):
         super().restart()
         return self
 
-    def __enter__(self) -> McpTestServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 def install_npm_tools() -> Path:
     """Run ``scripts/install-npm-tools.sh`` (instant once installed); the install directory.
@@ -585,17 +574,6 @@ class EverythingServer(_ChildServer):
     def restart(self) -> EverythingServer:
         super().restart()
         return self
-
-    def __enter__(self) -> EverythingServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 if __name__ == "__main__":

@@ -29,9 +29,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 __all__ = [
     "ExitedEarlyError",
+    "Managed",
     "ManagedProcess",
     "free_ports",
     "is_running",
@@ -41,6 +44,27 @@ __all__ = [
 ]
 
 _PR_SET_PDEATHSIG = 1
+
+
+class Managed:
+    """``with component:`` for every test component: ``start()`` on entry, ``stop()`` on exit."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 class ExitedEarlyError(Exception):

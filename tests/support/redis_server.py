@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from .procs import (
     ExitedEarlyError,
+    Managed,
     ManagedProcess,
     free_ports,
     owned_tmp_dir,
@@ -120,7 +121,7 @@ class RespConnection:
         raise ConnectionError(f"unexpected RESP reply line: {line!r}")
 
 
-class RedisServer:
+class RedisServer(Managed):
     """A private ``redis-server`` on a free loopback port; ``start()`` it, ``stop()`` it.
 
     Safe to run several at once (one per pytest-xdist worker): port and directory are unique.
@@ -176,17 +177,6 @@ class RedisServer:
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
             self._tmp_dir = None
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- what tests use ---------------------------------------------------------------------
 

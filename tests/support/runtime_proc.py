@@ -14,15 +14,14 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from .procs import ManagedProcess, free_ports, start_process, wait_until
+from .procs import Managed, ManagedProcess, free_ports, start_process, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-class RuntimeProcess:
+class RuntimeProcess(Managed):
     """One agent runtime; ``base_url`` is its API, ``metrics_url`` its metrics port."""
 
     def __init__(
@@ -128,14 +127,3 @@ class RuntimeProcess:
         code = self.process.popen.returncode
         self.process = None
         return code
-
-    def __enter__(self) -> RuntimeProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
