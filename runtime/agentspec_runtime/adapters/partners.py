@@ -21,7 +21,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from a2a.client import A2ACardResolver, ClientCallContext, ClientConfig, ClientFactory
+from a2a.client import A2ACardResolver, Client, ClientCallContext, ClientConfig, ClientFactory
 from a2a.client.errors import A2AClientError
 from a2a.helpers import get_message_text, new_text_message
 from a2a.types import AgentCard, Role, SendMessageRequest, TaskState
@@ -80,6 +80,7 @@ class PartnerConnection:
             headers=dict(headers), timeout=httpx.Timeout(timeout, connect=5.0)
         )
         self._card: AgentCard | None = None
+        self._client: Client | None = None
         self._card_at = 0.0
         self._card_lock = asyncio.Lock()
         self.breaker = breaker or CircuitBreaker(f"partner agent {partner.name!r}")
@@ -122,7 +123,7 @@ class PartnerConnection:
     async def start(self) -> PartnerConnection:
         """Fetch the card now if the partner is up (bounded); never fail on it."""
         try:
-            await asyncio.wait_for(self._fetch_card(), 3.0)
+            await asyncio.wait_for(self._a2a_client(), 3.0)
         except Exception as e:  # the partner may start later; its card comes on first use
             self.last_error = f"agent card: {type(e).__name__}"
         return self
@@ -130,16 +131,18 @@ class PartnerConnection:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _fetch_card(self, *, force: bool = False) -> AgentCard:
+    async def _a2a_client(self) -> Client:
+        """The client for the partner's current card: built once per card fetch, not per call."""
         async with self._card_lock:
             fresh = time.monotonic() - self._card_at < CARD_TTL
-            if self._card is not None and fresh and not force:
-                return self._card
+            if self._client is not None and fresh:
+                return self._client
             card = await A2ACardResolver(self._http, self.partner.url).get_agent_card()
             for interface in card.supported_interfaces:
                 interface.url = _rebase(interface.url, self.partner.url)
+            self._client = ClientFactory(ClientConfig(httpx_client=self._http)).create(card)
             self._card, self._card_at = card, time.monotonic()
-            return card
+            return self._client
 
     async def ask(self, message: str, *, headers: Mapping[str, str]) -> ToolResult:
         self.breaker.before_call()
@@ -153,7 +156,7 @@ class PartnerConnection:
             self.last_error = str(e)
             raise
         except (A2AClientError, httpx.HTTPError, OSError, TimeoutError) as e:
-            if "508" in str(e):  # the partner refused a hop too many: a cycle, not an outage
+            if _http_status(e) == HOP_LIMIT_STATUS:  # a cycle refused, not an outage
                 answered = True
                 raise ToolError(
                     f"partner agent {self.partner.name!r} refused the call: hop limit reached "
@@ -175,8 +178,7 @@ class PartnerConnection:
         return result
 
     async def _ask(self, message: str, *, headers: Mapping[str, str]) -> ToolResult:
-        card = await self._fetch_card()
-        client = ClientFactory(ClientConfig(httpx_client=self._http)).create(card)
+        client = await self._a2a_client()
         forwarded = {k: v for k, v in headers.items() if k.lower() in FORWARDED}
         context = ClientCallContext(timeout=self._timeout, service_parameters=forwarded)
         request = SendMessageRequest(message=new_text_message(message, role=Role.ROLE_USER))
@@ -222,6 +224,20 @@ def _usage(metadata: Any) -> Usage | None:
         return Usage(int(value["input_tokens"]), int(value["output_tokens"]))
     except (TypeError, ValueError, KeyError):  # a partner reporting nonsense costs nothing
         return None
+
+
+HOP_LIMIT_STATUS = 508
+"""What a runtime answers a request past its hop limit (api/inbound.py)."""
+
+
+def _http_status(error: BaseException) -> int | None:
+    """The HTTP status behind a client error (the a2a client chains httpx's)."""
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, httpx.HTTPStatusError):
+            return current.response.status_code
+        current = current.__cause__
+    return None
 
 
 def _rebase(url: str, base: str) -> str:
