@@ -31,14 +31,17 @@ from .adapters.openai_model import OpenAIModel
 from .adapters.secrets import LocalSecrets
 from .api.app import Lifecycle, api_app, metrics_app
 from .engine.agent import (
+    IN_PROCESS,
     Endpoint,
     Engine,
     McpConnection,
+    MemoryBuilder,
     ModelBuilder,
     PartnerConnection,
     SecretResolver,
 )
 from .engine.errors import ConfigError
+from .engine.memory import MemoryStore
 from .engine.telemetry import Metrics
 from .engine.types import ModelClient
 from .spec.resolved import (
@@ -72,6 +75,8 @@ class Settings:
     drain_min_seconds: float
     public_url: str | None
     partner_timeout: float
+    memory_override: str | None
+    """Local mode: ``inMemory`` or a Redis URL that every agent's memory goes to."""
 
 
 def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
@@ -99,6 +104,11 @@ def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
         default=int(environ.get("AGENTSPEC_MAX_BODY_BYTES", str(1 << 20))),
     )
     args = parser.parse_args(argv)
+    memory_override = environ.get("AGENTSPEC_MEMORY") or None
+    if memory_override not in (None, IN_PROCESS) and not str(memory_override).startswith(
+        ("redis://", "rediss://")
+    ):
+        parser.error(f"AGENTSPEC_MEMORY must be {IN_PROCESS} or a redis:// URL")
     if args.config is None and not (args.agent and args.namespace):
         parser.error(
             "no config: pass --config FILE (or AGENTSPEC_CONFIG), or run in a cluster "
@@ -121,6 +131,7 @@ def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
         ),
         public_url=environ.get("AGENTSPEC_PUBLIC_URL"),
         partner_timeout=float(environ.get("AGENTSPEC_PARTNER_TIMEOUT", "300")),
+        memory_override=memory_override,
     )
 
 
@@ -161,6 +172,20 @@ async def build_mcp(server: ResolvedMcpServer, endpoint: Endpoint) -> McpConnect
     from .adapters.mcp_tools import connect_mcp
 
     return await connect_mcp(server, endpoint)
+
+
+def memory_builder(agent: str) -> MemoryBuilder:
+    async def build(url: str | None) -> MemoryStore:
+        if url is None:
+            from .adapters.memory_store import InMemoryStore
+
+            return InMemoryStore()
+        # Imported on first use: redis costs ~0.2 s of start-up that agents without it skip.
+        from .adapters.redis_memory import connect_redis_memory
+
+        return await connect_redis_memory(url, client_name=f"agentspec-{agent}")
+
+    return build
 
 
 def configure_tracing(agent: str, environ: dict[str, str]) -> None:
@@ -299,6 +324,8 @@ class Runtime:
             build_model=model_builder(self.environ, allow_demo=s.config_file is not None),
             build_mcp=build_mcp,
             build_partner=self._build_partner,
+            build_memory=memory_builder(config.name),
+            memory_override=s.memory_override,
         )
         try:
             await engine.load(config)

@@ -2,12 +2,13 @@
 
 Each AgentSpec runs as its own ``agentspec runtime`` process (the same engine as in a cluster)
 on a fixed local port; partners find each other through an embedded registry (name -> local
-URL); memory is in-process; Secrets in the YAML are handed to the processes as local secret
-variables; an McpServer annotated with ``agentspec.io/local-command`` is started here too and
-its URL pointed at it. The files are watched: an edit is live in about a second (the runtimes
-hot-reload), a broken edit is printed and the previous version keeps serving, a new AgentSpec
-starts a process, a removed one stops it. Logs are prefixed with the agent's name; Ctrl-C
-stops everything.
+URL); conversation memory is in each process unless ``--redis-url`` (or
+``AGENTSPEC_REDIS_URL``) names a Redis, whatever the specs say; Secrets in the YAML are
+handed to the processes as local secret variables; an McpServer annotated with
+``agentspec.io/local-command`` is started here too and its URL pointed at it. The files are
+watched: an edit is live in about a second (the runtimes hot-reload), a broken edit is printed
+and the previous version keeps serving, a new AgentSpec starts a process, a removed one stops
+it. Logs are prefixed with the agent's name; Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,8 +91,11 @@ def secret_env(docs: list[dict[str, Any]]) -> dict[str, str]:
 
 
 class Up:
-    def __init__(self, paths: list[Path], *, port_base: int, watch: bool) -> None:
+    def __init__(
+        self, paths: list[Path], *, port_base: int, watch: bool, redis_url: str | None = None
+    ) -> None:
         self.paths = paths
+        self.memory = redis_url or "inMemory"
         self.port_base = port_base
         self.watch = watch
         self.state = Path(tempfile.mkdtemp(prefix="agentspec-up-"))
@@ -177,6 +182,7 @@ class Up:
             "AGENTSPEC_PARTNER_URLS": json.dumps({a: self.url(a) for a in self.ports}),
             "AGENTSPEC_PUBLIC_URL": self.url(agent),
             "AGENTSPEC_LOG_LEVEL": os.environ.get("AGENTSPEC_LOG_LEVEL", "WARNING"),
+            "AGENTSPEC_MEMORY": self.memory,
         }
         argv = [
             sys.executable,
@@ -227,6 +233,8 @@ class Up:
                 f"  {agent:<12} {self.url(agent)}  (OpenAI API: {self.url(agent)}/v1, "
                 f"A2A card: {self.url(agent)}/.well-known/agent-card.json)"
             )
+        where = "in each agent's process" if self.memory == "inMemory" else _redacted(self.memory)
+        print(f"  conversation memory: {where}")
         return agents
 
     def _record(self) -> None:
@@ -274,11 +282,21 @@ class Up:
                     os.killpg(process.pid, signal.SIGKILL)
 
 
-async def ask(url: str, agent: str, question: str) -> str:
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    return urlunsplit(parts._replace(netloc=host))
+
+
+async def ask(url: str, agent: str, question: str, *, context_id: str) -> str:
     async with httpx.AsyncClient(timeout=120) as client:
         response = await client.post(
             f"{url}/v1/chat/completions",
-            json={"model": agent, "messages": [{"role": "user", "content": question}]},
+            json={
+                "model": agent,
+                "context_id": context_id,
+                "messages": [{"role": "user", "content": question}],
+            },
         )
         body = response.json()
         if response.status_code != 200:
@@ -288,7 +306,12 @@ async def ask(url: str, agent: str, question: str) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
-    up = Up([Path(p) for p in args.paths], port_base=args.port_base, watch=not args.no_watch)
+    up = Up(
+        [Path(p) for p in args.paths],
+        port_base=args.port_base,
+        watch=not args.no_watch,
+        redis_url=args.redis_url,
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, up.stop.set)
@@ -296,9 +319,10 @@ async def run(args: argparse.Namespace) -> int:
         print(f"agentspec up: starting {', '.join(map(str, args.paths))}")
         agents = await up.start()
         target = args.agent or agents[0]
+        context_id = f"up-{uuid.uuid4().hex}"  # the --ask questions are one conversation
         for question in args.ask:
             started = time.monotonic()
-            answer = await ask(up.url(target), target, question)
+            answer = await ask(up.url(target), target, question, context_id=context_id)
             print(f"\n> {question}\n{answer}\n({target}, {time.monotonic() - started:.2f}s)")
         if args.exit:
             return 0
@@ -335,5 +359,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--agent", help="which agent --ask talks to (default: the first)")
     parser.add_argument("--exit", action="store_true", help="stop after the --ask questions")
     parser.add_argument("--no-watch", action="store_true", help="do not watch the files")
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("AGENTSPEC_REDIS_URL") or None,
+        help="keep every agent's conversation memory in this Redis (default: in each process)",
+    )
     args = parser.parse_args(argv)
+    if args.redis_url and not args.redis_url.startswith(("redis://", "rediss://")):
+        parser.error("--redis-url must be a redis:// or rediss:// URL")
     return asyncio.run(run(args))

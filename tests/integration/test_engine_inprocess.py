@@ -29,6 +29,7 @@ from agentspec_runtime.engine.errors import ToolError
 from agentspec_runtime.engine.loop import AgentRequest
 from agentspec_runtime.engine.telemetry import Metrics
 from agentspec_runtime.engine.types import ModelClient
+from agentspec_runtime.server import memory_builder
 from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer
 from tests.support.agent_files import agent_docs
 from tests.support.fake_llm import FakeLLM, tool_then_answer
@@ -78,6 +79,7 @@ async def engine_and_built() -> AsyncIterator[tuple[Engine, Built]]:
         secrets=LocalSecrets(environ={}),
         build_model=model,
         build_mcp=built.mcp,
+        build_memory=memory_builder("assistant"),
     )
     yield engine, built
     await engine.aclose()
@@ -150,13 +152,16 @@ async def test_tools_announced_by_list_changed_appear(
     with FakeLLM(responder=tool_then_answer) as llm:
         snapshot = await engine.load(config(llm, {"s": server}))
         assert "extra" not in snapshot.tools()
-        await snapshot.tools()["enable_extra"].call({}, headers={})
+        await snapshot.tools()["enable_extra"].call({}, headers={}, context_id="ctx-1")
         for _ in range(100):
             if "extra" in snapshot.tools():
                 break
             await asyncio.sleep(0.05)
         assert "extra" in snapshot.tools()
-        assert await snapshot.tools()["extra"].call({"text": "hi"}, headers={}) == "extra: hi"
+        assert (
+            await snapshot.tools()["extra"].call({"text": "hi"}, headers={}, context_id="ctx-1")
+            == "extra: hi"
+        )
 
 
 @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
@@ -170,16 +175,19 @@ async def test_restarted_server_is_reconnected(
     with FakeLLM(responder=tool_then_answer) as llm:
         snapshot = await engine.load(config(llm, {"s": server}))
         add = snapshot.tools()["add"]
-        assert await add.call({"a": 1, "b": 2}, headers={}) == "3"
+        assert await add.call({"a": 1, "b": 2}, headers={}, context_id="ctx-1") == "3"
         server.kill()
         with pytest.raises(ToolError, match="MCP server 's'"):
-            await add.call({"a": 1, "b": 2}, headers={})
+            await add.call({"a": 1, "b": 2}, headers={}, context_id="ctx-1")
         server.start()
         for _ in range(100):
             if built.connections["s"].status()["connected"]:
                 break
             await asyncio.sleep(0.1)
-        assert await snapshot.tools()["add"].call({"a": 2, "b": 2}, headers={}) == "4"
+        assert (
+            await snapshot.tools()["add"].call({"a": 2, "b": 2}, headers={}, context_id="ctx-1")
+            == "4"
+        )
         assert built.connections["s"].connects >= 2
 
 
@@ -195,6 +203,6 @@ async def test_slow_tool_call_times_out_as_a_tool_error(
         )
         snapshot = await engine.load(parse_config(yaml.safe_dump_all(docs)))
         with pytest.raises(ToolError, match=r"timed out after 0\.5s"):
-            await snapshot.tools()["slow"].call({"seconds": 3}, headers={})
+            await snapshot.tools()["slow"].call({"seconds": 3}, headers={}, context_id="ctx-1")
         result = await engine.run(ask("slow seconds=3"))
         assert result.content.startswith("The tool said: Error: MCP tool 'slow' on 's' timed out")

@@ -24,6 +24,7 @@ def agent_docs(
     model: dict[str, Any] | None = None,
     runtime: dict[str, Any] | None = None,
     partners: list[dict[str, Any]] | None = None,
+    memory: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """An AgentSpec with a PromptTemplate (and McpServers): ``mcp`` are McpServer specs by
     name (``{"name": ..., "url": ..., "transport": ...}``), ``mcp_refs`` the AgentSpec's refs."""
@@ -78,6 +79,7 @@ def agent_docs(
                 else [{"name": s["name"]} for s in mcp or []],
                 **({"runtime": runtime} if runtime else {}),
                 **({"partners": partners} if partners else {}),
+                **({"memory": memory} if memory else {}),
             },
         }
     )

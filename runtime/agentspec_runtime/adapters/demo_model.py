@@ -5,6 +5,8 @@ endpoint, and always says so: every answer starts with ``[offline demo model]``,
 runtime logs it at start. It lets the README demo run on a fresh machine with no key.
 
 Rules, in order:
+0. asked for a summary of a conversation (memory compression): the user's questions in it;
+   asked what the user asked before: the earlier questions of the conversation (memory);
 1. after tool results: report them (``<tool> says: <result>``);
 2. a tool whose name appears in the user's text is called — for a partner with the user's
    text as ``message``, for an MCP tool with ``key=value`` pairs from the text;
@@ -20,6 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from agentspec_runtime.engine.memory import SUMMARY_INSTRUCTIONS, SUMMARY_PREFIX
 from agentspec_runtime.engine.types import (
     Message,
     ModelParams,
@@ -32,6 +35,11 @@ from agentspec_runtime.engine.types import (
 
 LABEL = "[offline demo model]"
 _WORD = re.compile(r"[a-z][a-z0-9_-]{2,}")
+_ASKED_BEFORE = re.compile(
+    r"\bwhat (?:did|have) i (?:just |already )?(?:ask|said|say)|"
+    r"\b(?:which|what) questions? (?:did|have) i\b|\bmy (?:last|previous|first) question\b",
+    re.IGNORECASE,
+)
 _PAIR = re.compile(r"""(\w+)=("(?:[^"\\]|\\.)*"|'[^']*'|\S+)""")
 _STOP = frozenset(
     [
@@ -113,6 +121,26 @@ def _choose(tools: list[ToolSpec], user: str) -> ToolSpec | None:
     return best[1] if best[0] > 0 else None
 
 
+def _from_memory(messages: list[Message]) -> str | None:
+    """Rule 0: a summary of the conversation, or what the user asked before."""
+    if messages and _text(messages[0].get("content")) == SUMMARY_INSTRUCTIONS:
+        asked = [
+            line.removeprefix("user: ")
+            for line in _text(messages[-1].get("content")).splitlines()
+            if line.startswith(("user: ", "Earlier summary: "))
+        ]
+        return "The user asked: " + " | ".join(asked)
+    users = [_text(m.get("content")) for m in messages if m.get("role") == "user"]
+    if not users or not _ASKED_BEFORE.search(users[-1]):
+        return None
+    system = _text(messages[0].get("content")) if messages[0].get("role") == "system" else ""
+    summary = system.partition(f"{SUMMARY_PREFIX}\n")[2]
+    earlier = ([summary] if summary else []) + users[:-1]
+    if not earlier:
+        return f"{LABEL} This is the first question of our conversation."
+    return f"{LABEL} Earlier in this conversation you asked: " + " | ".join(earlier)
+
+
 def _tokens(text: str) -> int:
     return len(text.split())
 
@@ -133,6 +161,9 @@ class DemoModel:
     ) -> ModelTurn:
         del headers
         prompt_tokens = sum(_tokens(_text(m.get("content"))) for m in messages)
+        remembered = _from_memory(messages)
+        if remembered is not None:
+            return await self._answer(remembered, params, prompt_tokens, on_delta)
         results: list[Message] = []
         for message in reversed(messages):
             if message.get("role") != "tool":

@@ -107,7 +107,9 @@ class McpTool:
     def source(self) -> Literal["mcp"]:
         return "mcp"
 
-    async def call(self, arguments: dict[str, Any], *, headers: Mapping[str, str]) -> str:
+    async def call(
+        self, arguments: dict[str, Any], *, headers: Mapping[str, str], context_id: str
+    ) -> str:
         return await self._connection.call(self._name, arguments, headers=headers)
 
 

@@ -56,11 +56,13 @@ class PartnerTool:
     def source(self) -> Literal["partner"]:
         return "partner"
 
-    async def call(self, arguments: dict[str, Any], *, headers: Mapping[str, str]) -> ToolResult:
+    async def call(
+        self, arguments: dict[str, Any], *, headers: Mapping[str, str], context_id: str
+    ) -> ToolResult:
         message = arguments.get("message")
         if not isinstance(message, str) or not message.strip():
             raise ToolError("pass the question for the partner agent as a non-empty 'message'")
-        return await self._connection.ask(message, headers=headers)
+        return await self._connection.ask(message, headers=headers, context_id=context_id)
 
 
 class PartnerConnection:
@@ -144,12 +146,14 @@ class PartnerConnection:
             self._card, self._card_at = card, time.monotonic()
             return self._client
 
-    async def ask(self, message: str, *, headers: Mapping[str, str]) -> ToolResult:
+    async def ask(
+        self, message: str, *, headers: Mapping[str, str], context_id: str = ""
+    ) -> ToolResult:
         self.breaker.before_call()
         self.calls += 1
         answered: bool | None = None  # None: cancelled or a bug, which says nothing either way
         try:
-            result = await self._ask(message, headers=headers)
+            result = await self._ask(message, headers=headers, context_id=context_id)
             answered = True
         except ToolError as e:
             answered = True  # the partner answered: a failed task is not an outage
@@ -177,11 +181,16 @@ class PartnerConnection:
         self.last_error = None
         return result
 
-    async def _ask(self, message: str, *, headers: Mapping[str, str]) -> ToolResult:
+    async def _ask(
+        self, message: str, *, headers: Mapping[str, str], context_id: str
+    ) -> ToolResult:
         client = await self._a2a_client()
         forwarded = {k: v for k, v in headers.items() if k.lower() in FORWARDED}
         context = ClientCallContext(timeout=self._timeout, service_parameters=forwarded)
-        request = SendMessageRequest(message=new_text_message(message, role=Role.ROLE_USER))
+        # The caller's context id: the partner remembers this conversation's earlier questions
+        request = SendMessageRequest(
+            message=new_text_message(message, context_id=context_id or None, role=Role.ROLE_USER)
+        )
         chunks: list[str] = []
         usage = Usage()
         async with asyncio.timeout(self._timeout):

@@ -41,6 +41,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from starlette.routing import BaseRoute
 
+from agentspec_runtime.api.inbound import consumer
 from agentspec_runtime.api.openai_api import outbound_headers
 from agentspec_runtime.engine.agent import Engine
 from agentspec_runtime.engine.errors import AgentspecError, MissingVariableError
@@ -140,6 +141,7 @@ class EngineExecutor(AgentExecutor):
             context_id=task.context_id,
             variables=_variables(context.metadata),
             headers=outbound_headers(),  # the hop count the inbound middleware parsed, +1
+            consumer=consumer.get(),
         )
         streamed = 0
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from agentspec_runtime.api.inbound import hops
+from agentspec_runtime.api.inbound import consumer, hops
 from agentspec_runtime.engine.agent import Engine
 from agentspec_runtime.engine.errors import (
     AgentspecError,
@@ -214,6 +214,7 @@ class ChatCompletions:
             context_id=context_id,
             variables=body.variables,
             headers=outbound_headers(),
+            consumer=consumer.get(),
         )
 
     def _completion(self, result: AgentResult, *, context_id: str) -> dict[str, Any]:

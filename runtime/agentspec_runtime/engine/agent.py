@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from agentspec_runtime.spec._base import NamedValue, SecretKeySelector
 from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer, ResolvedPartner
 
+from . import memory as mem
 from . import telemetry as t
 from .errors import AgentspecError, ConfigError
 from .loop import AgentRequest, AgentResult, AgentRun
@@ -78,6 +79,11 @@ class PartnerConnection(Protocol):
 
 PartnerBuilder = Callable[[ResolvedPartner, dict[str, str]], Awaitable[PartnerConnection]]
 """Builds a partner client from its resolved entry and its headers (secrets already read)."""
+MemoryBuilder = Callable[[str | None], Awaitable[mem.MemoryStore]]
+"""Builds a conversation store: in-process for None, else for a Redis URL (secrets read);
+it raises ``ConfigError`` when the store cannot be reached."""
+
+IN_PROCESS = "inMemory"
 
 
 @dataclass
@@ -109,13 +115,19 @@ class Engine:
         build_model: ModelBuilder,
         build_mcp: McpBuilder,
         build_partner: PartnerBuilder | None = None,
+        build_memory: MemoryBuilder | None = None,
+        memory_override: str | None = None,
     ) -> None:
+        """``memory_override`` (local mode): every agent's memory goes in-process
+        (``"inMemory"``) or to this Redis URL, whatever its spec says; type none stays none."""
         self.agent = agent
         self.metrics = metrics
         self._secrets = secrets
         self._build_model = build_model
         self._build_mcp = build_mcp
         self._build_partner = build_partner
+        self._build_memory = build_memory
+        self._memory_override = memory_override
         self.pool = ResourcePool()
         self.holder = SnapshotHolder(self.pool)
         self.state = ReloadState()
@@ -167,6 +179,7 @@ class Engine:
             model = await self._acquire_model(config, keys)
             sources = [await self._acquire_mcp(server, keys) for server in config.mcp_servers]
             sources += [await self._acquire_partner(p, keys) for p in config.partners]
+            memory = await self._acquire_memory(config, keys)
             return Snapshot(
                 config=config,
                 revision=config.revision(),
@@ -175,6 +188,7 @@ class Engine:
                 sources=sources,
                 resource_keys=keys,
                 api_keys=await self._api_keys(config),
+                memory=memory,
             )
         except BaseException:
             for key in keys:
@@ -200,6 +214,32 @@ class Engine:
             tools=lambda: [connection.tool],
             status=connection.status,
         )
+
+    async def _acquire_memory(self, config: AgentConfig, keys: list[str]) -> mem.MemoryStore | None:
+        spec = config.memory
+        if spec.type == "none":
+            return None
+        if self._build_memory is None:
+            raise ConfigError("this runtime has no conversation memory")
+        url: str | None = None
+        if self._memory_override is not None:
+            url = None if self._memory_override == IN_PROCESS else self._memory_override
+        elif spec.type == "redis":
+            if spec.url is not None:
+                url = spec.url
+            elif spec.url_secret_ref is not None:
+                url = await self._secrets.get(spec.url_secret_ref)
+        build_memory = self._build_memory
+        # one store per location: a reload that keeps it keeps every conversation
+        key = _key("memory", url)
+
+        async def build() -> tuple[mem.MemoryStore, Callable[[], Awaitable[None]]]:
+            store = await build_memory(url)
+            return store, store.aclose
+
+        store: mem.MemoryStore = await self.pool.acquire(key, build)
+        keys.append(key)
+        return store
 
     async def _api_keys(self, config: AgentConfig) -> dict[str, str]:
         """Accepted inbound API keys -> consumer (the key's name in the Secret)."""
@@ -330,6 +370,7 @@ class Engine:
                     {"name": s.name, **s.status()} for s in snapshot.sources if s.kind == "partner"
                 ],
                 tools=sorted(snapshot.tools()),
+                memory=mem.describe(config.memory, snapshot.memory),
             )
         return status
 

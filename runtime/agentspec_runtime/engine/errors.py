@@ -11,7 +11,8 @@
     │   └── ModelNotFoundError    the endpoint does not know the configured model
     ├── ToolError             one tool call failed: told to the model, never a crash
     ├── ConfigError           a config update is invalid: reject it, keep the last good one
-    └── NotReadyError         no config loaded yet, or draining: answer 503
+    ├── NotReadyError         no config loaded yet, or draining: answer 503
+    └── MemoryUnavailableError  the conversation store cannot be read: answer 503, retry
 """
 
 from __future__ import annotations
@@ -63,3 +64,10 @@ class ConfigError(AgentspecError):
 class NotReadyError(AgentspecError):
     status = 503
     code = "not_ready"
+
+
+class MemoryUnavailableError(AgentspecError):
+    """The conversation store did not answer (answering without the history would be wrong)."""
+
+    status = 503
+    code = "memory_unavailable"

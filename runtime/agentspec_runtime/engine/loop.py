@@ -3,13 +3,16 @@
 ``CallModel`` asks the model (with the snapshot's tools); a turn with tool calls leads to
 ``RunTools``, which runs every call concurrently and appends the results; a turn without
 tool calls, or reaching ``maxIterations``, leads to ``Finish``. A failing tool becomes an
-error result the model reads; it never fails the request.
+error result the model reads; it never fails the request. With conversation memory, the run
+first recalls the context's history (folding old turns into a summary when the strategy says
+so) and, once finished, records the new input and the answer as one turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,8 +21,9 @@ from typing import Any
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from . import memory as mem
 from . import telemetry as t
-from .errors import ModelError, ToolError
+from .errors import MemoryUnavailableError, ModelError, ToolError
 from .prompts import RenderedPrompt
 from .snapshot import Snapshot
 from .telemetry import Metrics
@@ -35,6 +39,8 @@ from .types import (
     ToolSpec,
     Usage,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +71,9 @@ class AgentRequest:
     variables: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
     """Extra headers for the model and tools; the trace context is added per call."""
+    consumer: str | None = None
+    """Who is calling (the API key's name), when the agent requires keys: memory is per
+    consumer, so another key cannot read a conversation by guessing its context id."""
 
 
 @dataclass
@@ -79,6 +88,8 @@ class AgentResult:
     model: str
     tool_usage: Usage = field(default_factory=Usage)
     """Tokens partner agents spent for this request (not in ``usage``)."""
+    recalled_turns: int = 0
+    """Earlier turns of the conversation shown to the model (memory)."""
 
 
 MAX_TOOL_RESULT_CHARS = 64_000
@@ -108,9 +119,18 @@ class AgentRun:
             context_id=request.context_id, variables=request.variables
         )
         config = snapshot.config
-        system: Message = {"role": "system", "content": self.prompt.text}
-        history = [m for m in request.messages if m.get("role") != "system"]
-        self.messages: list[Message] = [system, *history]
+        self.input = [m for m in request.messages if m.get("role") != "system"]
+        self.messages: list[Message] = [
+            {"role": "system", "content": self.prompt.text},
+            *self.input,
+        ]
+        self.recalled_turns = 0
+        self.memory_key = mem.conversation_key(
+            namespace=config.namespace,
+            agent=config.name,
+            consumer=request.consumer,
+            context_id=request.context_id,
+        )
         self.max_iterations = config.max_iterations
         self.model_name = config.model.model
         self.params = ModelParams(
@@ -120,6 +140,9 @@ class AgentRun:
         )
 
     async def run(self) -> AgentResult:
+        store = self.snapshot.memory
+        if store is not None:
+            await self._recall(store)
         step: Step = CallModel(1)
         iteration = 0
         while not isinstance(step, Finish):
@@ -128,6 +151,8 @@ class AgentRun:
                 step = await self._call_model(step)
             else:
                 step = await self._run_tools(step)
+        if store is not None:
+            await self._record(store, step.content)
         return AgentResult(
             content=step.content,
             finish_reason=step.reason,
@@ -138,7 +163,89 @@ class AgentRun:
             revision=self.snapshot.revision,
             model=self.model_name,
             tool_usage=self.tool_usage,
+            recalled_turns=self.recalled_turns,
         )
+
+    # -- memory ---------------------------------------------------------------------------
+
+    async def _recall(self, store: mem.MemoryStore) -> None:
+        spec = self.snapshot.config.memory
+        try:
+            history = await store.load(self.memory_key)
+        except MemoryUnavailableError:
+            self._memory_outcome("recall", "error")
+            raise
+        self.input = mem.new_input(history, self.input)
+        folded = mem.to_fold(history, spec=spec)
+        if folded:
+            history = await self._fold(store, history, folded)
+        question = " ".join(mem.text_of(m) for m in self.input if m.get("role") == "user")
+        turns = mem.recall(history, question=question, spec=spec)
+        self.recalled_turns = len(turns)
+        system = mem.with_summary(self.prompt.text, history.summary)
+        self.messages = [
+            {"role": "system", "content": system},
+            *(m for turn in turns for m in turn.messages),
+            *self.input,
+        ]
+        self._memory_outcome("recall", "ok")
+
+    async def _fold(
+        self, store: mem.MemoryStore, history: mem.History, folded: list[mem.Turn]
+    ) -> mem.History:
+        """Summarize ``folded`` into the stored summary; on failure keep the history as it is
+        (this request truncates instead, a later one tries again)."""
+        spec = self.snapshot.config.memory
+        try:
+            turn = await self._complete(
+                [], messages=mem.summary_request(history.summary, folded), stream=False
+            )
+        except ModelError as e:
+            log.warning("agent %s: summarizing the conversation failed: %s", self.metrics.agent, e)
+            self._memory_outcome("summarize", "error")
+            return history
+        text = (turn.content or "").strip()
+        if not text:
+            self._memory_outcome("summarize", "error")
+            return history
+        summary = mem.Summary(
+            text=text,
+            through=folded[-1].seq,
+            tokens=mem.estimate_tokens([{"role": "system", "content": text}]),
+        )
+        after = history.summary.through if history.summary else 0
+        try:
+            if await store.fold(self.memory_key, summary, after=after, ttl=spec.ttl_seconds):
+                self._memory_outcome("summarize", "ok")
+                return mem.History(
+                    summary, tuple(t for t in history.turns if t.seq > summary.through)
+                )
+            self._memory_outcome("summarize", "superseded")  # another replica folded first
+            return await store.load(self.memory_key)
+        except MemoryUnavailableError:
+            self._memory_outcome("summarize", "error")
+            raise
+
+    async def _record(self, store: mem.MemoryStore, answer: str) -> None:
+        """Remember this exchange. A failure is logged, not raised: the answer exists."""
+        messages = mem.remembered(self.input, answer)
+        try:
+            await store.append(
+                self.memory_key,
+                messages,
+                tokens=mem.estimate_tokens(messages),
+                ttl=self.snapshot.config.memory.ttl_seconds,
+            )
+        except MemoryUnavailableError as e:
+            log.warning("agent %s: the turn was not remembered: %s", self.metrics.agent, e)
+            self._memory_outcome("record", "error")
+        else:
+            self._memory_outcome("record", "ok")
+
+    def _memory_outcome(self, operation: str, outcome: str) -> None:
+        self.metrics.memory.labels(self.metrics.agent, operation, outcome).inc()
+
+    # -- the loop -------------------------------------------------------------------------
 
     async def _call_model(self, step: CallModel) -> Step:
         last = step.iteration >= self.max_iterations
@@ -153,7 +260,7 @@ class AgentRun:
                 for name, tool in self.tools.items()
             ]
         )
-        turn = await self._complete(specs)
+        turn = await self._complete(specs, messages=self.messages, stream=True)
         message: Message = {"role": "assistant", "content": turn.content}
         if turn.tool_calls:
             message["tool_calls"] = [
@@ -170,7 +277,9 @@ class AgentRun:
         reason = "max_iterations" if turn.tool_calls else "stop"
         return Finish(turn.content or "", reason)
 
-    async def _complete(self, specs: list[ToolSpec]) -> ModelTurn:
+    async def _complete(
+        self, specs: list[ToolSpec], *, messages: list[Message], stream: bool
+    ) -> ModelTurn:
         started = time.perf_counter()
         outcome = "ok"
         with t.TRACER.start_as_current_span(
@@ -185,9 +294,9 @@ class AgentRun:
             try:
                 turn = await self.snapshot.model.complete(
                     params=self.params,
-                    messages=self.messages,
+                    messages=messages,
                     tools=specs,
-                    on_delta=self.on_delta,
+                    on_delta=self.on_delta if stream else None,
                     headers=self._outgoing_headers(),
                 )
             except ModelError as e:
@@ -252,7 +361,11 @@ class AgentRun:
                         f"no tool named {call.name!r}; available: " + ", ".join(sorted(self.tools))
                     )
                 arguments = _parse_arguments(call.arguments)
-                answer = await tool.call(arguments, headers=self._outgoing_headers())
+                answer = await tool.call(
+                    arguments,
+                    headers=self._outgoing_headers(),
+                    context_id=self.request.context_id,
+                )
                 if isinstance(answer, ToolResult):
                     self.tool_usage += answer.usage
                     answer = answer.content

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from agentspec_runtime.spec.resolved import AgentConfig
 
 from .errors import NotReadyError
+from .memory import MemoryStore
 from .prompts import PromptSelector
 from .types import ModelClient, Tool
 
@@ -148,6 +149,8 @@ class Snapshot:
     resource_keys: list[str]
     api_keys: dict[str, str] = field(default_factory=dict)
     """Accepted inbound API keys -> consumer name; empty means no auth."""
+    memory: MemoryStore | None = None
+    """Conversation memory (None: memory type none)."""
     loaded_at: float = field(default_factory=time.time)
     leases: int = 0
     retired: bool = False

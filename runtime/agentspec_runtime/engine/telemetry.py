@@ -146,6 +146,12 @@ class Metrics:
             ["agent", "revision"],
             registry=r,
         )
+        self.memory = Counter(
+            "agentspec_memory_operations",
+            "Conversation memory operations (recall, record, summarize) by outcome",
+            ["agent", "operation", "outcome"],
+            registry=r,
+        )
         self.token_rate = TokenRate(agent=agent)
         r.register(self.token_rate)
 

@@ -131,7 +131,8 @@ class Tool(Protocol):
     def source(self) -> Literal["mcp", "partner", "knowledge"]: ...
 
     async def call(
-        self, arguments: dict[str, Any], *, headers: Mapping[str, str]
+        self, arguments: dict[str, Any], *, headers: Mapping[str, str], context_id: str
     ) -> str | ToolResult:
-        """Run the tool; raise ``ToolError`` with a message for the model on failure."""
+        """Run the tool for the conversation ``context_id`` (a partner agent continues it);
+        raise ``ToolError`` with a message for the model on failure."""
         ...

@@ -229,18 +229,18 @@ class CompressionSpec(SpecModel):
     """How history is kept within a token budget."""
 
     strategy: Literal["none", "truncate", "summarize"] = "truncate"
-    """truncate drops the oldest turns; summarize folds them into a summary."""
+    """truncate leaves old turns out; summarize folds them into a model-written summary."""
     max_tokens: Annotated[int, Field(ge=128, le=2_000_000)] = 8000
-    """Token budget of the history sent to the model."""
+    """Token budget of the recalled history (summary included) sent to the model."""
 
 
 class MemorySearchSpec(SpecModel):
     """Which past turns are recalled into the prompt."""
 
     strategy: Literal["recent", "relevance"] = "recent"
-    """recent takes the last turns; relevance ranks turns by similarity to the question."""
+    """recent: the last turns; relevance: turns ranked by BM25 to the question, plus the last."""
     limit: Annotated[int, Field(ge=1, le=1000)] = 20
-    """How many turns are recalled."""
+    """How many turns are recalled at most."""
 
 
 _REDIS_NEEDS_ADDRESS = Invariant(
@@ -261,8 +261,8 @@ class MemorySpec(SpecModel):
         json_schema_extra=invariants(_REDIS_NEEDS_ADDRESS, _NO_URL_CREDENTIALS)
     )
 
-    type: Literal["inMemory", "redis"] = "inMemory"
-    """inMemory is per process (local mode); redis is shared by every replica."""
+    type: Literal["none", "inMemory", "redis"] = "inMemory"
+    """inMemory: per process (one replica); redis: shared by all replicas; none: keep nothing."""
     url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^rediss?://")] | None = None
     """Redis URL without credentials (redis://host:6379/0)."""
     url_secret_ref: SecretKeySelector | None = None
@@ -271,6 +271,8 @@ class MemorySpec(SpecModel):
     """Compression of long histories."""
     search: MemorySearchSpec = Field(default_factory=MemorySearchSpec)
     """Recall of past turns."""
+    ttl_seconds: Annotated[int, Field(ge=60, le=31_536_000)] = 604_800
+    """How long a conversation is kept after its last turn (default 7 days)."""
 
     @model_validator(mode="after")
     def _check(self) -> MemorySpec:
