@@ -3,12 +3,13 @@
 # uses an MCP tool) — no cluster, no API key (the offline demo model answers, and says so).
 # Set OPENAI_BASE_URL / OPENAI_API_KEY to use a real model instead.
 # Interactive: keeps running, hot-reloading examples/multi-agent on save, until Ctrl-C.
-# Non-interactive (CI, no terminal): answers the two questions and exits.
+# Non-interactive (CI, no terminal): answers the three questions (one conversation) and exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --python-only
 args=(examples/multi-agent --agent router
       --ask "How many leave days do I have?"
-      --ask "What is the travel expense policy?")
+      --ask "What is the travel expense policy?"
+      --ask "What did I ask before?")
 if [[ -n "${CI:-}" || ! -t 0 ]]; then args+=(--exit); fi
 exec .venv/bin/agentspec up "${args[@]}"

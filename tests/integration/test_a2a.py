@@ -122,6 +122,47 @@ def test_router_delegates_over_a2a_in_one_trace_with_usage(
     assert body["usage"]["prompt_tokens"] > partner["prompt_tokens"]
 
 
+def test_contexts_are_remembered_over_a2a_and_partners_continue_them(
+    system: dict[str, RuntimeProcess], hr_llm: FakeLLM, router_llm: FakeLLM
+) -> None:
+    hr = system["hr"].base_url
+    ask(hr, "My badge number is 42.", context_id="badge")
+    ask(hr, "What is my badge number?", context_id="badge")
+    assert [(m["role"], m["content"]) for m in hr_llm.requests[-1].messages[1:]] == [
+        ("user", "My badge number is 42."),
+        ("assistant", "Echo: My badge number is 42."),
+        ("user", "What is my badge number?"),
+    ]
+    hr_llm.reset()
+    ask(hr, "What is my badge number?")  # no context id: a new conversation
+    assert len(hr_llm.requests[-1].messages) == 2
+
+    # the router hands its context id to HR: both remember the conversation
+    hr_llm.reset()
+    for _ in range(2):
+        response = httpx.post(
+            f"{system['router'].base_url}/v1/chat/completions",
+            json={
+                "model": "router",
+                "context_id": "routed",
+                "messages": [{"role": "user", "content": ASK_HR}],
+            },
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+    assert [m["content"] for m in hr_llm.requests[-1].messages[1:]] == [
+        "How many leave days do I have?",
+        "Echo: How many leave days do I have?",
+        "How many leave days do I have?",
+    ]
+    second_turn = router_llm.requests[2]  # turn 1: call + report; turn 2 starts here
+    assert [m["content"] for m in second_turn.messages[1:]] == [
+        ASK_HR,
+        "The tool said: Echo: How many leave days do I have?",
+        ASK_HR,
+    ]
+
+
 def test_a2a_sdk_client_streams_the_answer(system: dict[str, RuntimeProcess]) -> None:
     answer = ask(system["router"].base_url, ASK_HR)
     assert answer.text == "The tool said: Echo: How many leave days do I have?"

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.support.procs import ManagedProcess, start_process, wait_until
+from tests.support.redis_server import RespConnection
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,15 +54,28 @@ def test_readme_demo_command_prints_the_routed_answers() -> None:
         "expense_policy says: Economy class for flights under 6 hours; hotels up to 150 "
         "EUR per night."
     ) in out
+    # the three questions are one conversation: the router remembers the first two
+    assert (
+        "> What did I ask before?\n[offline demo model] Earlier in this conversation you asked: "
+        "How many leave days do I have? | What is the travel expense policy?"
+    ) in out
+    assert "conversation memory: in each agent's process" in out
     assert "answering with the offline demo model, not a real LLM" in out
 
 
 class UpProcess:
-    def __init__(self, folder: Path, log: Path) -> None:
+    def __init__(self, folder: Path, log: Path, *args: str) -> None:
         self.log_path = log
         self.process: ManagedProcess = start_process(
             "agentspec-up",
-            [str(ROOT / ".venv" / "bin" / "agentspec"), "up", str(folder), "--port-base", "0"],
+            [
+                str(ROOT / ".venv" / "bin" / "agentspec"),
+                "up",
+                str(folder),
+                "--port-base",
+                "0",
+                *args,
+            ],
             log_path=log,
             env=clean_env(),
             cwd=ROOT,
@@ -194,3 +208,43 @@ def test_up_starts_a_new_agent_and_running_agents_reach_it(up: tuple[UpProcess, 
         "[offline demo model] legal says: You are the legal assistant. "
         "You asked: Ask legal whether I may sign."
     )
+
+
+def ready(process: UpProcess) -> Callable[[], bool]:
+    return lambda: "agentspec up: ready" in process.log()
+
+
+def test_up_keeps_memory_in_redis_across_restarts(tmp_path: Path, redis_url: str) -> None:
+    folder = tmp_path / "specs"
+    shutil.copytree(ROOT / "examples" / "multi-agent", folder)
+
+    def ask(process: UpProcess, question: str) -> str:
+        body = httpx.post(
+            f"{process.url('router')}/v1/chat/completions",
+            timeout=20,
+            json={
+                "model": "router",
+                "context_id": "kept",
+                "messages": [{"role": "user", "content": question}],
+            },
+        ).json()
+        answer: str = body["choices"][0]["message"]["content"]
+        return answer
+
+    for run, question in enumerate(["How many leave days do I have?", "What did I ask before?"]):
+        process = UpProcess(folder, tmp_path / f"up-{run}.log", "--redis-url", redis_url)
+        try:
+            wait_until(ready(process), timeout=60, what="agentspec up to start every agent")
+            assert f"conversation memory: {redis_url}" in process.log()
+            answer = ask(process, question)
+        finally:
+            process.process.stop(grace=15)
+    # the second `up` (new processes) recalled the first one's turn from Redis
+    assert answer == (
+        "[offline demo model] Earlier in this conversation you asked: "
+        "How many leave days do I have?"
+    )
+    with RespConnection.from_url(redis_url) as redis:
+        keys = redis.command("KEYS", "agentspec:memory:*")
+    assert isinstance(keys, list)
+    assert len(keys) == 4  # router and hr (the router passed its context on): turns + meta

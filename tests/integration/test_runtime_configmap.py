@@ -4,7 +4,8 @@ In: a ConfigMap holding the resolved payload (what the operator writes) and a Se
 the model API key, in a test namespace; the runtime started with exactly the environment its
 Deployment gives it (AGENT_NAME, POD_NAMESPACE, AGENTSPEC_CONFIGMAP) plus a kubeconfig in
 place of the in-cluster service account. Asserted: it serves with the key read from the
-Secret, picks up a ConfigMap change without restarting, and rejects a broken one.
+Secret, picks up a ConfigMap change without restarting, and rejects a broken one; two replicas
+with Redis memory (its URL in a Secret) continue each other's conversations.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -31,13 +33,20 @@ from agentspec_runtime.spec.resolved import (
 )
 from tests.support.agent_files import agent_docs
 from tests.support.control_plane import ControlPlane, NamespacedKubectl
-from tests.support.fake_llm import ChatRequest, FakeLLM, Turn, tool_then_answer
+from tests.support.fake_llm import ChatRequest, FakeLLM, Turn, echo, tool_then_answer
 from tests.support.mcp_servers import McpTestServer
 from tests.support.procs import wait_until
 from tests.support.runtime_proc import RuntimeProcess
 
 
-def payload(llm: FakeLLM, tools: McpTestServer, *, namespace: str, version: int) -> AgentConfig:
+def payload(
+    llm: FakeLLM,
+    tools: McpTestServer,
+    *,
+    namespace: str,
+    version: int,
+    memory: dict[str, Any] | None = None,
+) -> AgentConfig:
     docs = agent_docs(
         llm_url=llm.base_url,
         template=f"cluster prompt {version}",
@@ -45,6 +54,7 @@ def payload(llm: FakeLLM, tools: McpTestServer, *, namespace: str, version: int)
         model={"apiKeySecretRef": {"name": "model-key", "key": "token"}},
         mcp=[{"name": "tools", "url": tools.url}],
         mcp_refs=[{"name": "tools", "tools": ["add"]}],
+        memory=memory,
     )
     resources = [parse_resource(d) for d in docs]
     agent = next(r for r in resources if isinstance(r, AgentResource))
@@ -146,3 +156,39 @@ def test_invalid_config_at_start_up_fails_fast(tmp_path: Path) -> None:
     assert code == 2
     assert "spec.promptRef.name: PromptTemplate 'missing-prompt' not found" in runtime.log()
     runtime.stop()
+
+
+def test_replicas_share_conversation_memory_in_redis(
+    control_plane: ControlPlane,
+    kubectl: NamespacedKubectl,
+    namespace: str,
+    mcp_server_http: McpTestServer,
+    redis_url: str,
+) -> None:
+    with FakeLLM(responder=echo, api_key="key-from-secret") as llm:
+        kubectl("create", "secret", "generic", "model-key", "--from-literal=token=key-from-secret")
+        kubectl("create", "secret", "generic", "memory", f"--from-literal=url={redis_url}")
+        memory = {"type": "redis", "urlSecretRef": {"name": "memory", "key": "url"}}
+        kubectl.apply(
+            config_map(payload(llm, mcp_server_http, namespace=namespace, version=1, memory=memory))
+        )
+        env = {
+            "AGENT_NAME": "assistant",
+            "POD_NAMESPACE": namespace,
+            "KUBECONFIG": str(control_plane.kubeconfig),
+        }
+        with RuntimeProcess(env=env) as one, RuntimeProcess(env=env) as two:
+            for replica, text in ((one, "My name is Ada."), (two, "What is my name?")):
+                response = httpx.post(
+                    f"{replica.base_url}/v1/chat/completions",
+                    headers={"X-Agentspec-Context-Id": "shared"},
+                    json={"model": "assistant", "messages": [{"role": "user", "content": text}]},
+                    timeout=10,
+                )
+                assert response.status_code == 200, response.text
+            assert [m["content"] for m in llm.last_request.messages[1:]] == [
+                "My name is Ada.",
+                "Echo: My name is Ada.",
+                "What is my name?",
+            ]
+            assert two.status()["memory"]["location"] == redis_url

@@ -18,10 +18,13 @@ class Answer:
     card: AgentCard | None = None
 
 
-def ask(base_url: str, text: str, *, reach_at: str | None = None) -> Answer:
+def ask(
+    base_url: str, text: str, *, reach_at: str | None = None, context_id: str | None = None
+) -> Answer:
     """Send ``text`` to the agent at ``base_url``; collect the streamed answer and states.
 
-    ``reach_at`` re-points the card's interfaces (a Service name reached through a local port).
+    ``reach_at`` re-points the card's interfaces (a Service name reached through a local port);
+    ``context_id`` continues a conversation (else the agent starts a new one).
     """
 
     async def run() -> Answer:
@@ -33,7 +36,8 @@ def ask(base_url: str, text: str, *, reach_at: str | None = None) -> Answer:
                 for interface in card.supported_interfaces:
                     interface.url = reach_at
             client = ClientFactory(ClientConfig(httpx_client=http)).create(card)
-            request = SendMessageRequest(message=new_text_message(text, role=Role.ROLE_USER))
+            message = new_text_message(text, context_id=context_id, role=Role.ROLE_USER)
+            request = SendMessageRequest(message=message)
             answer = Answer(text="", card=advertised)
             async for event in client.send_message(request):
                 kind = event.WhichOneof("payload")
