@@ -288,6 +288,9 @@ async def test_redis_folds_are_compare_and_set_between_replicas(redis_url: str) 
         assert [t.seq for t in history.turns] == [s for s in (1, 2, 3, 4) if s > winner.through]
         await two.append("k", [{"role": "user", "content": "q4"}], tokens=5, ttl=60)
         assert (await one.load("k")).turns[-1].seq == 5
+        latest = await one.load("k", last=1)
+        assert [t.seq for t in latest.turns] == [5]
+        assert latest.summary == winner
     finally:
         await one.aclose()
         await two.aclose()

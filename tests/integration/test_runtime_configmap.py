@@ -186,6 +186,7 @@ def test_replicas_share_conversation_memory_in_redis(
                     timeout=10,
                 )
                 assert response.status_code == 200, response.text
+            assert response.json()["agentspec"]["recalledTurns"] == 1
             assert [m["content"] for m in llm.last_request.messages[1:]] == [
                 "My name is Ada.",
                 "Echo: My name is Ada.",

@@ -259,3 +259,17 @@ def test_relevance_finds_chinese_text_by_character_pairs() -> None:
     relevance = spec(search={"strategy": "relevance", "limit": 2})
     recalled = mem.recall(history, question="年假可以延期吗?", spec=relevance)
     assert [t.seq for t in recalled] == [1, 3]
+
+
+def test_only_recent_search_without_summaries_loads_just_the_latest_turns() -> None:
+    assert mem.turns_needed(spec(search={"limit": 7})) == 7
+    assert mem.turns_needed(spec(search={"strategy": "relevance"})) is None
+    assert mem.turns_needed(spec(compression={"strategy": "summarize"})) is None
+
+
+async def test_in_process_store_loads_the_last_turns_only_when_asked() -> None:
+    store = InMemoryStore()
+    for i in range(5):
+        await store.append("k", [user(str(i))], tokens=1, ttl=60)
+    assert [t.seq for t in (await store.load("k", last=2)).turns] == [4, 5]
+    assert [t.seq for t in (await store.load("k", last=9)).turns] == [1, 2, 3, 4, 5]

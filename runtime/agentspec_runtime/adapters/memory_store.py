@@ -8,6 +8,7 @@ event loop see each other's writes in order without locks.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -59,11 +60,13 @@ class InMemoryStore:
         while len(self._conversations) > self._max:
             self._conversations.popitem(last=False)
 
-    async def load(self, key: str) -> History:
+    async def load(self, key: str, *, last: int | None = None) -> History:
         conversation = self._get(key)
         if conversation is None:
             return History(None, ())
-        return History(conversation.summary, tuple(conversation.turns))
+        turns = conversation.turns
+        skip = max(0, len(turns) - last) if last is not None else 0
+        return History(conversation.summary, tuple(itertools.islice(turns, skip, None)))
 
     async def append(self, key: str, messages: Sequence[Message], *, tokens: int, ttl: int) -> None:
         conversation = self._get(key) or _Conversation()

@@ -78,19 +78,20 @@ class RedisMemoryStore:
             f"conversation memory at {self._where} failed ({type(error).__name__})"
         )
 
-    async def load(self, key: str) -> History:
+    async def load(self, key: str, *, last: int | None = None) -> History:
         turns_key, meta_key = _keys(key)
         try:
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.lrange(turns_key, 0, -1)
+                pipe.lrange(turns_key, -last if last else 0, -1)
                 pipe.hget(meta_key, "summary")
                 raw_turns, raw_summary = await pipe.execute()
         except RedisError as e:
             raise self._failed(e) from e
-        turns = []
-        for raw in raw_turns:
-            data = json.loads(raw)
-            turns.append(Turn(int(data["seq"]), tuple(data["messages"]), int(data["tokens"])))
+        # one parse for the whole list: a json.loads call per turn costs more than the parsing
+        turns = [
+            Turn(int(data["seq"]), tuple(data["messages"]), int(data["tokens"]))
+            for data in json.loads(b"[" + b",".join(raw_turns) + b"]")
+        ]
         summary = None
         if raw_summary:
             data = json.loads(raw_summary)

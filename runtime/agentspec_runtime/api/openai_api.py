@@ -336,6 +336,7 @@ def _metadata(result: AgentResult, context_id: str) -> dict[str, Any]:
         "iterations": result.iterations,
         "toolCalls": result.tool_calls,
         "finishReason": result.finish_reason,
+        "recalledTurns": result.recalled_turns,
         "partnerUsage": {
             "prompt_tokens": result.tool_usage.input_tokens,
             "completion_tokens": result.tool_usage.output_tokens,

@@ -171,7 +171,7 @@ class AgentRun:
     async def _recall(self, store: mem.MemoryStore) -> None:
         spec = self.snapshot.config.memory
         try:
-            history = await store.load(self.memory_key)
+            history = await store.load(self.memory_key, last=mem.turns_needed(spec))
         except MemoryUnavailableError:
             self._memory_outcome("recall", "error")
             raise

@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import re
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -68,7 +67,9 @@ class MemoryStore(Protocol):
         """Where, for /status (no credentials)."""
         ...
 
-    async def load(self, key: str) -> History: ...
+    async def load(self, key: str, *, last: int | None = None) -> History:
+        """The conversation: its summary and its stored turns, only the ``last`` ones if set."""
+        ...
 
     async def append(self, key: str, messages: Sequence[Message], *, tokens: int, ttl: int) -> None:
         """Add one turn (its seq is the next one) and keep the conversation ``ttl`` seconds."""
@@ -175,22 +176,29 @@ def bm25_scores(
     query: str, documents: Sequence[str], *, k1: float = 1.2, b: float = 0.75
 ) -> list[float]:
     """Okapi BM25 of each document for the query's words (0 for a document sharing none)."""
-    docs = [Counter(_words(d)) for d in documents]
     terms = set(_words(query))
-    if not docs or not terms:
-        return [0.0] * len(docs)
-    lengths = [sum(d.values()) for d in docs]
-    average = (sum(lengths) / len(docs)) or 1.0
-    df = {t: sum(1 for d in docs if t in d) for t in terms}
+    if not documents or not terms:
+        return [0.0] * len(documents)
+    lengths: list[int] = []
+    found: list[dict[str, int]] = []  # per document, only the query's terms: the rest counts
+    df = dict.fromkeys(terms, 0)  # by length alone
+    for document in documents:
+        words = _words(document)
+        lengths.append(len(words))
+        tf: dict[str, int] = {}
+        for word in words:
+            if word in terms:
+                tf[word] = tf.get(word, 0) + 1
+        for term in tf:
+            df[term] += 1
+        found.append(tf)
+    n = len(documents)
+    average = (sum(lengths) / n) or 1.0
+    idf = {t: math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in terms}
     scores = []
-    for doc, length in zip(docs, lengths, strict=True):
-        score = 0.0
-        for term in terms:
-            f = doc.get(term, 0)
-            if f:
-                idf = math.log(1 + (len(docs) - df[term] + 0.5) / (df[term] + 0.5))
-                score += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * length / average))
-        scores.append(score)
+    for tf, length in zip(found, lengths, strict=True):
+        norm = k1 * (1 - b + b * length / average)
+        scores.append(sum(idf[t] * f * (k1 + 1) / (f + norm) for t, f in tf.items()))
     return scores
 
 
@@ -230,6 +238,15 @@ SUMMARY_INSTRUCTIONS = (
     "and open question the assistant may need later. Answer with the summary only."
 )
 SUMMARY_PREFIX = "Summary of the earlier conversation:"
+
+
+def turns_needed(spec: MemorySpec) -> int | None:
+    """How many of the latest stored turns a request needs (None: all of them): recent
+    search only ever shows ``limit`` turns, but relevance ranks them all and summarize
+    weighs them all against the budget."""
+    if spec.search.strategy == "recent" and spec.compression.strategy != "summarize":
+        return spec.search.limit
+    return None
 
 
 def to_fold(history: History, *, spec: MemorySpec) -> list[Turn]:
