@@ -31,7 +31,6 @@ from .adapters.openai_model import OpenAIModel
 from .adapters.secrets import LocalSecrets
 from .api.app import Lifecycle, api_app, metrics_app
 from .engine.agent import (
-    IN_PROCESS,
     Endpoint,
     Engine,
     McpConnection,
@@ -41,7 +40,7 @@ from .engine.agent import (
     SecretResolver,
 )
 from .engine.errors import ConfigError
-from .engine.memory import MemoryStore
+from .engine.memory import IN_PROCESS, MemoryStore
 from .engine.telemetry import Metrics
 from .engine.types import ModelClient
 from .spec.resolved import (

@@ -37,6 +37,7 @@ import yaml
 
 from agentspec_runtime.adapters.config_sources import LOCAL_URL_ANNOTATION
 from agentspec_runtime.chat import REGISTRY
+from agentspec_runtime.engine.memory import IN_PROCESS, redis_location
 from agentspec_runtime.specfiles import check_references, read
 
 LOCAL_COMMAND = "agentspec.io/local-command"
@@ -95,7 +96,7 @@ class Up:
         self, paths: list[Path], *, port_base: int, watch: bool, redis_url: str | None = None
     ) -> None:
         self.paths = paths
-        self.memory = redis_url or "inMemory"
+        self.memory = redis_url or IN_PROCESS
         self.port_base = port_base
         self.watch = watch
         self.state = Path(tempfile.mkdtemp(prefix="agentspec-up-"))
@@ -233,7 +234,9 @@ class Up:
                 f"  {agent:<12} {self.url(agent)}  (OpenAI API: {self.url(agent)}/v1, "
                 f"A2A card: {self.url(agent)}/.well-known/agent-card.json)"
             )
-        where = "in each agent's process" if self.memory == "inMemory" else _redacted(self.memory)
+        where = (
+            "in each agent's process" if self.memory == IN_PROCESS else redis_location(self.memory)
+        )
         print(f"  conversation memory: {where}")
         return agents
 
@@ -280,12 +283,6 @@ class Up:
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-    return urlunsplit(parts._replace(netloc=host))
 
 
 async def ask(url: str, agent: str, question: str, *, context_id: str) -> str:

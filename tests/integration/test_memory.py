@@ -21,7 +21,7 @@ import yaml
 
 from agentspec_runtime.adapters.config_sources import parse_config
 from agentspec_runtime.adapters.openai_model import OpenAIModel
-from agentspec_runtime.adapters.redis_memory import connect_redis_memory, location
+from agentspec_runtime.adapters.redis_memory import connect_redis_memory
 from agentspec_runtime.adapters.secrets import LocalSecrets
 from agentspec_runtime.engine import memory as mem
 from agentspec_runtime.engine.agent import Endpoint, Engine, McpConnection
@@ -174,28 +174,32 @@ async def test_summarize_folds_old_turns_once_and_later_turns_carry_the_summary(
     def is_summary(r: ChatRequest) -> bool:
         return r.system_prompt == mem.SUMMARY_INSTRUCTIONS
 
-    summaries = [i for i, r in enumerate(llm.requests) if is_summary(r)]
-    chats = [r for r in llm.requests if not is_summary(r)]
-    assert len(chats) == 6
-    assert 1 <= len(summaries) < 4, "folding happens once every few turns, not every turn"
-    last = chats[-1]
+    # a turn is ~55 estimated tokens: the 4th request finds 3 stored (165 > 128) and folds
+    # turns 1-2 (down to <= 64); the summary then takes part of the budget, so turns 5 and 6
+    # each fold one more turn
+    kinds = ["summary" if is_summary(r) else "chat" for r in llm.requests]
+    assert kinds == ["chat"] * 3 + ["summary", "chat"] * 3
+    first, second = llm.requests[3], llm.requests[5]
+    assert [line[:12] for line in first.last_user_text.splitlines()] == [
+        "user: fact 0",
+        "assistant: A",
+        "user: fact 1",
+        "assistant: A",
+    ]
+    assert second.last_user_text.startswith("Earlier summary: SUMMARY fact 0")
+    last = llm.requests[-1]
     assert last.system_prompt is not None
     assert last.system_prompt.startswith(f"You are HR.\n\n{mem.SUMMARY_PREFIX}\nSUMMARY fact 0")
     shown_questions = [m["content"] for m in last.messages[1:] if m["role"] == "user"]
-    assert not any(q.startswith("fact 0") for q in shown_questions), "folded turns are gone"
-    assert shown_questions[-1].startswith("fact 5")
+    # turns 1-4 are in the summary; the summary (this fake one only grows) leaves no room in
+    # the budget for turn 5, which truncation then leaves out: only the new question is shown
+    summary = last.system_prompt.partition(mem.SUMMARY_PREFIX)[2]
+    assert [f"fact {i}:" in summary for i in range(6)] == [True] * 4 + [False] * 2
+    assert [q[:6] for q in shown_questions] == ["fact 5"]
     # the request that folded paid for its summary: both calls' tokens are in its usage
-    first_fold = summaries[0]
-    folded_by = llm.requests[first_fold + 1]
-    folding_result = next(
-        r for r in results if r.usage.input_tokens > prompt_tokens(folded_by.messages)
+    assert results[3].usage.input_tokens == prompt_tokens(first.messages) + prompt_tokens(
+        llm.requests[4].messages
     )
-    assert folding_result.usage.input_tokens == prompt_tokens(
-        llm.requests[first_fold].messages
-    ) + prompt_tokens(folded_by.messages)
-    # a later summary carries the earlier one forward
-    if len(summaries) > 1:
-        assert "Earlier summary: SUMMARY fact 0" in llm.requests[summaries[1]].last_user_text
 
 
 async def test_summarize_failure_truncates_this_request_and_loses_nothing(
@@ -326,5 +330,5 @@ async def test_redis_lost_mid_flight_fails_requests_with_a_clear_error(
 
 
 def test_locations_never_show_credentials() -> None:
-    assert location("redis://user:s3cret@redis.infra:6380/2") == "redis://redis.infra:6380/2"
-    assert location("rediss://:s3cret@redis.infra") == "rediss://redis.infra:6379/0"
+    assert mem.redis_location("redis://u:s3cret@redis.infra:6380/2") == "redis://redis.infra:6380/2"
+    assert mem.redis_location("rediss://:s3cret@redis.infra") == "rediss://redis.infra:6379/0"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
@@ -26,7 +25,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from agentspec_runtime.engine.errors import ConfigError, MemoryUnavailableError
-from agentspec_runtime.engine.memory import MAX_TURNS, History, Summary, Turn
+from agentspec_runtime.engine.memory import MAX_TURNS, History, Summary, Turn, redis_location
 from agentspec_runtime.engine.types import Message
 
 _APPEND = """
@@ -54,12 +53,6 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 """
-
-
-def location(url: str) -> str:
-    """The URL without credentials (for status, logs and errors)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
 
 
 class RedisMemoryStore:
@@ -129,7 +122,7 @@ def _keys(key: str) -> list[str]:
 async def connect_redis_memory(url: str, *, client_name: str) -> RedisMemoryStore:
     """A store on ``url``, checked with a PING: an unreachable Redis rejects the config (the
     last good one keeps serving) instead of failing every request after it."""
-    where = location(url)
+    where = redis_location(url)
     client = redis.Redis.from_url(
         url,
         socket_timeout=5,

@@ -83,8 +83,6 @@ MemoryBuilder = Callable[[str | None], Awaitable[mem.MemoryStore]]
 """Builds a conversation store: in-process for None, else for a Redis URL (secrets read);
 it raises ``ConfigError`` when the store cannot be reached."""
 
-IN_PROCESS = "inMemory"
-
 
 @dataclass
 class ReloadState:
@@ -223,7 +221,7 @@ class Engine:
             raise ConfigError("this runtime has no conversation memory")
         url: str | None = None
         if self._memory_override is not None:
-            url = None if self._memory_override == IN_PROCESS else self._memory_override
+            url = None if self._memory_override == mem.IN_PROCESS else self._memory_override
         elif spec.type == "redis":
             if spec.url is not None:
                 url = spec.url

@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from agentspec_runtime.spec.agent import MemorySpec
 
@@ -31,6 +32,14 @@ from .types import Message
 
 MAX_TURNS = 1000
 """Turns a store keeps per conversation (the most ``search.limit`` can ask for)."""
+IN_PROCESS = "inMemory"
+"""The memory override (local mode) that keeps every agent's memory in its own process."""
+
+
+def redis_location(url: str) -> str:
+    """A Redis URL without credentials (for status, logs and errors)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +132,9 @@ def new_input(history: History, messages: Sequence[Message]) -> list[Message]:
     largest ``p`` where ``messages[:p]`` ends with the stored messages' tail (all of them, or
     as many as ``p``) marks where the new input starts. At least one message stays new.
     """
-    stored = [_said(m) for turn in history.turns for m in turn.messages]
-    if len(messages) < 2 or not stored:
+    if len(messages) < 2 or not history.turns:
         return list(messages)
+    stored = [_said(m) for turn in history.turns for m in turn.messages]
     sent = [_said(m) for m in messages]
     for p in range(len(sent) - 1, 0, -1):
         if sent[p - 1] != stored[-1]:
