@@ -11,8 +11,10 @@ each AgentSpec — so a server that insists on them reports ``Unauthorized`` (SS
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 from mcp import Client
@@ -29,6 +31,29 @@ class ProbeResult:
     """``[{"name", "description"}]`` sorted by name; None when the probe failed."""
     reason: str = ""
     message: str = ""
+
+
+def as_seen_from(url: str, namespace: str) -> str:
+    """``url`` as a pod of ``namespace`` resolves it, for a probe from the operator's own
+    namespace: a one-label host (a Service of the same namespace, like ``http://tools:8300``)
+    becomes ``<host>.<namespace>.svc.cluster.local``, the first name of a pod's DNS search
+    path. IPs, ``localhost`` and dotted names are left alone."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not host or "." in host or host == "localhost":
+        return url
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return url
+    netloc = f"{host}.{namespace}.svc.cluster.local"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    if "@" in parts.netloc:
+        netloc = parts.netloc.rsplit("@", 1)[0] + "@" + netloc
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _describe(error: BaseException) -> tuple[str, str]:

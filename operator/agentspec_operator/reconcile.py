@@ -29,6 +29,7 @@ from agentspec_runtime.spec.resolved import (
     ResolutionError,
     config_map_name,
     resolve_agent,
+    unsupported_fields,
 )
 
 from .errors import OperatorError, PermanentError
@@ -42,6 +43,7 @@ from .world import AGENTS, PROMPTS, Json, Key, World
 log = logging.getLogger(__name__)
 
 SECRET_CACHE_SECONDS = 30.0
+UNSUPPORTED = "Unsupported"
 ChildKey = tuple[str, str, str]
 """(kind, namespace, name)"""
 
@@ -133,6 +135,7 @@ class Reconciler:
             return None  # the garbage collector removes the children via ownerReferences
         agent = self.world.agent(key)
         config: AgentConfig | None = None
+        reason: str | None = None
         if isinstance(agent, SpecError):
             problems = agent.problems
         elif agent is None:
@@ -144,10 +147,14 @@ class Reconciler:
             except ResolutionError as e:
                 problems = list(e.problems)
             if config is not None:
-                problems = self._check_scaling(agent)
-                problems += await self._check_secrets(agent, config, namespace=namespace)
+                problems = unsupported_fields(config)
+                if problems:
+                    reason = UNSUPPORTED
+                else:
+                    problems = self._check_scaling(agent)
+                    problems += await self._check_secrets(agent, config, namespace=namespace)
         if problems or config is None or not isinstance(agent, AgentResource):
-            await self._report_stalled(key, body, problems)
+            await self._report_stalled(key, body, problems, reason=reason)
             return self.settings.stalled_retry_seconds
         try:
             deployment = await self._apply_children(key, agent, config)
@@ -280,14 +287,18 @@ class Reconciler:
         if applied.body is not None:
             self._deployments[(child[1], child[2])] = applied.body
 
-    async def _report_stalled(self, key: Key, body: Json, problems: list[str]) -> None:
+    async def _report_stalled(
+        self, key: Key, body: Json, problems: list[str], *, reason: str | None = None
+    ) -> None:
         """Stalled: status + one Warning Event per distinct message; children untouched."""
         namespace, name = key
         live = self.world.config_map_annotations((namespace, config_map_name(name)))
+        reason = reason or stalled_reason(problems)
         await self._write_agent_status(
             key,
             body,
             problems=problems,
+            stalled=reason,
             deployment=_rv_newer(self._deployments.get(key), self.world.deployment(key)),
             revision=live.get(REVISION_ANNOTATION),
             version=live.get(PROMPT_VERSION_ANNOTATION),
@@ -297,7 +308,7 @@ class Reconciler:
             self._stalled_event[key] = message
             log.warning("AgentSpec %s/%s stalled: %s", namespace, name, message)
             await self.kube.post_event(
-                _involved(body), warning=True, reason=stalled_reason(problems), message=message
+                _involved(body), warning=True, reason=reason, message=message
             )
 
     async def _write_agent_status(
@@ -309,6 +320,7 @@ class Reconciler:
         deployment: Json | None,
         revision: str | None,
         version: str | None,
+        stalled: str | None = None,
         apply_error: str | None = None,
         apply_error_permanent: bool = False,
     ) -> None:
@@ -319,6 +331,7 @@ class Reconciler:
             namespace=namespace,
             generation=(body.get("metadata") or {}).get("generation"),
             problems=problems,
+            stalled_as=stalled,
             deployment=deployment,
             live_revision=revision,
             live_prompt_version=version,

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from .kube import Kube
-from .probe import ProbeResult, probe
+from .probe import ProbeResult, as_seen_from, probe
 from .status import mcp_server_status, same_status
 from .world import MCP_SERVERS, Json, Key, World
 
@@ -46,7 +46,9 @@ class McpRegistry:
             return None
         spec = server.spec
         self.probes += 1
-        result = await self._probe(spec.url, transport=spec.transport, timeout=spec.timeout_seconds)
+        result = await self._probe(
+            as_seen_from(spec.url, key[0]), transport=spec.transport, timeout=spec.timeout_seconds
+        )
         if result.tools is None:
             log.info("McpServer %s/%s not ready: %s", *key, result.message)
         now = self._now()

@@ -255,18 +255,30 @@ def render_pod_template(
     owner: AgentRef, *, agent: AgentResource, settings: OperatorSettings
 ) -> Manifest:
     runtime = agent.spec.runtime
-    probe = {"periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3}
     container: Manifest = {
         "name": CONTAINER,
         "image": runtime.image or settings.runtime_image,
-        "args": ["runtime"],
+        # No command and no args: the image's entrypoint (`agentspec runtime`) is the whole
+        # command line, configured by the environment below.
         "env": _env(owner, runtime.env, settings),
         "ports": [
             {"name": "http", "containerPort": API_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, **probe},
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, **probe},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        # Frequent and cheap: a new replica takes traffic about 2 s after it can serve, and
+        # one that stops being ready (a drain, a lost config) is taken out as fast.
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+            "failureThreshold": 2,
+        },
         "resources": _resources(runtime.resources),
         "securityContext": {
             "runAsNonRoot": True,

@@ -111,6 +111,7 @@ def agent_status(
     namespace: str,
     generation: int | None,
     problems: list[str],
+    stalled_as: str | None = None,
     deployment: Json | None,
     live_revision: str | None,
     live_prompt_version: str | None,
@@ -120,6 +121,9 @@ def agent_status(
     apply_error_permanent: bool = False,
 ) -> Json:
     """Status of an AgentSpec: Stalled from resolution, Ready/Reconciling from the Deployment.
+
+    ``stalled_as``: the Stalled reason when the caller knows it (``Unsupported``); else it is
+    derived from the problems.
 
     ``apply_error``: the apiserver refused a child. Temporary refusals (quota, conflicts,
     outages) keep the agent Reconciling; permanent ones (invalid, forbidden) stall it.
@@ -133,7 +137,7 @@ def agent_status(
         wanted = [
             Cond(READY, False, "Stalled", message),
             Cond(RECONCILING, False, "Stalled", "waiting for the references to be fixed"),
-            Cond(STALLED, True, stalled_reason(problems), message),
+            Cond(STALLED, True, stalled_as or stalled_reason(problems), message),
         ]
     elif apply_error:
         reason = "ApplyRejected" if apply_error_permanent else "ApplyFailed"

@@ -22,7 +22,7 @@ from agentspec_runtime.spec import (
     PromptTemplateResource,
     parse_resource,
 )
-from agentspec_runtime.spec.resolved import ResolutionError, resolve_agent
+from agentspec_runtime.spec.resolved import ResolutionError, resolve_agent, unsupported_fields
 from agentspec_runtime.spec.resources import SpecError
 
 
@@ -79,7 +79,8 @@ def read(paths: Sequence[Path]) -> tuple[list[Document], list[str]]:
 
 
 def check_references(documents: list[Document], *, namespace: str = "default") -> list[str]:
-    """Resolve every AgentSpec against the documents, as the operator would."""
+    """Resolve every AgentSpec against the documents, as the operator would (fields the
+    engine cannot honour yet are problems too)."""
     parsed: list[tuple[Document, AnyResource]] = [
         (d, parse_resource(d.body))
         for d in documents
@@ -97,7 +98,7 @@ def check_references(documents: list[Document], *, namespace: str = "default") -
         if not isinstance(resource, AgentResource):
             continue
         try:
-            resolve_agent(
+            config = resolve_agent(
                 resource,
                 namespace=resource.metadata.namespace or namespace,
                 prompts=prompts,
@@ -106,6 +107,8 @@ def check_references(documents: list[Document], *, namespace: str = "default") -
             )
         except ResolutionError as e:
             problems += [f"{document.where}: {p}" for p in e.problems]
+            continue
+        problems += [f"{document.where}: {p}" for p in unsupported_fields(config)]
     return problems
 
 

@@ -10,6 +10,7 @@ There is no kube-controller-manager here, so Deployments never become available.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -438,3 +439,30 @@ def test_cross_namespace_partner_needs_consent(
         } in peers
     finally:
         control_plane.kubectl("delete", "namespace", other, "--wait=false")
+
+
+UNSUPPORTED_SPECS: dict[str, dict[str, Any]] = {
+    "spec.knowledge": {"knowledge": [{"name": "kb", "documents": {"configMap": "docs"}}]},
+    "spec.runtime.rateLimit": {"runtime": {"rateLimit": {"tokensPerMinute": 1000}}},
+    "spec.runtime.auth.jwt": {"runtime": {"auth": {"jwt": {"issuer": "https://id.example"}}}},
+    "spec.runtime.guard": {"runtime": {"guard": {"denyPatterns": ["secret"]}}},
+}
+
+
+@pytest.mark.parametrize("field", sorted(UNSUPPORTED_SPECS))
+def test_a_field_the_engine_cannot_honour_stalls_the_agent_naming_it(
+    k: NamespacedKubectl, field: str
+) -> None:
+    """Fail closed: never accepted and ignored (an agent with only auth.jwt would serve anyone)."""
+    _applied(k, prompt_doc(), agent_doc("a", **UNSUPPORTED_SPECS[field]))
+    message = _stalled_message(k, "a", f"{field}: not supported by this version of the engine")
+    agent = get(k, "agentspec", "a")
+    assert condition(agent, "Stalled")["reason"] == "Unsupported"
+    assert condition(agent, "Ready")["status"] == "False"
+    eventually(
+        lambda: message in _warning_events(k, "a"), timeout=PROPAGATION, what="Warning Event"
+    )
+    assert k("get", "deployment,configmap", "-o", "name").stdout.strip() == "", "no children"
+    k.apply(agent_doc("a"))
+    _wait_reconciled(k, "a")
+    assert condition(get(k, "agentspec", "a"), "Stalled")["status"] == "False"

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
+from agentspec_operator.probe import as_seen_from
 from agentspec_operator.render import (
     AgentRef,
     prompt_version,
@@ -149,7 +152,6 @@ def test_pod_template_is_the_documented_shape() -> None:
     template = render_pod_template(
         AgentRef(name="finance", namespace=NS, uid="uid-1"), agent=agent, settings=SETTINGS
     )
-    probe = {"periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3}
     assert template == {
         "metadata": {"labels": LABELS},
         "spec": {
@@ -168,7 +170,6 @@ def test_pod_template_is_the_documented_shape() -> None:
                 {
                     "name": "agent",
                     "image": "registry.local/runtime:1",
-                    "args": ["runtime"],
                     "env": [
                         {"name": "AGENT_NAME", "value": "finance"},
                         {
@@ -192,8 +193,18 @@ def test_pod_template_is_the_documented_shape() -> None:
                         {"name": "http", "containerPort": 8080, "protocol": "TCP"},
                         {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
                     ],
-                    "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, **probe},
-                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, **probe},
+                    "livenessProbe": {
+                        "httpGet": {"path": "/healthz", "port": "http"},
+                        "periodSeconds": 10,
+                        "timeoutSeconds": 2,
+                        "failureThreshold": 3,
+                    },
+                    "readinessProbe": {
+                        "httpGet": {"path": "/readyz", "port": "http"},
+                        "periodSeconds": 2,
+                        "timeoutSeconds": 2,
+                        "failureThreshold": 2,
+                    },
                     "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "256Mi"}},
                     "securityContext": {
                         "runAsNonRoot": True,
@@ -400,3 +411,20 @@ def test_prompt_template_status_lists_release_and_users() -> None:
     assert (status["canaryVersion"], status["canaryWeight"]) == ("v2", 10)
     assert status["usedBy"] == ["a", "b"]
     assert status["conditions"][0]["status"] == "True"
+
+
+@pytest.mark.parametrize(
+    ("url", "seen"),
+    [
+        ("http://tools:8300/mcp", "http://tools.team-a.svc.cluster.local:8300/mcp"),
+        ("https://user@tools/mcp?x=1", "https://user@tools.team-a.svc.cluster.local/mcp?x=1"),
+        ("http://tools.other:8300/mcp", "http://tools.other:8300/mcp"),
+        ("http://localhost:8300/mcp", "http://localhost:8300/mcp"),
+        ("http://10.0.0.7:8300/mcp", "http://10.0.0.7:8300/mcp"),
+        ("http://[::1]:8300/mcp", "http://[::1]:8300/mcp"),
+    ],
+)
+def test_the_mcp_probe_resolves_short_names_as_the_servers_namespace_would(
+    url: str, seen: str
+) -> None:
+    assert as_seen_from(url, "team-a") == seen

@@ -59,6 +59,14 @@ CASES = [
         "AgentSpec default/legal not found",
     ),
     (
+        "unsupported",
+        edit_agents(
+            lambda d: finance(d)["spec"].update(runtime={"rateLimit": {"tokensPerMinute": 9}})
+        ),
+        "document 3 (AgentSpec/finance): spec.runtime.rateLimit: not supported by this version "
+        "of the engine",
+    ),
+    (
         "schema",
         edit_agents(lambda d: finance(d)["spec"].update(maxIterations=0)),
         "document 3 (AgentSpec/finance): spec.maxIterations: Input should be greater than or "

@@ -63,7 +63,10 @@ def main() -> None:
     args = parser.parse_args()
     import uvicorn
 
-    uvicorn.run(build().streamable_http_app(), host=args.host, port=args.port, log_level="warning")
+    # The library guards against DNS rebinding only when it knows it serves localhost; bound to
+    # every address (a pod behind its Service) it must accept the Service names as Host.
+    app = build().streamable_http_app(host=args.host)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,12 @@ from typing import Any, Protocol
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agentspec_runtime.spec._base import NamedValue, SecretKeySelector
-from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer, ResolvedPartner
+from agentspec_runtime.spec.resolved import (
+    AgentConfig,
+    ResolvedMcpServer,
+    ResolvedPartner,
+    unsupported_fields,
+)
 
 from . import memory as mem
 from . import telemetry as t
@@ -136,6 +141,9 @@ class Engine:
         """Build a snapshot for ``config`` and make it current; raise ``ConfigError`` if not."""
         if config.name != self.agent:
             raise self.reject(f"config is for agent {config.name!r}, this is {self.agent!r}")
+        unsupported = unsupported_fields(config)
+        if unsupported:
+            raise self.reject("; ".join(unsupported))
         try:
             snapshot = await self._build(config)
         except AgentspecError as e:

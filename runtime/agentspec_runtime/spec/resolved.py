@@ -141,6 +141,39 @@ class AgentConfig(SpecModel):
         return [refs[k] for k in sorted(refs)]
 
 
+def _unsupported_set(config: AgentConfig) -> list[tuple[str, bool, str]]:
+    """(field, set in this config, why it cannot be honoured yet)."""
+    return [
+        ("spec.knowledge", bool(config.knowledge), "retrieval sources are not built yet"),
+        (
+            "spec.runtime.rateLimit",
+            config.rate_limit is not None,
+            "token and request limits are not enforced yet",
+        ),
+        (
+            "spec.runtime.auth.jwt",
+            config.auth is not None and config.auth.jwt is not None,
+            "JWTs are not verified yet (use apiKeysSecretRef)",
+        ),
+        ("spec.runtime.guard", config.guard is not None, "content guards are not applied yet"),
+    ]
+
+
+def unsupported_fields(config: AgentConfig) -> list[str]:
+    """Fields the schema accepts but this engine cannot honour yet, one message each.
+
+    Fail closed: an agent that sets one is refused (the operator stalls it with reason
+    ``Unsupported``, the runtime rejects the config) rather than served as if the field were
+    not there (an agent with only ``auth.jwt`` would otherwise answer anyone). The list shrinks
+    as the features land.
+    """
+    return [
+        f"{field}: not supported by this version of the engine ({why}); remove the field"
+        for field, is_set, why in _unsupported_set(config)
+        if is_set
+    ]
+
+
 def config_revision(payload: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
