@@ -2,10 +2,13 @@
 # Install everything the test suite needs on a fresh machine; a warm machine does nothing.
 #   - Debian packages: redis-server (the tests start their own instances on free ports), and
 #     node/npm if missing (for the npm MCP server @modelcontextprotocol/server-everything)
-#   - a virtualenv in .venv with the project and its [dev,operator,runtime] extras
+#     buildah and mmdebstrap (the daemonless image build)
+#   - a virtualenv in .venv with exactly the locked versions of requirements/dev.txt (the
+#     project's [dev,operator,runtime] extras; scripts/lock.sh refreshes the lock), by uv
 #   - kube-apiserver, kube-controller-manager, kubectl, etcd, helm built from the Go
 #     module proxy (scripts/build-k8s-tools.sh, cached outside the repo)
 #   - the pinned npm MCP server (scripts/install-npm-tools.sh, cached outside the repo)
+#   - the runtime and operator images (scripts/build-images.sh, cached outside the repo)
 #
 # --python-only: only the virtualenv (what the local demo needs).
 set -euo pipefail
@@ -18,6 +21,9 @@ missing=()
 [[ $python_only == 1 ]] || command -v redis-server >/dev/null || missing+=(redis-server)
 [[ $python_only == 1 ]] || command -v node >/dev/null || missing+=(nodejs)
 [[ $python_only == 1 ]] || command -v npm >/dev/null || missing+=(npm)
+[[ $python_only == 1 ]] || command -v buildah >/dev/null || missing+=(buildah)
+[[ $python_only == 1 ]] || command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+[[ $python_only == 1 ]] || command -v gcc >/dev/null || missing+=(gcc libc6-dev)
 if ((${#missing[@]})); then
   sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
   log "installing Debian packages: ${missing[*]}"
@@ -30,13 +36,14 @@ if ((${#missing[@]})); then
   $sudo rm -f /usr/sbin/policy-rc.d
 fi
 
-# Reinstall only when the declared dependencies change.
-stamp=".venv/.agentspec-deps-$(sha256sum pyproject.toml | cut -c1-16)"
+# Reinstall only when the declared or locked dependencies change.
+source scripts/uv.sh
+stamp=".venv/.agentspec-deps-$(cat pyproject.toml requirements/dev.txt | sha256sum | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
-  log "creating .venv and installing the project with [dev,operator,runtime]"
-  [[ -x .venv/bin/python ]] || python3 -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip >&2
-  .venv/bin/python -m pip install -q -e '.[dev,operator,runtime]' >&2
+  log "installing the locked requirements/dev.txt and the project into .venv"
+  [[ -x .venv/bin/python ]] || "$UV" venv --quiet --python "$(command -v python3)" .venv >&2
+  "$UV" pip sync --quiet --python .venv/bin/python --require-hashes requirements/dev.txt >&2
+  "$UV" pip install --quiet --python .venv/bin/python --no-deps -e . >&2
   rm -f .venv/.agentspec-deps-*
   touch "$stamp"
 fi
@@ -44,5 +51,6 @@ fi
 if [[ $python_only == 0 ]]; then
   scripts/build-k8s-tools.sh >/dev/null
   scripts/install-npm-tools.sh >/dev/null
+  scripts/build-images.sh >/dev/null
 fi
 log "ready"
