@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.cluster import ShippedCluster
 from tests.support.control_plane import REPO_ROOT, ControlPlane, NamespacedKubectl, namespace_name
 from tests.support.operator_proc import OperatorProcess
 from tests.support.redis_server import RedisServer
@@ -24,7 +25,7 @@ CRD_DIR = REPO_ROOT / "crds"
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # tryfirst: the marker must be on the items before `-m "not controlplane"` selects.
     for item in items:
-        if "control_plane" in getattr(item, "fixturenames", ()):
+        if {"control_plane", "cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.controlplane)
 
 
@@ -67,6 +68,25 @@ def operator(control_plane: ControlPlane) -> Iterator[OperatorProcess]:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[ShippedCluster]:
+    """The shipped system: control plane, controller manager, a process kubelet running pods
+    from the built images, and the chart installed (the operator runs as its pods)."""
+    with ShippedCluster() as shipped:
+        yield shipped
+
+
+@pytest.fixture
+def cluster_ns(
+    cluster: ShippedCluster, request: pytest.FixtureRequest
+) -> Iterator[NamespacedKubectl]:
+    """A fresh namespace of the shipped cluster for one test (deleted afterwards: the
+    controller manager runs there, so its pods are stopped and its addresses freed)."""
+    kubectl = cluster.namespace(request.node.name)
+    yield kubectl
+    cluster.plane.kubectl("delete", "namespace", kubectl.namespace, "--wait=false")
 
 
 @pytest.fixture(scope="session")

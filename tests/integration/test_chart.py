@@ -1,14 +1,16 @@
 """The Helm chart: lints, renders objects the real apiserver accepts, rejects bad values with
 the field named, installs, and its settings and RBAC are enough for the operator to work.
 
-The install test uses a private control plane, so no other operator reconciles there: the
-operator runs with exactly the installed Deployment's arguments, authenticated as the chart's
-ServiceAccount (a token, as its pod would mount), and must reconcile an AgentSpec.
+The install tests use the ``cluster`` fixture, which is a ``helm install`` of this chart with
+the built images on a cluster whose pods really run (the process kubelet): the operator runs
+as the chart's two pods, from the operator image, with the chart's args and its
+ServiceAccount's projected token, and must reconcile; deleting the leading pod hands over.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.control_plane import ControlPlane
-from tests.support.operator_proc import OperatorProcess
-from tests.support.operator_testkit import agent_doc, condition, eventually, get, prompt_doc
+from tests.support.cluster import OPERATOR_NAMESPACE, ShippedCluster
+from tests.support.control_plane import ControlPlane, NamespacedKubectl
+from tests.support.operator_testkit import agent_doc, eventually, prompt_doc
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "agentspec"
@@ -109,90 +111,60 @@ def plane() -> Iterator[ControlPlane]:
         yield cp
 
 
-def sa_kubeconfig(plane: ControlPlane, path: Path) -> Path:
-    token = plane.kubectl(
-        "create", "token", "agentspec-operator", namespace=RELEASE_NS
-    ).stdout.strip()
-    ca = base64.b64encode(plane.ca_cert.read_bytes()).decode()
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "op",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {"server": plane.server, "certificate-authority-data": ca},
-                    }
-                ],
-                "users": [{"name": "op", "user": {"token": token}}],
-                "contexts": [{"name": "op", "context": {"cluster": "c", "user": "op"}}],
-            }
-        )
-    )
-    return path
-
-
-def test_helm_install_and_the_operator_works_with_its_settings_and_rbac(
-    plane: ControlPlane,
-    tmp_path: Path,
+def test_the_chart_runs_the_operator_image_with_its_args_as_its_service_account(
+    cluster: ShippedCluster,
 ) -> None:
-    install = helm(
-        plane,
-        "install",
-        "agentspec",
-        str(CHART),
-        "-n",
-        RELEASE_NS,
-        "--create-namespace",
-        "--set",
-        "runtime.image.tag=test",
-        "--wait=false",
+    """The ``cluster`` fixture is a ``helm install`` of this chart with the built images."""
+    deployment = cluster.plane.kubectl_json(
+        "get", "deployment", "agentspec-operator", namespace=OPERATOR_NAMESPACE
     )
-    assert "STATUS: deployed" in install.stdout
-    established = plane.kubectl_json("get", "crd", "agentspecs.agentspec.io")
-    assert any(c["type"] == "Established" for c in established["status"]["conditions"])
-    deployment = plane.kubectl_json("get", "deployment", "agentspec-operator", namespace=RELEASE_NS)
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert "--runtime-image=ghcr.io/agentspec/runtime:test" in container["args"]
-    args = [
-        *container["args"],
-        "--health-port=0",
-        "--metrics-port=0",
-        f"--lease-namespace={RELEASE_NS}",  # the pod gets POD_NAMESPACE from its fieldRef
-        "--identity=chart-operator-0",
-        f"--kubeconfig={sa_kubeconfig(plane, tmp_path / 'operator.kubeconfig')}",
-    ]
-    assert deployment["spec"]["replicas"] == 2
-    assert "--leader-election" in container["args"]
-    operator = OperatorProcess(plane, extra_args=args).start()
-    try:
-        plane.kubectl("create", "namespace", "agents")
-        k = plane.bound("agents")
-        k.apply(prompt_doc())
-        k.apply(agent_doc("hr"))
-        eventually(
-            lambda: k("get", "configmap", "hr-config", check=False).returncode == 0,
-            timeout=30,
-            what="the operator (as the chart's account) to reconcile",
-        )
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--runtime-image={cluster.images.runtime.ref}" in args
+    assert "--leader-election" in args
+    pods = cluster.node.pods(OPERATOR_NAMESPACE, "app.kubernetes.io/name=agentspec-operator")
+    assert len(pods) == 2
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        container = pod["spec"]["containers"][0]
+        assert container["image"] == cluster.images.operator.ref
+        pid = cluster.node.container_pid(OPERATOR_NAMESPACE, name, "operator")
+        cmdline = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]]
+        # the image's entrypoint (agentspec operator) + the chart's args, nothing else
+        assert cmdline[1:] == ["/opt/agentspec/bin/agentspec", "operator", *args], cmdline
+        assert Path(f"/proc/{pid}").stat().st_uid == 10001
+        # credentials: the projected ServiceAccount token, nothing of the test's admin
+        token = cluster.node.exec(
+            OPERATOR_NAMESPACE, name, "operator",
+            "cat", "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        )  # fmt: skip
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        assert claims["sub"] == f"system:serviceaccount:{OPERATOR_NAMESPACE}:agentspec-operator"
+        assert claims["kubernetes.io"]["pod"]["name"] == name
+    assert cluster.lease_holder() in {p["metadata"]["name"] for p in pods}
+    assert "forbidden" not in cluster.operator_logs().lower()
 
-        def not_stalled() -> dict[str, object] | None:
-            # a first reconcile may run before the PromptTemplate is indexed (Stalled), and
-            # the ConfigMap of the next one appears before its status: wait for the status
-            obj = get(k, "agentspec", "hr")
-            return obj if condition(obj, "Stalled").get("status") == "False" else None
 
-        agent = eventually(not_stalled, timeout=30, what="the status of a good reconcile")
-        assert condition(agent, "Reconciling").get("observedGeneration") == 1
-        image = k.json("get", "deployment", "hr")["spec"]["template"]["spec"]["containers"][0]
-        assert image["image"] == "ghcr.io/agentspec/runtime:test"
-        assert "forbidden" not in operator.log().lower()
-        lease = plane.kubectl_json("get", "lease", "agentspec-operator", namespace=RELEASE_NS)
-        assert lease["spec"]["holderIdentity"] == "chart-operator-0"
-    finally:
-        operator.stop()
+def test_the_standby_operator_pod_takes_over_when_the_leader_pod_goes(
+    cluster: ShippedCluster, cluster_ns: NamespacedKubectl
+) -> None:
+    leader = cluster.lease_holder()
+    cluster.plane.kubectl("delete", "pod", leader, "--wait=false", namespace=OPERATOR_NAMESPACE)
+    eventually(
+        lambda: cluster.lease_holder() not in ("", leader),
+        timeout=30,
+        what="the standby to take the Lease",
+    )
+    cluster_ns.apply(prompt_doc())
+    cluster_ns.apply(agent_doc("hr"))
+    eventually(
+        lambda: cluster_ns("get", "configmap", "hr-config", check=False).returncode == 0,
+        timeout=30,
+        what="the new leader to reconcile",
+    )
+    # the ReplicaSet replaces the deleted pod: two operator pods again, one leading
+    cluster.node.wait_ready(
+        OPERATOR_NAMESPACE, "app.kubernetes.io/name=agentspec-operator", count=2, timeout=60
+    )
 
 
 def test_crd_changes_reach_the_cluster_by_server_side_apply(

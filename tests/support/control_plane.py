@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from .pki import LOOPBACK, Pki, kubeconfig_text, write_pki
+from .podnet import NetworkSlot, reserve_slot
 from .procs import (
     ExitedEarlyError,
     Managed,
@@ -57,7 +58,6 @@ ETCD_ENV = "AGENTSPEC_ETCD"
 """Overrides only the etcd binary (e.g. Debian's /usr/bin/etcd) for compatibility checks."""
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 _REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
 _PORT_RETRIES = 3
 _ADDRESS_IN_USE = "address already in use"
@@ -169,6 +169,7 @@ class ControlPlane(Managed):
         self._processes: dict[str, ManagedProcess] = {}
         self._all_pids: list[int] = []
         self._ready_deadline = 0.0
+        self._network: NetworkSlot | None = None
         self.startup_seconds: float | None = None
         """Seconds from ``start()`` (binaries already located) until ``/readyz`` said ok."""
 
@@ -187,7 +188,12 @@ class ControlPlane(Managed):
         # fixture that never reaches teardown) still cleans up on interpreter exit.
         atexit.register(self.stop)
         try:
-            self._pki = write_pki(self._tmp_dir / "pki")
+            # Services get ClusterIPs from this instance's own slice of the pod network, so a
+            # process kubelet can serve them (and parallel clusters never share an address).
+            self._network = reserve_slot()
+            self._pki = write_pki(
+                self._tmp_dir / "pki", kubernetes_service_ip=self._network.kubernetes_service_ip
+            )
             self._start_with_port_retry(lambda attempt: self._start_etcd(etcd, attempt))
             self._start_with_port_retry(self._start_apiserver)
         except BaseException:
@@ -207,8 +213,10 @@ class ControlPlane(Managed):
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
             self._tmp_dir = None
+        if self._network is not None:
+            self._network.release()
         # Everything below pointed into the removed directory or at dead processes.
-        self._pki = self._server = self._kubeconfig = self._etcd_url = None
+        self._pki = self._server = self._kubeconfig = self._etcd_url = self._network = None
         atexit.unregister(self.stop)
 
     # -- what tests use ---------------------------------------------------------------------
@@ -236,6 +244,17 @@ class ControlPlane(Managed):
     @property
     def ca_cert(self) -> Path:
         return self._require_pki().ca_cert
+
+    @property
+    def pki(self) -> Pki:
+        return self._require_pki()
+
+    @property
+    def network(self) -> NetworkSlot:
+        """This instance's pod and Service address ranges (see ``podnet``)."""
+        if self._network is None:
+            raise ControlPlaneError("ControlPlane not started")
+        return self._network
 
     @property
     def tmp_dir(self) -> Path | None:
@@ -341,7 +360,7 @@ class ControlPlane(Managed):
                 # Lets the CSR signing controllers run too (they skip themselves otherwise).
                 f"--cluster-signing-cert-file={pki.ca_cert}",
                 f"--cluster-signing-key-file={pki.ca_key}",
-                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                f"--service-cluster-ip-range={self.network.service_cidr}",
                 f"--bind-address={LOOPBACK}",
                 f"--secure-port={port}",
                 # Serve /healthz with our CA-signed cert (SAN 127.0.0.1) so we can verify it.
@@ -473,7 +492,7 @@ class ControlPlane(Managed):
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki.sa_public_key}",
             f"--service-account-signing-key-file={pki.sa_private_key}",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            f"--service-cluster-ip-range={self.network.service_cidr}",
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             # The endpoint reconciler would publish the advertise address as the endpoint of

@@ -31,7 +31,10 @@ class OperatorProcess:
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         log_dir: Path | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "agentspec_runtime.cli"),
     ) -> None:
+        """``command``: the ``agentspec`` CLI to run (default: this venv's)."""
+        self.command = list(command)
         self.plane = plane
         self.extra_args = list(extra_args)
         self.env = env or {}
@@ -50,9 +53,7 @@ class OperatorProcess:
     ) -> OperatorProcess:
         """Start it and wait for ``ready_when`` in its log (a standby says "is standby")."""
         argv = [
-            sys.executable,
-            "-m",
-            "agentspec_runtime.cli",
+            *self.command,
             "operator",
             f"--kubeconfig={self.plane.kubeconfig}",
             f"--runtime-image={TEST_IMAGE}",

@@ -24,9 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["KUBERNETES_SERVICE_IP", "LOOPBACK", "Pki", "kubeconfig_text", "write_pki"]
+__all__ = ["LOOPBACK", "Pki", "kubeconfig_text", "write_pki"]
 
-KUBERNETES_SERVICE_IP = "10.0.0.1"  # first address of the range: the `kubernetes` Service
 LOOPBACK = "127.0.0.1"
 
 
@@ -113,7 +112,9 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def write_pki(directory: Path) -> Pki:
+def write_pki(directory: Path, *, kubernetes_service_ip: str) -> Pki:
+    """``kubernetes_service_ip``: the ClusterIP of Service ``default/kubernetes`` (a SAN of the
+    serving certificate, so pods may reach the apiserver through it)."""
     directory.mkdir(mode=0o700)
     pki = Pki(
         ca_cert=directory / "ca.crt",
@@ -142,7 +143,7 @@ def write_pki(directory: Path) -> Pki:
         "kubernetes.default.svc",
         "kubernetes.default.svc.cluster.local",
     ]
-    ips = [LOOPBACK, "::1", KUBERNETES_SERVICE_IP]
+    ips = [LOOPBACK, "::1", kubernetes_service_ip]
     serving = _issue(
         subject=_name("kube-apiserver"),
         key=serving_key,

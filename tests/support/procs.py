@@ -36,6 +36,7 @@ __all__ = [
     "ExitedEarlyError",
     "Managed",
     "ManagedProcess",
+    "die_with_parent",
     "free_ports",
     "is_running",
     "owned_tmp_dir",
@@ -84,7 +85,9 @@ def _load_prctl() -> Callable[..., int] | None:
 _PRCTL = _load_prctl()
 
 
-def _child_setup(parent_pid: int) -> Callable[[], None]:
+def die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGKILL when ``parent_pid`` (its forking thread) dies."""
+
     def setup() -> None:
         if _PRCTL is not None:
             _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
@@ -244,6 +247,6 @@ def start_process(
             start_new_session=True,
             # The hook imports nothing and takes no Python-level locks (prctl was resolved
             # before the fork), which is what makes preexec_fn risky in threaded parents.
-            preexec_fn=_child_setup(os.getpid()),  # noqa: PLW1509
+            preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509
         )
     return ManagedProcess(name=name, popen=popen, log_path=log_path)

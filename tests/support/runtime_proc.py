@@ -31,7 +31,10 @@ class RuntimeProcess(Managed):
         agent: str | None = None,
         env: Mapping[str, str] | None = None,
         args: tuple[str, ...] = (),
+        command: tuple[str, ...] = (sys.executable, "-m", "agentspec_runtime.cli"),
     ) -> None:
+        """``command``: the ``agentspec`` CLI to run (default: this venv's)."""
+        self.command = command
         self.config = config
         self.agent = agent
         self.port, self.metrics_port = free_ports(2)
@@ -60,9 +63,7 @@ class RuntimeProcess(Managed):
 
     def start(self, *, timeout: float = 20.0, wait_ready: bool = True) -> RuntimeProcess:
         argv = [
-            sys.executable,
-            "-m",
-            "agentspec_runtime.cli",
+            *self.command,
             "runtime",
             "--host",
             "127.0.0.1",

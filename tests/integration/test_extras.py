@@ -1,0 +1,100 @@
+"""Each extra is complete on its own: ``[runtime]`` and ``[operator]`` in fresh venvs.
+
+The first release shipped a runtime extra without aiohttp; the tests passed because the dev
+venv had every extra. Here each extra is installed alone, the way a user would
+(``pip install 'agentspec[runtime]'``), pinned by its lock file, into a venv of its own, and
+started.
+
+In: ``uv venv`` + ``uv pip install '.[<extra>]' --constraint requirements/<extra>.txt``; the
+fake LLM; a private control plane for the operator. Asserted: the runtime venv holds no
+operator package (kopf) and serves ``/readyz`` and a chat answer; the operator venv holds no
+runtime package (openai) and reconciles an AgentSpec into its children.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.agent_files import agent_docs, write_docs
+from tests.support.control_plane import ControlPlane
+from tests.support.fake_llm import FakeLLM, echo
+from tests.support.operator_proc import OperatorProcess
+from tests.support.operator_testkit import agent_doc, eventually, prompt_doc
+from tests.support.runtime_proc import RuntimeProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@functools.cache
+def uv() -> str:
+    """The pinned uv the scripts install (scripts/uv.sh)."""
+    out = subprocess.run(
+        ["bash", "-c", "source scripts/uv.sh >/dev/null && echo $UV"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def venv_with(extra: str, path: Path) -> Path:
+    """A fresh venv with the project and exactly one extra; returns its ``bin``."""
+    subprocess.run([uv(), "venv", "--quiet", "--python", "python3", str(path)], check=True)
+    subprocess.run(
+        [
+            uv(), "pip", "install", "--quiet", "--python", str(path / "bin" / "python"),
+            f"{ROOT}[{extra}]", "--constraint", str(ROOT / "requirements" / f"{extra}.txt"),
+        ],
+        check=True,
+        cwd=ROOT,
+    )  # fmt: skip
+    return path / "bin"
+
+
+def importable(bin_dir: Path, module: str) -> bool:
+    probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    return subprocess.run([str(bin_dir / "python"), "-c", probe], check=False).returncode == 0
+
+
+@pytest.mark.timeout(600)
+def test_the_runtime_extra_alone_serves_an_agent(tmp_path: Path) -> None:
+    bin_dir = venv_with("runtime", tmp_path / "venv")
+    assert not importable(bin_dir, "kopf")
+    with FakeLLM(responder=echo) as llm:
+        config = write_docs(tmp_path / "agent.yaml", agent_docs(llm_url=llm.base_url))
+        with RuntimeProcess(config=config, command=(str(bin_dir / "agentspec"),)) as runtime:
+            assert runtime.get("/readyz")[0] == 200
+            answer = httpx.post(
+                f"{runtime.base_url}/v1/chat/completions",
+                json={"model": "assistant", "messages": [{"role": "user", "content": "hi"}]},
+                timeout=30,
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["choices"][0]["message"]["content"] == "Echo: hi"
+
+
+@pytest.mark.timeout(600)
+def test_the_operator_extra_alone_reconciles_an_agent(tmp_path: Path) -> None:
+    bin_dir = venv_with("operator", tmp_path / "venv")
+    assert not importable(bin_dir, "openai")
+    with ControlPlane() as plane:
+        plane.apply_crds(ROOT / "crds")
+        operator = OperatorProcess(plane, command=[str(bin_dir / "agentspec")]).start()
+        try:
+            plane.kubectl("create", "namespace", "agents")
+            k = plane.bound("agents")
+            k.apply(prompt_doc())
+            k.apply(agent_doc("hr"))
+            eventually(
+                lambda: k("get", "deployment", "hr", check=False).returncode == 0,
+                timeout=30,
+                what="the operator from the [operator] venv to create the Deployment",
+            )
+        finally:
+            operator.stop()

@@ -1,0 +1,138 @@
+"""The shipped system in one test component: a cluster with the chart installed.
+
+:class:`ShippedCluster` starts etcd + kube-apiserver + kube-controller-manager, a process
+kubelet (``tests/support/kubelet``), and ``helm install``s ``charts/agentspec`` with the images
+``scripts/build-images.sh`` built: the operator then runs as the chart's two pods (leader
+election through its Lease, its ServiceAccount's projected token, the chart's exact args),
+and every AgentSpec applied becomes pods of the built runtime image with the command line,
+env and user the operator rendered. Nothing of the dev venv runs inside the cluster.
+
+Tests get their own namespace (:meth:`namespace`) and reach an agent through its Service
+(:meth:`service_url`). No pytest dependency.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .control_plane import ControlPlane, NamespacedKubectl, namespace_name
+from .images import Images, locate_images
+from .kubelet import ProcessKubelet
+from .procs import Managed, wait_until
+
+__all__ = ["OPERATOR_NAMESPACE", "ShippedCluster"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "agentspec"
+OPERATOR_NAMESPACE = "agentspec-system"
+Json = dict[str, Any]
+
+
+def image_values(prefix: str, ref: str) -> list[str]:
+    repository, _, tag = ref.rpartition(":")
+    return ["--set", f"{prefix}.repository={repository}", "--set", f"{prefix}.tag={tag}"]
+
+
+class ShippedCluster(Managed):
+    def __init__(self, *, images: Images | None = None, helm_values: list[str] | None = None):
+        self.images = images or locate_images()
+        self.helm_values = helm_values or []
+        self.plane = ControlPlane()
+        self.kubelet: ProcessKubelet | None = None
+
+    def start(self) -> ShippedCluster:
+        try:
+            self.plane.start()
+            self.plane.start_controller_manager()
+            self.kubelet = ProcessKubelet(self.plane, images=self.images).start()
+            self.helm(
+                "install",
+                "agentspec",
+                str(CHART),
+                "-n",
+                OPERATOR_NAMESPACE,
+                "--create-namespace",
+                *image_values("operator.image", self.images.operator.ref),
+                *image_values("runtime.image", self.images.runtime.ref),
+                *self.helm_values,
+            )
+            self.kubelet.wait_ready(
+                OPERATOR_NAMESPACE,
+                "app.kubernetes.io/name=agentspec-operator",
+                count=2,
+                timeout=90,
+            )
+            wait_until(lambda: bool(self.lease_holder()), timeout=60, what="an operator leader")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.kubelet is not None:
+            self.kubelet.stop()
+            self.kubelet = None
+        self.plane.stop()
+
+    # --- what tests use ------------------------------------------------------------------
+
+    @property
+    def node(self) -> ProcessKubelet:
+        assert self.kubelet is not None, "cluster not started"
+        return self.kubelet
+
+    def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.plane.bin_dir / "helm"), f"--kubeconfig={self.plane.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def namespace(self, test_name: str) -> NamespacedKubectl:
+        name = namespace_name(test_name)
+        self.plane.kubectl("create", "namespace", name)
+        return self.plane.bound(name)
+
+    def lease_holder(self) -> str:
+        lease = self.plane.kubectl(
+            "get", "lease", "agentspec-operator", "-o", "jsonpath={.spec.holderIdentity}",
+            namespace=OPERATOR_NAMESPACE, check=False,
+        )  # fmt: skip
+        return lease.stdout.strip() if lease.returncode == 0 else ""
+
+    def operator_logs(self) -> str:
+        pods = self.node.pods(OPERATOR_NAMESPACE, "app.kubernetes.io/name=agentspec-operator")
+        return "\n".join(
+            f"--- {p['metadata']['name']}\n"
+            + self.node.container_log(OPERATOR_NAMESPACE, p["metadata"]["name"], "operator")[-6000:]
+            for p in pods
+        )
+
+    def service_url(self, name: str, namespace: str, *, port: int = 8080) -> str:
+        return self.node.service_url(name, namespace, port=port)
+
+    def wait_agent_ready(
+        self, kubectl: NamespacedKubectl, name: str, *, timeout: float = 90
+    ) -> Json:
+        """``kubectl wait --for=condition=Ready agentspec/<name>``, with the reasons on failure."""
+        result = kubectl(
+            "wait", "--for=condition=Ready", f"agentspec/{name}", f"--timeout={timeout:.0f}s",
+            check=False,
+        )  # fmt: skip
+        agent = kubectl.json("get", "agentspec", name)
+        if result.returncode != 0:
+            pods = self.node.pods(kubectl.namespace, f"agentspec.io/agent={name}")
+            logs = "\n".join(
+                self.node.container_log(kubectl.namespace, p["metadata"]["name"], "agent")[-3000:]
+                for p in pods
+            )
+            raise AssertionError(
+                f"agent {name} not Ready: {agent.get('status')}\npods: "
+                f"{[p.get('status') for p in pods]}\nlogs:\n{logs}\noperator:\n"
+                f"{self.operator_logs()}"
+            )
+        return agent
