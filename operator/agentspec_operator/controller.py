@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .errors import PermanentError, TemporaryError
+from .mcp_servers import McpServerReconciler
 from .reconcile import Reconciler
-from .registry import McpRegistry
-from .render import AGENT_LABEL
+from .render_meta import AGENT_LABEL
 from .settings import OperatorSettings
 from .workqueue import WorkQueue
 from .world import AGENTS, PROMPTS, Json, Key, World
@@ -46,10 +46,10 @@ def _partners(namespace: str, spec: Json) -> set[Key]:
 
 class Controller:
     def __init__(
-        self, *, reconciler: Reconciler, registry: McpRegistry, settings: OperatorSettings
+        self, *, reconciler: Reconciler, mcp: McpServerReconciler, settings: OperatorSettings
     ) -> None:
         self.reconciler = reconciler
-        self.registry = registry
+        self.mcp = mcp
         self.world: World = reconciler.world
         self.settings = settings
         self.agents: WorkQueue[Key] = WorkQueue()
@@ -69,7 +69,7 @@ class Controller:
         for _ in range(max(1, s.workers // 8)):
             self._spawn(self._work(self.prompts, self._prompt))
         for _ in range(PROBE_WORKERS):
-            self._spawn(self._work(self.probes, self.registry.reconcile))
+            self._spawn(self._work(self.probes, self.mcp.reconcile))
         self._spawn(self._resync_forever())
 
     def _spawn(self, coro: Awaitable[None]) -> None:

@@ -17,7 +17,7 @@ from agentspec_runtime.spec import GROUP, VERSION
 
 from . import world as w
 from .controller import Controller
-from .render import MANAGED_BY
+from .render_meta import MANAGED_BY
 
 Handler = Callable[..., Any]
 Decorator = Callable[[Handler], Handler]

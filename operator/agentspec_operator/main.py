@@ -23,10 +23,10 @@ from .controller import Controller
 from .handlers import build_registry, configure
 from .kube import KEDA_CRD, Kube
 from .leader import LeaderElector
+from .mcp_servers import McpServerReconciler
 from .reconcile import Reconciler, utc_now
-from .registry import McpRegistry
-from .render import MANAGED_BY
-from .render_policy import OPTIONAL_KINDS
+from .render import OPTIONAL_KINDS
+from .render_meta import MANAGED_BY
 from .settings import OperatorSettings, Selector, otel_passthrough, runtime_image_from_env
 from .world import World
 
@@ -227,8 +227,8 @@ async def _operate(args: argparse.Namespace, stop: asyncio.Event) -> None:
                     namespace=namespace,
                 ):
                     reconciler.optional_present.add((kind, ns, name))
-        mcp = McpRegistry(kube=kube, world=world, now=utc_now)
-        controller = Controller(reconciler=reconciler, registry=mcp, settings=op_settings)
+        mcp = McpServerReconciler(kube=kube, world=world, now=utc_now)
+        controller = Controller(reconciler=reconciler, mcp=mcp, settings=op_settings)
         ref.append(controller)
         controller.start()
         log.info(

@@ -40,7 +40,7 @@ class _ControllerCollector(Collector):
             value=ctl.reconciler.kube.requests,
         )
         yield CounterMetricFamily(
-            "agentspec_operator_mcp_probes", "McpServer probes run", value=ctl.registry.probes
+            "agentspec_operator_mcp_probes", "McpServer probes run", value=ctl.mcp.probes
         )
 
 

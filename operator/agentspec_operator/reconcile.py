@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentspec_runtime.spec import AgentResource, SpecError
+from agentspec_runtime.spec.problems import Problem
 from agentspec_runtime.spec.resolved import (
     REVISION_ANNOTATION,
     AgentConfig,
@@ -34,8 +35,8 @@ from agentspec_runtime.spec.resolved import (
 
 from .errors import OperatorError, PermanentError
 from .kube import KEDA_CRD, Kube
-from .render import PROMPT_VERSION_ANNOTATION, prompt_version
-from .render_policy import OPTIONAL_KINDS, optional_kinds_wanted, render_children
+from .render import OPTIONAL_KINDS, optional_kinds_wanted, render_children
+from .render_workload import PROMPT_VERSION_ANNOTATION, prompt_version
 from .settings import OperatorSettings
 from .status import agent_status, prompt_template_status, same_status, stalled_reason
 from .world import AGENTS, PROMPTS, Json, Key, World
@@ -43,7 +44,6 @@ from .world import AGENTS, PROMPTS, Json, Key, World
 log = logging.getLogger(__name__)
 
 SECRET_CACHE_SECONDS = 30.0
-UNSUPPORTED = "Unsupported"
 ChildKey = tuple[str, str, str]
 """(kind, namespace, name)"""
 
@@ -57,16 +57,18 @@ def _digest(manifest: Json) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _rv_newer(a: Json | None, b: Json | None) -> Json | None:
-    """The more recent of two copies of an object (resourceVersions are etcd revisions)."""
-    if a is None or b is None:
-        return a or b
+def _newer_spec(applied: Json | None, watched: Json | None) -> Json | None:
+    """The copy to compute status from: the one our apply returned while the watch has not
+    yet shown that spec (a lower ``metadata.generation``), else the watched one, whose status
+    is the latest the Deployment controller wrote. (resourceVersions are opaque: never
+    ordered.)"""
+    if applied is None or watched is None:
+        return watched or applied
 
-    def rv(x: Json) -> int:
-        value = str((x.get("metadata") or {}).get("resourceVersion") or "0")
-        return int(value) if value.isdigit() else 0
+    def generation(x: Json) -> int:
+        return int((x.get("metadata") or {}).get("generation") or 0)
 
-    return a if rv(a) >= rv(b) else b
+    return applied if generation(applied) > generation(watched) else watched
 
 
 class Reconciler:
@@ -121,6 +123,9 @@ class Reconciler:
         """Forget what was applied: the next reconcile of each agent re-asserts everything."""
         self._applied.clear()
 
+    def _fresher_deployment(self, key: Key) -> Json | None:
+        return _newer_spec(self._deployments.get(key), self.world.deployment(key))
+
     # --- AgentSpec ---------------------------------------------------------------------
 
     async def reconcile_agent(self, key: Key) -> float | None:
@@ -135,7 +140,7 @@ class Reconciler:
             return None  # the garbage collector removes the children via ownerReferences
         agent = self.world.agent(key)
         config: AgentConfig | None = None
-        reason: str | None = None
+        problems: list[Problem]
         if isinstance(agent, SpecError):
             problems = agent.problems
         elif agent is None:
@@ -147,14 +152,12 @@ class Reconciler:
             except ResolutionError as e:
                 problems = list(e.problems)
             if config is not None:
-                problems = unsupported_fields(config)
-                if problems:
-                    reason = UNSUPPORTED
-                else:
-                    problems = self._check_scaling(agent)
-                    problems += await self._check_secrets(agent, config, namespace=namespace)
+                problems = unsupported_fields(config) or [
+                    *self._check_scaling(agent),
+                    *await self._check_secrets(agent, config, namespace=namespace),
+                ]
         if problems or config is None or not isinstance(agent, AgentResource):
-            await self._report_stalled(key, body, problems, reason=reason)
+            await self._report_stalled(key, body, problems)
             return self.settings.stalled_retry_seconds
         try:
             deployment = await self._apply_children(key, agent, config)
@@ -164,7 +167,7 @@ class Reconciler:
                 key,
                 body,
                 problems=[],
-                deployment=_rv_newer(self._deployments.get(key), self.world.deployment(key)),
+                deployment=self._fresher_deployment(key),
                 revision=live.get(REVISION_ANNOTATION),
                 version=live.get(PROMPT_VERSION_ANNOTATION),
                 apply_error=str(e),
@@ -210,20 +213,24 @@ class Reconciler:
             agent, namespace=namespace, prompts=prompts, mcp_servers=servers, partners=partners
         )
 
-    def _check_scaling(self, agent: AgentResource) -> list[str]:
+    def _check_scaling(self, agent: AgentResource) -> list[Problem]:
         scaling = agent.spec.runtime.autoscaling
         if scaling is not None and scaling.provider == "keda" and not self.settings.keda_available:
             return [
-                "spec.runtime.autoscaling.provider: keda needs the KEDA ScaledObject CRD "
-                f"({KEDA_CRD}), which is not installed; use provider hpa or install KEDA"
+                Problem(
+                    "AutoscalerUnavailable",
+                    "spec.runtime.autoscaling.provider",
+                    f"keda needs the KEDA ScaledObject CRD ({KEDA_CRD}), which is not "
+                    "installed; use provider hpa or install KEDA",
+                )
             ]
         return []
 
     async def _check_secrets(
         self, agent: AgentResource, config: AgentConfig, *, namespace: str
-    ) -> list[str]:
+    ) -> list[Problem]:
         """Every referenced Secret key must exist (the pods would fail on it otherwise)."""
-        problems = []
+        problems: list[Problem] = []
         wanted = [(r.name, r.key) for r in config.secret_refs()]
         wanted += [
             (e.secret_key_ref.name, e.secret_key_ref.key)
@@ -239,9 +246,18 @@ class Reconciler:
                 keys_of[secret] = await self.kube.secret_keys(namespace=namespace, name=secret)
             keys = keys_of[secret]
             if keys is None:
-                problems.append(f"Secret {secret!r} not found (needed for key {key!r})")
+                # no field: one Secret may back several of them
+                problems.append(
+                    Problem(
+                        "ReferenceNotFound",
+                        "",
+                        f"Secret {secret!r} not found (needed for key {key!r})",
+                    )
+                )
             elif key not in keys:
-                problems.append(f"Secret {secret!r} has no key {key!r}")
+                problems.append(
+                    Problem("ReferenceNotFound", "", f"Secret {secret!r} has no key {key!r}")
+                )
             else:
                 self._secrets_ok[(namespace, secret, key)] = now
         return problems
@@ -267,7 +283,7 @@ class Reconciler:
                 await self.kube.delete(kind, namespace=namespace, name=name)
                 self.optional_present.discard(child)
                 self._applied.pop(child, None)
-        return _rv_newer(self._deployments.get(key), self.world.deployment(key))
+        return self._fresher_deployment(key)
 
     async def _apply_if_changed(self, manifest: Json) -> None:
         meta = manifest["metadata"]
@@ -287,28 +303,24 @@ class Reconciler:
         if applied.body is not None:
             self._deployments[(child[1], child[2])] = applied.body
 
-    async def _report_stalled(
-        self, key: Key, body: Json, problems: list[str], *, reason: str | None = None
-    ) -> None:
+    async def _report_stalled(self, key: Key, body: Json, problems: list[Problem]) -> None:
         """Stalled: status + one Warning Event per distinct message; children untouched."""
         namespace, name = key
         live = self.world.config_map_annotations((namespace, config_map_name(name)))
-        reason = reason or stalled_reason(problems)
         await self._write_agent_status(
             key,
             body,
             problems=problems,
-            stalled=reason,
-            deployment=_rv_newer(self._deployments.get(key), self.world.deployment(key)),
+            deployment=self._fresher_deployment(key),
             revision=live.get(REVISION_ANNOTATION),
             version=live.get(PROMPT_VERSION_ANNOTATION),
         )
-        message = "; ".join(problems)
+        message = "; ".join(map(str, problems))
         if self._stalled_event.get(key) != message:
             self._stalled_event[key] = message
             log.warning("AgentSpec %s/%s stalled: %s", namespace, name, message)
             await self.kube.post_event(
-                _involved(body), warning=True, reason=reason, message=message
+                _involved(body), warning=True, reason=stalled_reason(problems), message=message
             )
 
     async def _write_agent_status(
@@ -316,11 +328,10 @@ class Reconciler:
         key: Key,
         body: Json,
         *,
-        problems: list[str],
+        problems: list[Problem],
         deployment: Json | None,
         revision: str | None,
         version: str | None,
-        stalled: str | None = None,
         apply_error: str | None = None,
         apply_error_permanent: bool = False,
     ) -> None:
@@ -331,7 +342,6 @@ class Reconciler:
             namespace=namespace,
             generation=(body.get("metadata") or {}).get("generation"),
             problems=problems,
-            stalled_as=stalled,
             deployment=deployment,
             live_revision=revision,
             live_prompt_version=version,

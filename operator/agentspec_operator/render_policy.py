@@ -1,9 +1,4 @@
-"""Pure rendering of an agent's policy children: NetworkPolicy, PDB, HPA, KEDA ScaledObject,
-and :func:`render_children`, the whole wanted set for one agent.
-
-Which optional children exist is decided here too (:func:`optional_kinds_wanted`), so the
-reconciler can prune the ones no longer wanted.
-"""
+"""Pure rendering of an agent's policy children: NetworkPolicy, PDB, HPA, KEDA ScaledObject."""
 
 from __future__ import annotations
 
@@ -11,21 +6,14 @@ from collections.abc import Iterable
 
 from agentspec_runtime.spec import AgentResource
 from agentspec_runtime.spec.agent import AutoscalingSpec
-from agentspec_runtime.spec.resolved import AgentConfig
 
-from .render import (
+from .render_meta import (
     AGENT_LABEL,
     API_PORT,
     METRICS_PORT,
     AgentRef,
     Manifest,
     metadata,
-    render_config_map,
-    render_deployment,
-    render_role,
-    render_role_binding,
-    render_service,
-    render_service_account,
     selector_labels,
 )
 from .settings import OperatorSettings
@@ -33,7 +21,6 @@ from .settings import OperatorSettings
 TOKENS_METRIC = "agentspec_tokens_per_second"
 """Per-pod metric the HPA scales on; a metrics adapter must serve it (see docs/operator.md)."""
 KEDA_API_VERSION = "keda.sh/v1alpha1"
-OPTIONAL_KINDS = ("PodDisruptionBudget", "HorizontalPodAutoscaler", "ScaledObject")
 
 
 def quantity(value: float) -> str:
@@ -148,40 +135,3 @@ def render_scaled_object(owner: AgentRef, scaling: AutoscalingSpec) -> Manifest:
             ],
         },
     }
-
-
-def optional_kinds_wanted(agent: AgentResource) -> set[str]:
-    scaling = agent.spec.runtime.autoscaling
-    wanted = {"PodDisruptionBudget"} if wants_pdb(agent) else set()
-    if scaling is not None:
-        wanted.add("ScaledObject" if scaling.provider == "keda" else "HorizontalPodAutoscaler")
-    return wanted
-
-
-def render_children(
-    agent: AgentResource,
-    config: AgentConfig,
-    *,
-    namespace: str,
-    callers: Iterable[tuple[str, str]],
-    settings: OperatorSettings,
-) -> list[Manifest]:
-    """Every child the agent should have, ConfigMap first (pods need it before they start)."""
-    owner = AgentRef.of(agent, namespace=namespace)
-    children = [
-        render_config_map(owner, config),
-        render_service_account(owner),
-        render_role(owner, agent=agent, config=config),
-        render_role_binding(owner),
-        render_service(owner),
-        render_network_policy(owner, callers=callers, settings=settings),
-        render_deployment(owner, agent=agent, settings=settings),
-    ]
-    if wants_pdb(agent):
-        children.append(render_pdb(owner))
-    scaling = agent.spec.runtime.autoscaling
-    if scaling is not None and scaling.provider == "hpa":
-        children.append(render_hpa(owner, scaling))
-    elif scaling is not None and settings.keda_available:
-        children.append(render_scaled_object(owner, scaling))
-    return children

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from agentspec_runtime.spec.problems import Problem
 from agentspec_runtime.spec.resolved import service_url
 
 Json = dict[str, Any]
@@ -94,15 +95,9 @@ def rollout(deployment: Json | None) -> Rollout:
 # --- AgentSpec --------------------------------------------------------------------
 
 
-def stalled_reason(problems: list[str]) -> str:
-    text = " ".join(problems)
-    if "does not accept callers" in text:
-        return "PartnerNotAccepted"
-    if "not found" in text:
-        return "ReferenceNotFound"
-    if "KEDA" in text:
-        return "AutoscalerUnavailable"
-    return "InvalidReference"
+def stalled_reason(problems: list[Problem]) -> str:
+    """The Stalled reason: the first problem's (each problem carries its own)."""
+    return problems[0].reason if problems else "InvalidReference"
 
 
 def agent_status(
@@ -110,8 +105,7 @@ def agent_status(
     name: str,
     namespace: str,
     generation: int | None,
-    problems: list[str],
-    stalled_as: str | None = None,
+    problems: list[Problem],
     deployment: Json | None,
     live_revision: str | None,
     live_prompt_version: str | None,
@@ -122,8 +116,6 @@ def agent_status(
 ) -> Json:
     """Status of an AgentSpec: Stalled from resolution, Ready/Reconciling from the Deployment.
 
-    ``stalled_as``: the Stalled reason when the caller knows it (``Unsupported``); else it is
-    derived from the problems.
 
     ``apply_error``: the apiserver refused a child. Temporary refusals (quota, conflicts,
     outages) keep the agent Reconciling; permanent ones (invalid, forbidden) stall it.
@@ -133,11 +125,11 @@ def agent_status(
     """
     state = rollout(deployment)
     if problems:
-        message = "; ".join(problems)
+        message = "; ".join(map(str, problems))
         wanted = [
             Cond(READY, False, "Stalled", message),
             Cond(RECONCILING, False, "Stalled", "waiting for the references to be fixed"),
-            Cond(STALLED, True, stalled_as or stalled_reason(problems), message),
+            Cond(STALLED, True, stalled_reason(problems), message),
         ]
     elif apply_error:
         reason = "ApplyRejected" if apply_error_permanent else "ApplyFailed"

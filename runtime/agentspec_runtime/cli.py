@@ -89,46 +89,24 @@ def render_manifests(
     paths: list[Path], *, namespace: str, image: str | None
 ) -> list[dict[str, Any]]:
     """What the operator would create for these files (needs the [operator] extra)."""
-    from agentspec_operator.render_policy import render_children
+    from agentspec_operator.render import render_children
     from agentspec_operator.settings import OperatorSettings, runtime_image_from_env
 
-    from .spec import AgentResource, McpServerResource, PromptTemplateResource, parse_resource
-    from .spec.resolved import resolve_agent
-    from .specfiles import check_references, read
+    from .specfiles import read
 
-    documents, problems = read(paths)
-    problems += check_references(documents, namespace=namespace) if not problems else []
+    _, bundle, problems = read(paths, namespace=namespace)
+    problems = problems or bundle.problems()
     if problems:
         raise SystemExit("agentspec render: the files have problems:\n  " + "\n  ".join(problems))
-    resources = [
-        parse_resource(d.body)
-        for d in documents
-        if str(d.body.get("apiVersion", "")).startswith("agentspec.io/")
-    ]
-    agents = [r for r in resources if isinstance(r, AgentResource)]
     settings = OperatorSettings(runtime_image=image or runtime_image_from_env())
     manifests: list[dict[str, Any]] = []
-    for agent in agents:
-        ns = agent.metadata.namespace or namespace
-        config = resolve_agent(
-            agent,
-            namespace=ns,
-            prompts={
-                r.metadata.name: r for r in resources if isinstance(r, PromptTemplateResource)
-            },
-            mcp_servers={r.metadata.name: r for r in resources if isinstance(r, McpServerResource)},
-            partners={(a.metadata.namespace or namespace, a.metadata.name): a for a in agents},
-        )
-        callers = [
-            (a.metadata.namespace or namespace, a.metadata.name)
-            for a in agents
-            if any(
-                p.name == agent.metadata.name and (p.namespace or namespace) == ns
-                for p in a.spec.partners
-            )
-        ]
+    for key, agent in bundle.agents.items():
         for child in render_children(
-            agent, config, namespace=ns, callers=callers, settings=settings
+            agent,
+            bundle.resolve(key),
+            namespace=key[0],
+            callers=bundle.callers(key),
+            settings=settings,
         ):
             # the operator adds ownerReferences: only a cluster knows the AgentSpec's uid
             child["metadata"].pop("ownerReferences", None)

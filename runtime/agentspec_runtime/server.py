@@ -30,19 +30,20 @@ from .adapters.config_sources import parse_config, parse_partner_urls, watch_fil
 from .adapters.openai_model import OpenAIModel
 from .adapters.secrets import LocalSecrets
 from .api.app import Lifecycle, api_app, metrics_app
-from .engine.agent import (
+from .engine.agent import Engine
+from .engine.errors import ConfigError
+from .engine.memory import IN_PROCESS
+from .engine.ports import (
     Endpoint,
-    Engine,
     McpConnection,
     MemoryBuilder,
+    MemoryStore,
     ModelBuilder,
+    ModelClient,
     PartnerConnection,
     SecretResolver,
 )
-from .engine.errors import ConfigError
-from .engine.memory import IN_PROCESS, MemoryStore
 from .engine.telemetry import Metrics
-from .engine.types import ModelClient
 from .spec.resolved import (
     AgentConfig,
     ResolvedMcpServer,

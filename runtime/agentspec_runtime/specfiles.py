@@ -1,6 +1,7 @@
 """Reading spec files as a user writes them: YAML files and folders, many documents each.
 
-Shared by ``agentspec up`` and ``agentspec validate``. Every problem names the file, the
+Shared by ``agentspec up``, ``validate`` and ``render``: files and folders become documents
+and one :class:`~agentspec_runtime.spec.bundle.Bundle`. Every problem names the file, the
 document (number, kind and name) and the field: schema errors from the models, and
 cross-file references (a PromptTemplate, version, label, McpServer or partner that no file
 defines) from the same resolution the operator runs.
@@ -15,15 +16,7 @@ from typing import Any
 
 import yaml
 
-from agentspec_runtime.spec import (
-    AgentResource,
-    AnyResource,
-    McpServerResource,
-    PromptTemplateResource,
-    parse_resource,
-)
-from agentspec_runtime.spec.resolved import ResolutionError, resolve_agent, unsupported_fields
-from agentspec_runtime.spec.resources import SpecError
+from agentspec_runtime.spec.bundle import Bundle
 
 
 @dataclass(frozen=True)
@@ -53,8 +46,11 @@ def yaml_files(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
     return files, problems
 
 
-def read(paths: Sequence[Path]) -> tuple[list[Document], list[str]]:
-    """Every document of every file, and every problem (YAML and schema) found on the way."""
+def read(
+    paths: Sequence[Path], *, namespace: str = "default"
+) -> tuple[list[Document], Bundle, list[str]]:
+    """Every document of every file, the :class:`Bundle` of the spec documents, and every
+    problem found on the way (YAML, schema); references are checked by ``bundle.problems()``."""
     files, problems = yaml_files(paths)
     documents: list[Document] = []
     for path in files:
@@ -67,51 +63,13 @@ def read(paths: Sequence[Path]) -> tuple[list[Document], list[str]]:
             if not isinstance(body, dict):
                 problems.append(f"{path}: document {i} is not a mapping")
                 continue
-            document = Document(path, i, body)
-            if str(body.get("apiVersion", "")).startswith("agentspec.io/"):
-                try:
-                    parse_resource(body)
-                except SpecError as e:
-                    problems += [f"{document.where}: {p}" for p in e.problems]
-                    continue
-            documents.append(document)
-    return documents, problems
-
-
-def check_references(documents: list[Document], *, namespace: str = "default") -> list[str]:
-    """Resolve every AgentSpec against the documents, as the operator would (fields the
-    engine cannot honour yet are problems too)."""
-    parsed: list[tuple[Document, AnyResource]] = [
-        (d, parse_resource(d.body))
-        for d in documents
-        if str(d.body.get("apiVersion", "")).startswith("agentspec.io/")
-    ]
-    prompts = {r.metadata.name: r for _, r in parsed if isinstance(r, PromptTemplateResource)}
-    servers = {r.metadata.name: r for _, r in parsed if isinstance(r, McpServerResource)}
-    agents = {
-        (r.metadata.namespace or namespace, r.metadata.name): r
-        for _, r in parsed
-        if isinstance(r, AgentResource)
-    }
-    problems: list[str] = []
-    for document, resource in parsed:
-        if not isinstance(resource, AgentResource):
-            continue
-        try:
-            config = resolve_agent(
-                resource,
-                namespace=resource.metadata.namespace or namespace,
-                prompts=prompts,
-                mcp_servers=servers,
-                partners=agents,
-            )
-        except ResolutionError as e:
-            problems += [f"{document.where}: {p}" for p in e.problems]
-            continue
-        problems += [f"{document.where}: {p}" for p in unsupported_fields(config)]
-    return problems
+            documents.append(Document(path, i, body))
+    bundle, schema = Bundle.of(((d.body, d.where) for d in documents), namespace=namespace)
+    return documents, bundle, problems + schema
 
 
 def validate(paths: Sequence[Path]) -> list[str]:
-    documents, problems = read(paths)
-    return problems + check_references(documents)
+    """Everything wrong with the files: YAML, schema, then (when those are clean) references
+    and fields the engine cannot honour, each naming the file, document and field."""
+    _, bundle, problems = read(paths)
+    return problems or bundle.problems()

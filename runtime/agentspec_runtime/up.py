@@ -36,9 +36,10 @@ import httpx
 import yaml
 
 from agentspec_runtime.adapters.config_sources import LOCAL_URL_ANNOTATION
+from agentspec_runtime.adapters.urls import redis_location
 from agentspec_runtime.chat import REGISTRY
-from agentspec_runtime.engine.memory import IN_PROCESS, redis_location
-from agentspec_runtime.specfiles import check_references, read
+from agentspec_runtime.engine.memory import IN_PROCESS
+from agentspec_runtime.specfiles import read
 
 LOCAL_COMMAND = "agentspec.io/local-command"
 HOST = "127.0.0.1"
@@ -67,8 +68,8 @@ class UpError(Exception):
 
 def load(paths: Sequence[Path]) -> list[dict[str, Any]]:
     """Every document; any problem (YAML, schema, a dangling reference) is an ``UpError``."""
-    documents, problems = read(paths)
-    problems += check_references(documents) if not problems else []
+    documents, bundle, problems = read(paths)
+    problems = problems or bundle.problems()
     if problems:
         raise UpError("\n  ".join(["the files have problems:", *problems]))
     return [d.body for d in documents]

@@ -24,11 +24,11 @@ from agentspec_runtime.adapters.config_sources import parse_config
 from agentspec_runtime.adapters.mcp_tools import McpServerConnection, connect_mcp
 from agentspec_runtime.adapters.openai_model import OpenAIModel
 from agentspec_runtime.adapters.secrets import LocalSecrets
-from agentspec_runtime.engine.agent import Endpoint, Engine
+from agentspec_runtime.engine.agent import Engine
 from agentspec_runtime.engine.errors import ToolError
 from agentspec_runtime.engine.loop import AgentRequest
+from agentspec_runtime.engine.ports import Endpoint, ModelClient
 from agentspec_runtime.engine.telemetry import Metrics
-from agentspec_runtime.engine.types import ModelClient
 from agentspec_runtime.server import memory_builder
 from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer
 from tests.support.agent_files import agent_docs

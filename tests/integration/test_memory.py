@@ -23,12 +23,13 @@ from agentspec_runtime.adapters.config_sources import parse_config
 from agentspec_runtime.adapters.openai_model import OpenAIModel
 from agentspec_runtime.adapters.redis_memory import connect_redis_memory
 from agentspec_runtime.adapters.secrets import LocalSecrets
+from agentspec_runtime.adapters.urls import redis_location
 from agentspec_runtime.engine import memory as mem
-from agentspec_runtime.engine.agent import Endpoint, Engine, McpConnection
+from agentspec_runtime.engine.agent import Engine
 from agentspec_runtime.engine.errors import ConfigError, MemoryUnavailableError
 from agentspec_runtime.engine.loop import AgentRequest, AgentResult
+from agentspec_runtime.engine.ports import Endpoint, McpConnection, ModelClient
 from agentspec_runtime.engine.telemetry import Metrics
-from agentspec_runtime.engine.types import ModelClient
 from agentspec_runtime.server import memory_builder
 from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer
 from tests.support.agent_files import agent_docs
@@ -330,5 +331,5 @@ async def test_redis_lost_mid_flight_fails_requests_with_a_clear_error(
 
 
 def test_locations_never_show_credentials() -> None:
-    assert mem.redis_location("redis://u:s3cret@redis.infra:6380/2") == "redis://redis.infra:6380/2"
-    assert mem.redis_location("rediss://:s3cret@redis.infra") == "rediss://redis.infra:6379/0"
+    assert redis_location("redis://u:s3cret@redis.infra:6380/2") == "redis://redis.infra:6380/2"
+    assert redis_location("rediss://:s3cret@redis.infra") == "rediss://redis.infra:6379/0"

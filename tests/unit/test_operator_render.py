@@ -14,16 +14,13 @@ from typing import Any
 import pytest
 
 from agentspec_operator.probe import as_seen_from
-from agentspec_operator.render import (
-    AgentRef,
+from agentspec_operator.render import optional_kinds_wanted, render_children
+from agentspec_operator.render_meta import AgentRef
+from agentspec_operator.render_policy import quantity
+from agentspec_operator.render_workload import (
     prompt_version,
     render_deployment,
     render_pod_template,
-)
-from agentspec_operator.render_policy import (
-    optional_kinds_wanted,
-    quantity,
-    render_children,
 )
 from agentspec_operator.settings import OperatorSettings
 from agentspec_operator.status import (
@@ -34,6 +31,7 @@ from agentspec_operator.status import (
     rollout,
 )
 from agentspec_runtime.spec import AgentResource, PromptTemplateResource, parse_resource
+from agentspec_runtime.spec.problems import Problem
 from agentspec_runtime.spec.resolved import AgentConfig, resolve_agent
 
 NS = "team-a"
@@ -378,7 +376,9 @@ def test_agent_status_when_stalled_names_the_reference_and_keeps_the_live_revisi
         name="finance",
         namespace=NS,
         generation=4,
-        problems=["spec.promptRef.name: PromptTemplate 'p' not found"],
+        problems=[
+            Problem("ReferenceNotFound", "spec.promptRef.name", "PromptTemplate 'p' not found")
+        ],
         deployment=None,
         live_revision="abc",
         live_prompt_version="v1",
@@ -388,7 +388,7 @@ def test_agent_status_when_stalled_names_the_reference_and_keeps_the_live_revisi
     by_type = {c["type"]: c for c in status["conditions"]}
     assert by_type["Stalled"]["status"] == "True"
     assert by_type["Stalled"]["reason"] == "ReferenceNotFound"
-    assert "PromptTemplate 'p' not found" in by_type["Stalled"]["message"]
+    assert by_type["Stalled"]["message"] == "spec.promptRef.name: PromptTemplate 'p' not found"
     assert by_type["Ready"]["status"] == "False"
     assert all(c["observedGeneration"] == 4 for c in status["conditions"])
     assert status["configRevision"] == "abc"

@@ -181,7 +181,7 @@ def test_dangling_references_are_named(edit: Any, problem: str) -> None:
     edit(docs)
     with pytest.raises(ResolutionError) as err:
         resolve(docs, "finance")
-    assert err.value.problems == [problem]
+    assert [str(p) for p in err.value.problems] == [problem]
 
 
 def test_cross_namespace_partner_needs_the_partners_consent() -> None:

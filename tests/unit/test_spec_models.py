@@ -19,6 +19,7 @@ from agentspec_runtime.spec import (
     SpecError,
     parse_resource,
 )
+from agentspec_runtime.spec.problems import Problem
 from tests.support.spec_cases import INVALID, InvalidCase, agent, prompt_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +57,8 @@ def test_examples_cover_the_kinds_the_issue_asks_for() -> None:
 def test_invalid_spec_is_rejected_naming_the_field(case: InvalidCase) -> None:
     with pytest.raises(SpecError) as err:
         parse_resource(case.doc)
-    problems = err.value.problems
+    problems = [str(p) for p in err.value.problems]
+    assert {p.reason for p in err.value.problems} == {"InvalidSpec"}
     assert any(
         p.startswith(f"{case.field}:") or p.startswith(f"{case.field}.") for p in problems
     ), problems
@@ -88,7 +90,11 @@ def test_template_must_declare_the_variables_it_uses() -> None:
     with pytest.raises(SpecError) as err:
         parse_resource(doc)
     assert err.value.problems == [
-        "spec.versions[0].template: uses {{ org }} but variables does not declare 'org'"
+        Problem(
+            "InvalidSpec",
+            "spec.versions[0].template",
+            "uses {{ org }} but variables does not declare 'org'",
+        )
     ]
 
 

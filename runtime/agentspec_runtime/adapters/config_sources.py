@@ -20,14 +20,8 @@ import watchfiles
 import yaml
 
 from agentspec_runtime.engine.errors import ConfigError
-from agentspec_runtime.spec import (
-    AgentResource,
-    McpServerResource,
-    PromptTemplateResource,
-    parse_resource,
-)
-from agentspec_runtime.spec.resolved import CONFIG_KEY, AgentConfig, ResolutionError, resolve_agent
-from agentspec_runtime.spec.resources import SpecError
+from agentspec_runtime.spec.bundle import Bundle
+from agentspec_runtime.spec.resolved import CONFIG_KEY, AgentConfig, ResolutionError
 
 if TYPE_CHECKING:  # lightkube is imported only in cluster mode
     from lightkube import AsyncClient
@@ -63,43 +57,28 @@ def parse_config(
 
 
 def _resolve_documents(docs: list[Any], *, agent: str | None, namespace: str) -> AgentConfig:
-    resources = []
     for i, doc in enumerate(docs):
         if not isinstance(doc, dict):
             raise ConfigError(f"document {i + 1} is not a mapping")
-        if not str(doc.get("apiVersion", "")).startswith("agentspec.io/"):
-            continue  # Secrets and other manifests may sit beside the specs
-        try:
-            resources.append(parse_resource(doc))
-        except SpecError as e:
-            raise ConfigError(f"document {i + 1} ({e})") from e
-    agents = {r.metadata.name: r for r in resources if isinstance(r, AgentResource)}
-    if agent is None:
-        if len(agents) != 1:
-            raise ConfigError(
-                f"the file holds {len(agents)} AgentSpecs ({', '.join(agents) or 'none'}): "
-                "name the one to run (--agent or AGENT_NAME)"
-            )
-        agent = next(iter(agents))
-    if agent not in agents:
-        raise ConfigError(f"no AgentSpec named {agent!r} in the file")
+    bundle, problems = Bundle.of(
+        ((doc, f"document {i + 1}") for i, doc in enumerate(docs)), namespace=namespace
+    )
+    if problems:
+        raise ConfigError("; ".join(problems))
     try:
-        config = resolve_agent(
-            agents[agent],
-            namespace=namespace,
-            prompts={
-                r.metadata.name: r for r in resources if isinstance(r, PromptTemplateResource)
-            },
-            mcp_servers={r.metadata.name: r for r in resources if isinstance(r, McpServerResource)},
-            partners={(r.metadata.namespace or namespace, n): r for n, r in agents.items()},
-        )
+        key = bundle.agent_key(agent)
+    except LookupError as e:
+        hint = " (--agent or AGENT_NAME)" if agent is None else " in the file"
+        raise ConfigError(f"{e}{hint}") from e
+    try:
+        config = bundle.resolve(key)
     except ResolutionError as e:
         raise ConfigError(str(e)) from e
     # `agentspec up` writes where each agent listens into the file it watches, so agents it
     # starts later are reachable from those already running (the file hot-reloads).
     local = {
-        n: r.metadata.annotations[LOCAL_URL_ANNOTATION]
-        for n, r in agents.items()
+        name: r.metadata.annotations[LOCAL_URL_ANNOTATION]
+        for (_, name), r in bundle.agents.items()
         if LOCAL_URL_ANNOTATION in r.metadata.annotations
     }
     return with_partner_urls(config, local)

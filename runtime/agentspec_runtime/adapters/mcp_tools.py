@@ -27,12 +27,11 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ListenNotSupportedError
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
-from agentspec_runtime.engine.agent import Endpoint
 from agentspec_runtime.engine.errors import ToolError
-from agentspec_runtime.engine.types import Tool, ToolSpec
+from agentspec_runtime.engine.ports import Endpoint, Tool
+from agentspec_runtime.engine.types import ToolSpec
 from agentspec_runtime.spec.resolved import ResolvedMcpServer
 
 log = logging.getLogger(__name__)
@@ -287,7 +286,9 @@ class McpServerConnection:
             async with Client(transport, message_handler=self._on_message) as client:
                 yield client
             return
-        http = create_mcp_http_client(
+        # The client the mcp package's own helper builds (a private module): headers and
+        # timeouts, redirects left off (the transport follows same-origin ones itself).
+        http = httpx2.AsyncClient(
             headers=self._headers,
             timeout=httpx2.Timeout(self.server.timeout_seconds, read=300.0),
         )

@@ -12,8 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
-from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
-from openai._types import RequestOptions
+from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient, RequestOptions
 
 from agentspec_runtime.engine.errors import ModelAuthError, ModelError, ModelNotFoundError
 from agentspec_runtime.engine.types import (

@@ -28,13 +28,14 @@ from a2a.types import AgentCard, Role, SendMessageRequest, TaskState
 
 from agentspec_runtime.engine.breaker import CircuitBreaker
 from agentspec_runtime.engine.errors import ToolError
-from agentspec_runtime.engine.snapshot import tool_name
 from agentspec_runtime.engine.types import (
     A2A_USAGE_KEY,
+    HOP_LIMIT_STATUS,
     HOPS_HEADER,
     ToolResult,
     ToolSpec,
     Usage,
+    tool_name,
 )
 from agentspec_runtime.spec.resolved import ResolvedPartner
 
@@ -233,10 +234,6 @@ def _usage(metadata: Any) -> Usage | None:
         return Usage(int(value["input_tokens"]), int(value["output_tokens"]))
     except (TypeError, ValueError, KeyError):  # a partner reporting nonsense costs nothing
         return None
-
-
-HOP_LIMIT_STATUS = 508
-"""What a runtime answers a request past its hop limit (api/inbound.py)."""
 
 
 def _http_status(error: BaseException) -> int | None:

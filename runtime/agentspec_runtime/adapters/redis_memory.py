@@ -25,8 +25,10 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from agentspec_runtime.engine.errors import ConfigError, MemoryUnavailableError
-from agentspec_runtime.engine.memory import MAX_TURNS, History, Summary, Turn, redis_location
+from agentspec_runtime.engine.memory import MAX_TURNS, History, Summary, Turn
 from agentspec_runtime.engine.types import Message
+
+from .urls import redis_location
 
 _APPEND = """
 local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)

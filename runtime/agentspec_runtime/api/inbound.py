@@ -6,7 +6,8 @@ probes and the agent card must carry one of its keys (``Authorization: Bearer <k
 name in the Secret) is made available to the handlers.
 
 Hops: agents calling agents send ``X-Agentspec-Hops``; a request arriving with more hops
-than ``max_hops`` is refused with 508, which stops call cycles (A -> B -> A ...).
+than ``max_hops`` is refused with 508 (``HOP_LIMIT_STATUS``), which stops call cycles
+(A -> B -> A ...).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from contextvars import ContextVar
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentspec_runtime.engine.agent import Engine
-from agentspec_runtime.engine.types import HOPS_HEADER
+from agentspec_runtime.engine.types import HOP_LIMIT_STATUS, HOPS_HEADER
 
 OPEN_PATHS = ("/healthz", "/readyz", "/.well-known/agent-card.json")
 """What kubelet probes and A2A discovery need; /status shows internals, so it needs a key."""
@@ -60,7 +61,10 @@ class InboundMiddleware:
         count = int(raw) if raw is not None else 0
         if count > self.max_hops:
             await _reject(
-                send, 508, f"hop limit of {self.max_hops} reached: call cycle?", "hop_limit"
+                send,
+                HOP_LIMIT_STATUS,
+                f"hop limit of {self.max_hops} reached: call cycle?",
+                "hop_limit",
             )
             return
         who = None

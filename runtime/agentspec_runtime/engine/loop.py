@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import memory as mem
 from . import telemetry as t
 from .errors import MemoryUnavailableError, ModelError, ToolError
+from .ports import MemoryStore, Tool
 from .prompts import RenderedPrompt
 from .snapshot import Snapshot
 from .telemetry import Metrics
@@ -32,7 +33,6 @@ from .types import (
     ModelParams,
     ModelTurn,
     OnDelta,
-    Tool,
     ToolCall,
     ToolOutcome,
     ToolResult,
@@ -168,7 +168,7 @@ class AgentRun:
 
     # -- memory ---------------------------------------------------------------------------
 
-    async def _recall(self, store: mem.MemoryStore) -> None:
+    async def _recall(self, store: MemoryStore) -> None:
         spec = self.snapshot.config.memory
         try:
             history = await store.load(self.memory_key, last=mem.turns_needed(spec))
@@ -191,7 +191,7 @@ class AgentRun:
         self._memory_outcome("recall", "ok")
 
     async def _fold(
-        self, store: mem.MemoryStore, history: mem.History, folded: list[mem.Turn]
+        self, store: MemoryStore, history: mem.History, folded: list[mem.Turn]
     ) -> mem.History:
         """Summarize ``folded`` into the stored summary; on failure keep the history as it is
         (this request truncates instead, a later one tries again)."""
@@ -226,7 +226,7 @@ class AgentRun:
             self._memory_outcome("summarize", "error")
             raise
 
-    async def _record(self, store: mem.MemoryStore, answer: str) -> None:
+    async def _record(self, store: MemoryStore, answer: str) -> None:
         """Remember this exchange. A failure is logged, not raised: the answer exists."""
         messages = mem.remembered(self.input, answer)
         try:

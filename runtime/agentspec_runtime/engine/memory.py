@@ -3,7 +3,7 @@
 A conversation is stored as *turns*: the new user input of one request plus the agent's final
 answer (tool calls and their results are not kept: the answer says what they gave, and a
 history cut between a tool call and its result is one no model accepts). Older turns may have
-been folded into a *summary*. The store (in-process or Redis, behind :class:`MemoryStore`)
+been folded into a *summary*. The store (in-process or Redis, behind ``ports.MemoryStore``)
 only keeps and hands back; everything else is decided here, with no I/O of its own:
 
 * **new input** — a client that resends the conversation (OpenAI style) is not counted twice:
@@ -23,23 +23,19 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 from agentspec_runtime.spec.agent import MemorySpec
 
 from .types import Message
 
+if TYPE_CHECKING:
+    from .ports import MemoryStore
+
 MAX_TURNS = 1000
 """Turns a store keeps per conversation (the most ``search.limit`` can ask for)."""
 IN_PROCESS = "inMemory"
 """The memory override (local mode) that keeps every agent's memory in its own process."""
-
-
-def redis_location(url: str) -> str:
-    """A Redis URL without credentials (for status, logs and errors)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,30 +62,6 @@ class History:
 
 
 EMPTY = History(None, ())
-
-
-class MemoryStore(Protocol):
-    """Where conversations live. Raises ``MemoryUnavailableError`` when it cannot answer."""
-
-    @property
-    def location(self) -> str:
-        """Where, for /status (no credentials)."""
-        ...
-
-    async def load(self, key: str, *, last: int | None = None) -> History:
-        """The conversation: its summary and its stored turns, only the ``last`` ones if set."""
-        ...
-
-    async def append(self, key: str, messages: Sequence[Message], *, tokens: int, ttl: int) -> None:
-        """Add one turn (its seq is the next one) and keep the conversation ``ttl`` seconds."""
-        ...
-
-    async def fold(self, key: str, summary: Summary, *, after: int, ttl: int) -> bool:
-        """Replace the turns up to ``summary.through`` by ``summary`` if the stored summary
-        still ends at ``after`` (0: none); False when someone else folded first."""
-        ...
-
-    async def aclose(self) -> None: ...
 
 
 def conversation_key(*, namespace: str, agent: str, consumer: str | None, context_id: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -22,16 +21,11 @@ from typing import Any, Literal
 from agentspec_runtime.spec.resolved import AgentConfig
 
 from .errors import NotReadyError
-from .memory import MemoryStore
+from .ports import MemoryStore, ModelClient, Tool
 from .prompts import PromptSelector
-from .types import ModelClient, Tool
+from .types import tool_name
 
 log = logging.getLogger(__name__)
-
-
-def tool_name(name: str) -> str:
-    """A name every OpenAI-compatible model accepts: ``^[a-zA-Z0-9_-]{1,64}$``."""
-    return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:64] or "tool"
 
 
 @dataclass

@@ -1,16 +1,19 @@
-"""Value types shared by the loop and its interfaces (model client, tools)."""
+"""Value types shared by the loop and its ports (engine/ports.py): messages, turns, tools."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any
 
 Message = dict[str, Any]
 """A chat message in the OpenAI wire shape (role, content, tool_calls, tool_call_id)."""
 
 HOPS_HEADER = "x-agentspec-hops"
 """How many agent-to-agent calls led to a request; stops call cycles."""
+HOP_LIMIT_STATUS = 508
+"""What a runtime answers a request past its hop limit (HTTP 508 Loop Detected)."""
 A2A_USAGE_KEY = "agentspec.io/usage"
 """A2A status metadata carrying ``{input_tokens, output_tokens}`` a task spent."""
 
@@ -52,6 +55,11 @@ class ModelTurn:
     finish_reason: str = "stop"
 
 
+def tool_name(name: str) -> str:
+    """A name every OpenAI-compatible model accepts: ``^[a-zA-Z0-9_-]{1,64}$``."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:64] or "tool"
+
+
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
     """What the model sees of a tool."""
@@ -90,49 +98,9 @@ class ModelParams:
     max_tokens: int | None = None
 
 
-class ModelClient(Protocol):
-    """How the engine talks to a chat model (one implementation per wire format)."""
-
-    @property
-    def endpoint(self) -> str:
-        """Where the model lives (shown in /status)."""
-        ...
-
-    async def complete(
-        self,
-        *,
-        params: ModelParams,
-        messages: list[Message],
-        tools: list[ToolSpec],
-        on_delta: OnDelta | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> ModelTurn:
-        """One chat completion. Raises ``ModelError`` subclasses when it finally fails."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class ToolResult:
     """A tool's answer with the model tokens it spent (a partner agent reports its usage)."""
 
     content: str
     usage: Usage = field(default_factory=Usage)
-
-
-class Tool(Protocol):
-    """One callable tool (an MCP tool, a partner agent, a knowledge source)."""
-
-    @property
-    def spec(self) -> ToolSpec: ...
-
-    @property
-    def source(self) -> Literal["mcp", "partner", "knowledge"]: ...
-
-    async def call(
-        self, arguments: dict[str, Any], *, headers: Mapping[str, str], context_id: str
-    ) -> str | ToolResult:
-        """Run the tool for the conversation ``context_id`` (a partner agent continues it);
-        raise ``ToolError`` with a message for the model on failure."""
-        ...

@@ -27,6 +27,7 @@ from .agent import (
     ModelSpec,
     RateLimitSpec,
 )
+from .problems import Problem
 from .prompt import PLACEHOLDER, CanaryRelease, PromptVariable
 from .resources import AgentResource, McpServerResource, PromptTemplateResource
 
@@ -159,7 +160,7 @@ def _unsupported_set(config: AgentConfig) -> list[tuple[str, bool, str]]:
     ]
 
 
-def unsupported_fields(config: AgentConfig) -> list[str]:
+def unsupported_fields(config: AgentConfig) -> list[Problem]:
     """Fields the schema accepts but this engine cannot honour yet, one message each.
 
     Fail closed: an agent that sets one is refused (the operator stalls it with reason
@@ -168,7 +169,11 @@ def unsupported_fields(config: AgentConfig) -> list[str]:
     as the features land.
     """
     return [
-        f"{field}: not supported by this version of the engine ({why}); remove the field"
+        Problem(
+            "Unsupported",
+            field,
+            f"not supported by this version of the engine ({why}); remove the field",
+        )
         for field, is_set, why in _unsupported_set(config)
         if is_set
     ]
@@ -181,9 +186,9 @@ def config_revision(payload: str) -> str:
 class ResolutionError(ValueError):
     """References that cannot be resolved; each problem names the field and the reference."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
-        super().__init__("; ".join(problems))
+        super().__init__("; ".join(map(str, problems)))
 
 
 def resolve_agent(
@@ -203,7 +208,7 @@ def resolve_agent(
     listing every dangling or invalid reference.
     """
     spec = agent.spec
-    problems: list[str] = []
+    problems: list[Problem] = []
     prompt = _resolve_prompt(spec, prompts, problems)
     servers = [_resolve_mcp(spec, i, mcp_servers, problems) for i in range(len(spec.mcp_servers))]
     peers = [
@@ -239,7 +244,7 @@ def resolve_agent(
 
 
 def _resolve_prompt(
-    spec: AgentSpec, prompts: Mapping[str, PromptTemplateResource], problems: list[str]
+    spec: AgentSpec, prompts: Mapping[str, PromptTemplateResource], problems: list[Problem]
 ) -> ResolvedPrompt | None:
     if spec.prompt is not None:
         variables = [
@@ -258,7 +263,11 @@ def _resolve_prompt(
     assert ref is not None  # the model guarantees exactly one of prompt / promptRef
     template = prompts.get(ref.name)
     if template is None:
-        problems.append(f"spec.promptRef.name: PromptTemplate {ref.name!r} not found")
+        problems.append(
+            Problem(
+                "ReferenceNotFound", "spec.promptRef.name", f"PromptTemplate {ref.name!r} not found"
+            )
+        )
         return None
     body = template.spec
     canary = body.release.canary
@@ -268,7 +277,11 @@ def _resolve_prompt(
     elif ref.label is not None:
         if ref.label not in body.labels:
             problems.append(
-                f"spec.promptRef.label: PromptTemplate {ref.name!r} has no label {ref.label!r}"
+                Problem(
+                    "ReferenceNotFound",
+                    "spec.promptRef.label",
+                    f"PromptTemplate {ref.name!r} has no label {ref.label!r}",
+                )
             )
             return None
         stable, canary = body.labels[ref.label], None
@@ -281,7 +294,13 @@ def _resolve_prompt(
     for name in wanted:
         version = body.version(name)
         if version is None:
-            problems.append(f"{field}: PromptTemplate {ref.name!r} has no version {name!r}")
+            problems.append(
+                Problem(
+                    "ReferenceNotFound",
+                    field,
+                    f"PromptTemplate {ref.name!r} has no version {name!r}",
+                )
+            )
             return None
         versions.append(
             ResolvedPromptVersion(
@@ -291,8 +310,12 @@ def _resolve_prompt(
     unknown = sorted(set(ref.variables) - {v.name for ver in versions for v in ver.variables})
     if unknown:
         problems.append(
-            f"spec.promptRef.variables: PromptTemplate {ref.name!r} declares no variable "
-            + ", ".join(repr(u) for u in unknown)
+            Problem(
+                "InvalidReference",
+                "spec.promptRef.variables",
+                f"PromptTemplate {ref.name!r} declares no variable "
+                + ", ".join(repr(u) for u in unknown),
+            )
         )
     return ResolvedPrompt(
         template_name=ref.name,
@@ -305,13 +328,15 @@ def _resolve_prompt(
 
 
 def _resolve_mcp(
-    spec: AgentSpec, index: int, registry: Mapping[str, McpServerResource], problems: list[str]
+    spec: AgentSpec, index: int, registry: Mapping[str, McpServerResource], problems: list[Problem]
 ) -> ResolvedMcpServer | None:
     ref = spec.mcp_servers[index]
     field = f"spec.mcpServers[{index}]"
     server = registry.get(ref.name)
     if server is None:
-        problems.append(f"{field}.name: McpServer {ref.name!r} not found")
+        problems.append(
+            Problem("ReferenceNotFound", f"{field}.name", f"McpServer {ref.name!r} not found")
+        )
         return None
     body = server.spec
     for kind, declared, given in (
@@ -323,7 +348,11 @@ def _resolve_mcp(
             if need.required and need.name.lower() not in supplied:
                 attr = "headers" if kind == "header" else "queryParams"
                 problems.append(
-                    f"{field}.{attr}: McpServer {ref.name!r} requires {kind} {need.name!r}"
+                    Problem(
+                        "InvalidReference",
+                        f"{field}.{attr}",
+                        f"McpServer {ref.name!r} requires {kind} {need.name!r}",
+                    )
                 )
     return ResolvedMcpServer(
         name=ref.name,
@@ -349,22 +378,32 @@ def _resolve_partner(
     namespace: str,
     partners: Mapping[tuple[str, str], AgentResource],
     partner_url: str | None,
-    problems: list[str],
+    problems: list[Problem],
 ) -> ResolvedPartner | None:
     ref = agent.spec.partners[index]
     field = f"spec.partners[{index}]"
     ns = ref.namespace or namespace
     if ns == namespace and ref.name == agent.metadata.name:
-        problems.append(f"{field}.name: an agent cannot be its own partner")
+        problems.append(
+            Problem("InvalidReference", f"{field}.name", "an agent cannot be its own partner")
+        )
         return None
     partner = partners.get((ns, ref.name))
     if partner is None:
-        problems.append(f"{field}.name: partner AgentSpec {ns}/{ref.name} not found")
+        problems.append(
+            Problem(
+                "ReferenceNotFound", f"{field}.name", f"partner AgentSpec {ns}/{ref.name} not found"
+            )
+        )
         return None
     if ns != namespace and not _accepts(partner, namespace):
         problems.append(
-            f"{field}.namespace: AgentSpec {ns}/{ref.name} does not accept callers from "
-            f"namespace {namespace!r} (annotation {ACCEPT_CALLERS_ANNOTATION})"
+            Problem(
+                "PartnerNotAccepted",
+                f"{field}.namespace",
+                f"AgentSpec {ns}/{ref.name} does not accept callers from "
+                f"namespace {namespace!r} (annotation {ACCEPT_CALLERS_ANNOTATION})",
+            )
         )
         return None
     url = (partner_url or service_url("{name}", "{namespace}")).format(name=ref.name, namespace=ns)
@@ -377,16 +416,23 @@ def _resolve_partner(
     )
 
 
-def _check_knowledge(spec: AgentSpec, problems: list[str]) -> None:
+def _check_knowledge(spec: AgentSpec, problems: list[Problem]) -> None:
     servers = {s.name for s in spec.mcp_servers}
     partners = {p.name for p in spec.partners}
     for i, source in enumerate(spec.knowledge):
         if source.mcp_tool and source.mcp_tool.server not in servers:
             problems.append(
-                f"spec.knowledge[{i}].mcpTool.server: {source.mcp_tool.server!r} is not in "
-                "spec.mcpServers"
+                Problem(
+                    "InvalidReference",
+                    f"spec.knowledge[{i}].mcpTool.server",
+                    f"{source.mcp_tool.server!r} is not in spec.mcpServers",
+                )
             )
         if source.partner and source.partner.name not in partners:
             problems.append(
-                f"spec.knowledge[{i}].partner.name: {source.partner.name!r} is not in spec.partners"
+                Problem(
+                    "InvalidReference",
+                    f"spec.knowledge[{i}].partner.name",
+                    f"{source.partner.name!r} is not in spec.partners",
+                )
             )

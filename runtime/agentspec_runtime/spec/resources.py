@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ._base import API_VERSION, GROUP, Invariant, SpecModel
 from .agent import AgentSpec, AgentSpecStatus
 from .mcp_server import McpServerSpec, McpServerStatus
+from .problems import Problem
 from .prompt import PromptTemplateSpec, PromptTemplateStatus
 
 
@@ -211,11 +212,11 @@ KINDS: dict[str, Kind] = {
 class SpecError(ValueError):
     """A document that is not a valid Agentspec resource; ``str()`` names every field."""
 
-    def __init__(self, kind: str, name: str, problems: list[str]) -> None:
+    def __init__(self, kind: str, name: str, problems: list[Problem]) -> None:
         self.kind = kind
         self.name = name
         self.problems = problems
-        super().__init__(f"{kind}/{name}: " + "; ".join(problems))
+        super().__init__(f"{kind}/{name}: " + "; ".join(map(str, problems)))
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -233,9 +234,9 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 _INVARIANT_MSG = re.compile(r"^(?P<path>[A-Za-z_][\w.\[\]-]*): (?P<msg>.+)$", re.S)
 
 
-def describe_errors(err: ValidationError) -> list[str]:
-    """One line per problem: ``spec.release.stable: <message>``."""
-    lines = []
+def describe_errors(err: ValidationError) -> list[Problem]:
+    """One problem per error, its field the path (``spec.release.stable``)."""
+    lines: list[Problem] = []
     for e in err.errors(include_url=False):
         msg = e["msg"].removeprefix("Value error, ")
         path = _field_path(e["loc"])
@@ -243,7 +244,7 @@ def describe_errors(err: ValidationError) -> list[str]:
         if nested:  # an Invariant names its field relative to the model it sits on
             path = ".".join(p for p in (path, nested["path"]) if p)
             msg = nested["msg"]
-        lines.append(f"{path}: {msg}" if path else msg)
+        lines.append(Problem("InvalidSpec", path, msg))
     return lines
 
 
@@ -255,10 +256,14 @@ def parse_resource(doc: dict[str, Any]) -> AnyResource:
     kind = doc.get("kind")
     name = str((doc.get("metadata") or {}).get("name", "?"))
     if doc.get("apiVersion") != API_VERSION:
-        raise SpecError(str(kind), name, [f"apiVersion: must be {API_VERSION}"])
+        raise SpecError(
+            str(kind), name, [Problem("InvalidSpec", "apiVersion", f"must be {API_VERSION}")]
+        )
     info = KINDS.get(str(kind))
     if info is None:
-        raise SpecError(str(kind), name, [f"kind: must be one of {', '.join(KINDS)}"])
+        raise SpecError(
+            str(kind), name, [Problem("InvalidSpec", "kind", f"must be one of {', '.join(KINDS)}")]
+        )
     try:
         resource = info.resource.model_validate(doc, by_alias=True)
     except ValidationError as e:

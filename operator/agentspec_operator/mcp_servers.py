@@ -1,4 +1,4 @@
-"""The MCP registry side: probe each McpServer on its interval and keep its status truthful.
+"""Reconcile each McpServer (the MCP registry): probe it on its interval, keep status true.
 
 Writes happen only when something changed (tools, readiness, reason) or when the last
 written ``lastProbeTime`` is at least one probe interval old, so a steady fleet of servers
@@ -28,7 +28,7 @@ def _age_seconds(stamp: str | None, now: str) -> float:
     return (parse(now) - parse(stamp)).total_seconds()
 
 
-class McpRegistry:
+class McpServerReconciler:
     def __init__(
         self, *, kube: Kube, world: World, now: Callable[[], str], prober: Prober = probe
     ) -> None:

@@ -1,0 +1,185 @@
+"""Assembling an agent from its config: a complete :class:`Snapshot`, off the request path.
+
+:class:`Assembler` reads the config's secrets and acquires every resource the snapshot uses —
+the model client, a connection per MCP server, a client per partner, the memory store — from
+the :class:`ResourcePool`, each under a key that hashes everything that built it: a reload
+that changes only the prompt reuses every live connection, one that changes a server's header
+gets a new connection for that server alone. One acquire path serves every kind of resource.
+If any part fails, what was acquired is released: nothing half-built ever serves.
+
+Must not: swap the snapshot in (``agent.Engine.load`` does), or import an adapter (the
+builders come from the entry point, see ``ports``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from agentspec_runtime.spec._base import NamedValue
+from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer, ResolvedPartner
+
+from . import memory as mem
+from .errors import ConfigError
+from .ports import (
+    Endpoint,
+    McpBuilder,
+    MemoryBuilder,
+    MemoryStore,
+    ModelBuilder,
+    ModelClient,
+    PartnerBuilder,
+    SecretResolver,
+)
+from .prompts import PromptSelector
+from .snapshot import ResourcePool, Snapshot, ToolSource
+
+
+class _Closeable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+R = TypeVar("R", bound=_Closeable)
+
+
+@dataclass(frozen=True)
+class Builders:
+    """The ports' factories, handed over by the entry point."""
+
+    model: ModelBuilder
+    mcp: McpBuilder
+    partner: PartnerBuilder | None = None
+    memory: MemoryBuilder | None = None
+
+
+def resource_key(kind: str, *identity: Any) -> str:
+    """The pool key of a resource: its kind and a hash of everything that built it."""
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return f"{kind}:{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+
+
+class Assembler:
+    def __init__(
+        self,
+        *,
+        secrets: SecretResolver,
+        builders: Builders,
+        pool: ResourcePool,
+        memory_override: str | None = None,
+    ) -> None:
+        """``memory_override`` (local mode): every agent's memory goes in-process
+        (``"inMemory"``) or to this Redis URL, whatever its spec says; type none stays none."""
+        self._secrets = secrets
+        self._builders = builders
+        self._pool = pool
+        self._memory_override = memory_override
+
+    async def snapshot(self, config: AgentConfig) -> Snapshot:
+        """Everything ``config`` needs, acquired; raises ``ConfigError`` (nothing is held)."""
+        keys: list[str] = []
+        try:
+            model = await self._model(config, keys)
+            sources = [await self._mcp(server, keys) for server in config.mcp_servers]
+            sources += [await self._partner(p, keys) for p in config.partners]
+            return Snapshot(
+                config=config,
+                revision=config.revision(),
+                prompts=PromptSelector(config.prompt),
+                model=model,
+                sources=sources,
+                resource_keys=keys,
+                api_keys=await self._api_keys(config),
+                memory=await self._memory(config, keys),
+            )
+        except BaseException:
+            for key in keys:
+                self._pool.release(key)
+            raise
+
+    async def _acquire(self, keys: list[str], key: str, build: Callable[[], Awaitable[R]]) -> R:
+        """The pooled resource for ``key`` (built once, shared by every snapshot using it)."""
+
+        async def make() -> tuple[R, Callable[[], Awaitable[None]]]:
+            value = await build()
+            return value, value.aclose
+
+        value: R = await self._pool.acquire(key, make)
+        keys.append(key)
+        return value
+
+    async def _model(self, config: AgentConfig, keys: list[str]) -> ModelClient:
+        spec = config.model
+        api_key = (
+            await self._secrets.get(spec.api_key_secret_ref) if spec.api_key_secret_ref else None
+        )
+        headers = await self._values(spec.headers)
+        key = resource_key("model", spec.base_url, spec.timeout_seconds, api_key, headers)
+        return await self._acquire(
+            keys, key, lambda: self._builders.model(config, api_key, headers)
+        )
+
+    async def _mcp(self, server: ResolvedMcpServer, keys: list[str]) -> ToolSource:
+        endpoint = Endpoint(
+            headers=await self._values(server.headers),
+            params=await self._values(server.query_params),
+        )
+        key = resource_key("mcp", server.model_dump(mode="json"), endpoint.headers, endpoint.params)
+        connection = await self._acquire(keys, key, lambda: self._builders.mcp(server, endpoint))
+        return ToolSource(
+            name=server.name, kind="mcp", tools=connection.tools, status=connection.status
+        )
+
+    async def _partner(self, partner: ResolvedPartner, keys: list[str]) -> ToolSource:
+        build = self._builders.partner
+        if build is None:
+            raise ConfigError("this runtime cannot call partner agents")
+        headers = await self._values(partner.headers)
+        key = resource_key("partner", partner.model_dump(mode="json"), headers)
+        connection = await self._acquire(keys, key, lambda: build(partner, headers))
+        return ToolSource(
+            name=partner.name,
+            kind="partner",
+            tools=lambda: [connection.tool],
+            status=connection.status,
+        )
+
+    async def _memory(self, config: AgentConfig, keys: list[str]) -> MemoryStore | None:
+        spec = config.memory
+        if spec.type == "none":
+            return None
+        build = self._builders.memory
+        if build is None:
+            raise ConfigError("this runtime has no conversation memory")
+        url: str | None = None
+        if self._memory_override is not None:
+            url = None if self._memory_override == mem.IN_PROCESS else self._memory_override
+        elif spec.type == "redis":
+            if spec.url is not None:
+                url = spec.url
+            elif spec.url_secret_ref is not None:
+                url = await self._secrets.get(spec.url_secret_ref)
+        # one store per location: a reload that keeps it keeps every conversation
+        return await self._acquire(keys, resource_key("memory", url), lambda: build(url))
+
+    async def _api_keys(self, config: AgentConfig) -> dict[str, str]:
+        """Accepted inbound API keys -> consumer (the key's name in the Secret)."""
+        name = config.auth.api_keys_secret_ref if config.auth else None
+        if not name:
+            return {}
+        keys = {value: key for key, value in (await self._secrets.get_all(name)).items() if value}
+        if not keys:
+            raise ConfigError(f"Secret {name!r} holds no API keys")
+        return keys
+
+    async def _values(self, values: list[NamedValue]) -> dict[str, str]:
+        """Literal values as they are, Secret references read."""
+        out: dict[str, str] = {}
+        for value in values:
+            if value.value is not None:
+                out[value.name] = value.value
+            elif value.value_from is not None:
+                out[value.name] = await self._secrets.get(value.value_from.secret_key_ref)
+        return out

@@ -1,0 +1,178 @@
+"""Every interface the adapters implement for the engine — open this module first.
+
+The engine talks to the outside only through these ports; each adapter module implements one
+of them (``adapters/openai_model.py`` → :class:`ModelClient`, ``adapters/mcp_tools.py`` →
+:class:`McpConnection`, ``adapters/partners.py`` → :class:`PartnerConnection`,
+``adapters/secrets.py`` → :class:`SecretResolver`, ``adapters/memory_store.py`` and
+``adapters/redis_memory.py`` → :class:`MemoryStore`), and the entry point (``server.py``)
+hands the engine a *builder* per port, so the engine never imports an adapter.
+
+What every implementation must guarantee:
+
+* **Errors are the engine's** (``engine/errors.py``), mapped at the adapter boundary with
+  ``raise … from e``, classified by what the caller does next: :class:`~.errors.ConfigError`
+  rejects a config (raised while building), :class:`~.errors.ModelError` and its subclasses
+  fail the request, :class:`~.errors.ToolError` goes back to the model as text,
+  :class:`~.errors.MemoryUnavailableError` answers 503. No library exception crosses a port.
+* **Cancellation**: every coroutine may be cancelled (the caller left, a request timed out);
+  it must release what it holds and let ``CancelledError`` propagate, never swallow it.
+* **Sharing**: one instance serves many concurrent requests and several snapshots (the
+  resource pool shares connections across hot reloads); it holds no per-request state.
+* **Closing**: ``aclose`` is called once, after the last snapshot using it has drained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from agentspec_runtime.spec._base import SecretKeySelector
+from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer, ResolvedPartner
+
+from .memory import History, Summary
+from .types import Message, ModelParams, ModelTurn, OnDelta, ToolResult, ToolSpec
+
+__all__ = [
+    "Endpoint",
+    "McpBuilder",
+    "McpConnection",
+    "MemoryBuilder",
+    "MemoryStore",
+    "ModelBuilder",
+    "ModelClient",
+    "PartnerBuilder",
+    "PartnerConnection",
+    "SecretResolver",
+    "Tool",
+]
+
+
+class ModelClient(Protocol):
+    """A chat model, one implementation per wire format (OpenAI chat completions today)."""
+
+    @property
+    def endpoint(self) -> str:
+        """Where the model lives, for /status (no credentials)."""
+        ...
+
+    async def complete(
+        self,
+        *,
+        params: ModelParams,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        on_delta: OnDelta | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ModelTurn:
+        """One chat completion, streamed to ``on_delta`` when given.
+
+        Retries what is worth retrying itself; raises ``ModelError`` (``ModelAuthError``,
+        ``ModelNotFoundError``) when it finally fails. ``headers`` (trace context, hop count)
+        go on this request only."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class Tool(Protocol):
+    """One callable tool: an MCP tool, a partner agent, a knowledge source."""
+
+    @property
+    def spec(self) -> ToolSpec: ...
+
+    @property
+    def source(self) -> Literal["mcp", "partner", "knowledge"]: ...
+
+    async def call(
+        self, arguments: dict[str, Any], *, headers: Mapping[str, str], context_id: str
+    ) -> str | ToolResult:
+        """Run the tool for the conversation ``context_id`` (a partner continues it).
+
+        Raises ``ToolError`` with a message for the model on any failure (unreachable,
+        refused, invalid arguments, timeout); never another exception."""
+        ...
+
+
+class McpConnection(Protocol):
+    """A live connection to one MCP server; it reconnects by itself and never raises from
+    ``tools()`` (a server that is down offers no tools until it is back)."""
+
+    def tools(self) -> list[Tool]: ...
+
+    def status(self) -> dict[str, Any]:
+        """For /status: connected, tool names, last error (no credentials)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class PartnerConnection(Protocol):
+    """A client of one partner agent, offered to the model as one tool."""
+
+    @property
+    def tool(self) -> Tool: ...
+
+    def status(self) -> dict[str, Any]:
+        """For /status: URL, circuit breaker state, last error (no credentials)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class SecretResolver(Protocol):
+    """Secret values by reference (the Kubernetes API in a cluster, files or env locally)."""
+
+    async def get(self, ref: SecretKeySelector) -> str:
+        """The value of a Secret key; raises ``ConfigError`` naming it (never the value)."""
+        ...
+
+    async def get_all(self, name: str) -> dict[str, str]:
+        """Every key of a Secret; raises ``ConfigError`` naming it when unavailable."""
+        ...
+
+
+class MemoryStore(Protocol):
+    """Where conversations live. Raises ``MemoryUnavailableError`` when it cannot answer."""
+
+    @property
+    def location(self) -> str:
+        """Where, for /status (no credentials)."""
+        ...
+
+    async def load(self, key: str, *, last: int | None = None) -> History:
+        """The conversation: its summary and its stored turns, only the ``last`` ones if set."""
+        ...
+
+    async def append(self, key: str, messages: Sequence[Message], *, tokens: int, ttl: int) -> None:
+        """Add one turn (its seq is the next one) and keep the conversation ``ttl`` seconds."""
+        ...
+
+    async def fold(self, key: str, summary: Summary, *, after: int, ttl: int) -> bool:
+        """Replace the turns up to ``summary.through`` by ``summary`` if the stored summary
+        still ends at ``after`` (0: none); False when someone else folded first. Atomic:
+        replicas sharing the store may fold the same conversation at once."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Resolved values for one outbound connection: secrets already read."""
+
+    headers: dict[str, str]
+    params: dict[str, str]
+
+
+ModelBuilder = Callable[[AgentConfig, str | None, dict[str, str]], Awaitable[ModelClient]]
+"""Builds a model client from the config, the API key (if any) and extra headers; raises
+``ConfigError`` when the config names no usable endpoint."""
+McpBuilder = Callable[[ResolvedMcpServer, Endpoint], Awaitable[McpConnection]]
+"""Builds a connection to an MCP server; a server that is down is not an error (it is
+retried in the background)."""
+PartnerBuilder = Callable[[ResolvedPartner, dict[str, str]], Awaitable[PartnerConnection]]
+"""Builds a partner client from its resolved entry and its headers (secrets already read)."""
+MemoryBuilder = Callable[[str | None], Awaitable[MemoryStore]]
+"""Builds a conversation store: in-process for None, else for a Redis URL (secrets read);
+raises ``ConfigError`` when the store cannot be reached."""
