@@ -4,6 +4,7 @@
 
     OperatorError
     ├── TemporaryError      retry the reconcile later (apiserver down, conflict, timeout)
+    │   └── ConflictError   409: someone wrote the object since it was read
     └── PermanentError      retrying cannot help until the input changes (invalid manifest,
                             forbidden by RBAC); surfaced in status and logs
 
@@ -24,6 +25,10 @@ class TemporaryError(OperatorError):
     def __init__(self, message: str, *, delay: float | None = None) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class ConflictError(TemporaryError):
+    """The object changed since it was read (HTTP 409): read it again and decide again."""
 
 
 class PermanentError(OperatorError):

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,8 @@ async def _standby_health(port: int) -> asyncio.Server | None:
 async def elected(args: argparse.Namespace, stop: asyncio.Event) -> LeaderElector | None:
     """Block as a standby until this replica leads; None when stopped first."""
     elector = LeaderElector(
-        kubeconfig=args.kubeconfig,
+        # its own client and connections: renewals never queue behind a reconcile burst
+        kube=Kube.connect(args.kubeconfig),
         name=args.lease_name,
         namespace=args.lease_namespace,
         identity=args.identity,
@@ -162,6 +163,7 @@ async def elected(args: argparse.Namespace, stop: asyncio.Event) -> LeaderElecto
             health.close()
             await health.wait_closed()
     await elector.release()
+    await elector.kube.close()
     return None
 
 
@@ -172,26 +174,34 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     elector = None
     lost = asyncio.Event()
+    fence: Callable[[], bool] = lambda: True  # noqa: E731
     if args.leader_election:
         elector = await elected(args, stop)
         if elector is None:
             return 0
+        fence = elector.leads
         hold = loop.create_task(elector.hold(lost, stop))
+        # Any end of the renew loop but a stop (lost Lease, an exception) stops reconciling;
+        # the fence has already refused every write since the last renewal grew too old.
+        hold.add_done_callback(lambda _: stop.set())
         lost_watch = loop.create_task(lost.wait())
         lost_watch.add_done_callback(lambda _: stop.set())
     try:
-        await _operate(args, stop)
+        await _operate(args, stop, fence=fence)
     finally:
         if elector is not None:
             hold.cancel()
             lost_watch.cancel()
             if not lost.is_set():
                 await elector.release()
+            await elector.kube.close()
     return 1 if lost.is_set() else 0
 
 
-async def _operate(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    kube = Kube.connect(args.kubeconfig)
+async def _operate(
+    args: argparse.Namespace, stop: asyncio.Event, *, fence: Callable[[], bool]
+) -> None:
+    kube = Kube.connect(args.kubeconfig, fence=fence)
     await kube.wait_served(
         ("AgentSpec", "PromptTemplate", "McpServer"), namespaces=args.namespace or ["*"]
     )

@@ -34,7 +34,7 @@ from agentspec_runtime.spec.resolved import (
 )
 
 from .errors import OperatorError, PermanentError
-from .kube import KEDA_CRD, Kube
+from .kube import KEDA_CRD, Kube, SecretInfo
 from .render import OPTIONAL_KINDS, optional_kinds_wanted, render_children
 from .render_workload import PROMPT_VERSION_ANNOTATION, prompt_version
 from .settings import OperatorSettings
@@ -44,6 +44,15 @@ from .world import AGENTS, PROMPTS, Json, Key, World
 log = logging.getLogger(__name__)
 
 SECRET_CACHE_SECONDS = 30.0
+ALLOWED_AGENTS_ANNOTATION = "agentspec.io/allowed-agents"
+"""On a Secret: the agents (comma-separated names, or ``*``) whose pods may be given it."""
+
+
+def allows(annotations: dict[str, str], agent: str) -> bool:
+    names = {n.strip() for n in annotations.get(ALLOWED_AGENTS_ANNOTATION, "").split(",")}
+    return "*" in names or agent in names
+
+
 ChildKey = tuple[str, str, str]
 """(kind, namespace, name)"""
 
@@ -94,7 +103,7 @@ class Reconciler:
         self.optional_present: set[ChildKey] = set()
         """Optional children (PDB, HPA, ScaledObject) known to exist; seeded by a LIST."""
         self._stalled_event: dict[Key, str] = {}
-        self._secrets_ok: dict[tuple[str, str, str], float] = {}
+        self._secrets_ok: dict[tuple[str, str, str | None], float] = {}
         self.reconciles = 0
 
     # --- drift bookkeeping -------------------------------------------------------------
@@ -229,32 +238,45 @@ class Reconciler:
     async def _check_secrets(
         self, agent: AgentResource, config: AgentConfig, *, namespace: str
     ) -> list[Problem]:
-        """Every referenced Secret key must exist (the pods would fail on it otherwise)."""
+        """Every referenced Secret key must exist (the pods would fail on it otherwise), and
+        every Secret must consent to this agent (``agentspec.io/allowed-agents``): whoever may
+        write an AgentSpec must not be able to make the operator hand its pods any Secret of
+        the namespace (to send as a bearer token to a URL the spec names)."""
         problems: list[Problem] = []
-        wanted = [(r.name, r.key) for r in config.secret_refs()]
+        wanted: list[tuple[str, str | None]] = [(r.name, r.key) for r in config.secret_refs()]
         wanted += [
             (e.secret_key_ref.name, e.secret_key_ref.key)
             for e in agent.spec.runtime.env
             if e.secret_key_ref
         ]
+        auth = agent.spec.runtime.auth
+        if auth is not None and auth.api_keys_secret_ref:
+            wanted.append((auth.api_keys_secret_ref, None))
         now = self._monotonic()
-        keys_of: dict[str, set[str] | None] = {}
-        for secret, key in sorted(set(wanted)):
+        found: dict[str, SecretInfo | None] = {}
+        name = agent.metadata.name
+        # no field in these problems: one Secret may back several fields
+        for secret, key in sorted(set(wanted), key=lambda w: (w[0], w[1] or "")):
             if self._secrets_ok.get((namespace, secret, key), -1e9) > now - SECRET_CACHE_SECONDS:
                 continue
-            if secret not in keys_of:
-                keys_of[secret] = await self.kube.secret_keys(namespace=namespace, name=secret)
-            keys = keys_of[secret]
-            if keys is None:
-                # no field: one Secret may back several of them
+            if secret not in found:
+                found[secret] = await self.kube.secret(namespace=namespace, name=secret)
+            info = found[secret]
+            needed = f" (needed for key {key!r})" if key else ""
+            if info is None:
+                problems.append(
+                    Problem("ReferenceNotFound", "", f"Secret {secret!r} not found{needed}")
+                )
+            elif not allows(info.annotations, name):
                 problems.append(
                     Problem(
-                        "ReferenceNotFound",
+                        "SecretNotAllowed",
                         "",
-                        f"Secret {secret!r} not found (needed for key {key!r})",
+                        f"Secret {secret!r} does not allow agent {name!r}: add its name (or *) "
+                        f"to the Secret's annotation {ALLOWED_AGENTS_ANNOTATION}",
                     )
                 )
-            elif key not in keys:
+            elif key is not None and key not in info.keys:
                 problems.append(
                     Problem("ReferenceNotFound", "", f"Secret {secret!r} has no key {key!r}")
                 )

@@ -383,6 +383,7 @@ def test_missing_reference_stalls_with_event_and_recovers(
     )
     if fix is None:
         k("create", "secret", "generic", "llm", "--from-literal=k=sk-test-value")
+        k("annotate", "secret", "llm", "agentspec.io/allowed-agents=a")
     else:
         k.apply(fix)
     eventually(
@@ -466,3 +467,21 @@ def test_a_field_the_engine_cannot_honour_stalls_the_agent_naming_it(
     k.apply(agent_doc("a"))
     _wait_reconciled(k, "a")
     assert condition(get(k, "agentspec", "a"), "Stalled")["status"] == "False"
+
+
+def test_a_secret_must_name_the_agents_it_may_be_given_to(k: NamespacedKubectl) -> None:
+    """No confused deputy: writing an AgentSpec that names a Secret is not enough to get it."""
+    k("create", "secret", "generic", "db", "--from-literal=password=hunter2")
+    header = {"name": "X-Key", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
+    greedy = agent_doc("a", model={"model": "m", "headers": [header]})
+    _applied(k, prompt_doc(), greedy)
+    message = _stalled_message(k, "a", "Secret 'db' does not allow agent 'a'")
+    assert condition(get(k, "agentspec", "a"), "Stalled")["reason"] == "SecretNotAllowed"
+    assert "agentspec.io/allowed-agents" in message
+    assert k("get", "role,deployment", "-o", "name").stdout.strip() == "", "nothing granted"
+    k("annotate", "secret", "db", "agentspec.io/allowed-agents=b, a")
+    _wait_reconciled(k, "a")
+    role = get(k, "role", "a")
+    assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["db"],
+            "verbs": ["get", "list", "watch"]} in role["rules"]  # fmt: skip
+    assert "hunter2" not in json.dumps(k.json("get", "configmap,agentspec,events"))

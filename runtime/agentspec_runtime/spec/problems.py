@@ -19,6 +19,7 @@ Reason = Literal[
     "ReferenceNotFound",
     "InvalidReference",
     "PartnerNotAccepted",
+    "SecretNotAllowed",
     "Unsupported",
     "AutoscalerUnavailable",
 ]
