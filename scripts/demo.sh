@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --python-only
-args=(examples/multi-agent --agent router
+# --run-local-commands: the example's MCP server is the bundled demo (a printed command).
+args=(examples/multi-agent --run-local-commands --agent router
       --ask "How many leave days do I have?"
       --ask "What is the travel expense policy?"
       --ask "What did I ask before?")

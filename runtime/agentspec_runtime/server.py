@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .adapters.config_sources import parse_config, parse_partner_urls, watch_file
 from .adapters.openai_model import OpenAIModel
@@ -77,6 +78,10 @@ class Settings:
     partner_timeout: float
     memory_override: str | None
     """Local mode: ``inMemory`` or a Redis URL that every agent's memory goes to."""
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1000
+    task_retention: float = 3600.0
 
 
 def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
@@ -132,6 +137,10 @@ def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
         public_url=environ.get("AGENTSPEC_PUBLIC_URL"),
         partner_timeout=float(environ.get("AGENTSPEC_PARTNER_TIMEOUT", "300")),
         memory_override=memory_override,
+        header_timeout=float(environ.get("AGENTSPEC_HEADER_TIMEOUT_SECONDS", "10")),
+        body_timeout=float(environ.get("AGENTSPEC_BODY_TIMEOUT_SECONDS", "30")),
+        max_connections=int(environ.get("AGENTSPEC_MAX_CONNECTIONS", "1000")),
+        task_retention=float(environ.get("AGENTSPEC_TASK_RETENTION_SECONDS", "3600")),
     )
 
 
@@ -160,8 +169,9 @@ def model_builder(environ: dict[str, str], *, allow_demo: bool) -> ModelBuilder:
         return OpenAIModel(
             base_url=base_url,
             api_key=api_key or environ.get("OPENAI_API_KEY"),
-            timeout=config.model.timeout_seconds,
             headers=headers,
+            breaker_failures=int(environ.get("AGENTSPEC_MODEL_BREAKER_FAILURES", "5")),
+            breaker_reset=float(environ.get("AGENTSPEC_MODEL_BREAKER_RESET_SECONDS", "30")),
         )
 
     return build
@@ -213,6 +223,57 @@ def configure_tracing(agent: str, environ: dict[str, str]) -> None:
     trace.set_tracer_provider(provider)
 
 
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits a slow or hostile client needs: a new
+    connection beyond ``max_connections`` is closed at once, and a request whose headers have
+    not all arrived ``header_timeout`` seconds after it began (or after the connection opened)
+    is answered 408 and closed. (Bodies have their own timeout, in ``api.bodies``; idle
+    keep-alive connections close after uvicorn's ``timeout_keep_alive``.)"""
+
+    max_connections = 1000
+    header_timeout = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            log.warning("connection refused: %d open (the limit)", self.max_connections)
+            transport.abort()
+            return
+        self._arm_header_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        if getattr(self, "_header_timer", None) is None:
+            self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(
+                self.header_timeout, self._headers_too_slow
+            )
+
+    def _disarm_header_timer(self) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+            self.transport.close()
+
+
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signals to us (two servers share one process)."""
 
@@ -221,7 +282,14 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _uvicorn(app: Starlette, *, host: str, port: int) -> _Server:
+def _uvicorn(app: Starlette, *, host: str, port: int, limits: Settings | None = None) -> _Server:
+    protocol: type[HttpToolsProtocol] = HttpToolsProtocol
+    if limits is not None:
+        protocol = type(
+            "AgentHttpProtocol",
+            (GuardedHttpProtocol,),
+            {"max_connections": limits.max_connections, "header_timeout": limits.header_timeout},
+        )
     config = uvicorn.Config(
         app,
         host=host,
@@ -229,7 +297,7 @@ def _uvicorn(app: Starlette, *, host: str, port: int) -> _Server:
         lifespan="off",
         access_log=False,
         log_level="warning",
-        http="httptools",
+        http=protocol,
         loop="none",
         timeout_graceful_shutdown=5,
         server_header=False,
@@ -280,13 +348,13 @@ class Runtime:
         )
 
     async def _build_partner(
-        self, partner: ResolvedPartner, headers: dict[str, str]
+        self, partner: ResolvedPartner, endpoint: Endpoint
     ) -> PartnerConnection:
         from .adapters.partners import connect_partner
 
         return await connect_partner(
             partner,
-            headers,
+            endpoint,
             call_timeout=self.settings.partner_timeout,
             breaker_failures=int(self.environ.get("AGENTSPEC_BREAKER_FAILURES", "3")),
             breaker_reset=float(self.environ.get("AGENTSPEC_BREAKER_RESET_SECONDS", "30")),
@@ -337,13 +405,16 @@ class Runtime:
                 engine,
                 lifecycle=self.lifecycle,
                 max_body=s.max_body,
+                body_timeout=s.body_timeout,
+                task_retention=s.task_retention,
                 max_hops=s.max_hops,
                 base_url=self._public_url(config.name),
             ),
             host=s.host,
             port=s.port,
+            limits=s,
         )
-        metrics = _uvicorn(metrics_app(engine), host=s.host, port=s.metrics_port)
+        metrics = _uvicorn(metrics_app(engine), host=s.host, port=s.metrics_port, limits=s)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)

@@ -5,7 +5,9 @@ on a fixed local port; partners find each other through an embedded registry (na
 URL); conversation memory is in each process unless ``--redis-url`` (or
 ``AGENTSPEC_REDIS_URL``) names a Redis, whatever the specs say; Secrets in the YAML are
 handed to the processes as local secret variables; an McpServer annotated with
-``agentspec.io/local-command`` is started here too and its URL pointed at it. The files are
+``agentspec.io/local-command`` is started here too and its URL pointed at it — only with
+``--run-local-commands`` (a YAML file must not be able to run a command on this machine just
+by being run), and each command is printed before it runs. The files are
 watched: an edit is live in about a second (the runtimes hot-reload), a broken edit is printed
 and the previous version keeps serving, a new AgentSpec starts a process, a removed one stops
 it. Logs are prefixed with the agent's name; Ctrl-C stops everything.
@@ -94,9 +96,17 @@ def secret_env(docs: list[dict[str, Any]]) -> dict[str, str]:
 
 class Up:
     def __init__(
-        self, paths: list[Path], *, port_base: int, watch: bool, redis_url: str | None = None
+        self,
+        paths: list[Path],
+        *,
+        port_base: int,
+        watch: bool,
+        redis_url: str | None = None,
+        run_commands: bool = False,
     ) -> None:
         self.paths = paths
+        self.run_commands = run_commands
+        self.refused: set[str] = set()
         self.memory = redis_url or IN_PROCESS
         self.port_base = port_base
         self.watch = watch
@@ -170,6 +180,16 @@ class Up:
             name = doc.get("metadata", {}).get("name")
             if doc.get("kind") != "McpServer" or not command or name in self.tools:
                 continue
+            if not self.run_commands:
+                if name not in self.refused:
+                    self.refused.add(name)
+                    print(
+                        f"  not starting MCP server {name}: its {LOCAL_COMMAND} annotation "
+                        f"asks to run `{command}` on this machine; pass --run-local-commands "
+                        "to allow the commands in these files"
+                    )
+                continue
+            print(f"  running the local command of MCP server {name}: {command}")
             port = urlsplit(doc["spec"]["url"]).port
             argv = shlex.split(command)
             if argv[0] == "python":
@@ -309,13 +329,23 @@ async def run(args: argparse.Namespace) -> int:
         port_base=args.port_base,
         watch=not args.no_watch,
         redis_url=args.redis_url,
+        run_commands=args.run_local_commands,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, up.stop.set)
     try:
         print(f"agentspec up: starting {', '.join(map(str, args.paths))}")
-        agents = await up.start()
+        starting = loop.create_task(up.start())
+        stopped = loop.create_task(up.stop.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not starting.done():  # Ctrl-C while the agents start: stop now, not once ready
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return 130
+        agents = starting.result()
         target = args.agent or agents[0]
         context_id = f"up-{uuid.uuid4().hex}"  # the --ask questions are one conversation
         for question in args.ask:
@@ -357,6 +387,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--agent", help="which agent --ask talks to (default: the first)")
     parser.add_argument("--exit", action="store_true", help="stop after the --ask questions")
     parser.add_argument("--no-watch", action="store_true", help="do not watch the files")
+    parser.add_argument(
+        "--run-local-commands",
+        action="store_true",
+        help="start the McpServers whose agentspec.io/local-command annotation names a command "
+        "(each command is printed first); off by default: a spec file must not run commands",
+    )
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("AGENTSPEC_REDIS_URL") or None,

@@ -246,7 +246,9 @@ def test_failed_and_input_required_tasks(tmp_path: Path) -> None:
                 "1.0",
             )["result"]["task"]
             assert task["status"]["state"] == "TASK_STATE_FAILED"
-            assert "rejected the API key" in task["status"]["message"]["parts"][0]["text"]
+            assert (
+                "rejected the agent's credentials" in task["status"]["message"]["parts"][0]["text"]
+            )
             first = rpc(
                 asking,
                 "SendMessage",

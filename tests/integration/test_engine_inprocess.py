@@ -67,7 +67,7 @@ class Built:
 
 async def model(config: AgentConfig, api_key: str | None, headers: dict[str, str]) -> ModelClient:
     assert config.model.base_url is not None
-    return OpenAIModel(base_url=config.model.base_url, api_key=api_key, timeout=10, headers=headers)
+    return OpenAIModel(base_url=config.model.base_url, api_key=api_key, headers=headers)
 
 
 @pytest.fixture

@@ -94,7 +94,7 @@ class UpProcess:
 def up(tmp_path: Path) -> Iterator[tuple[UpProcess, Path]]:
     folder = tmp_path / "specs"
     shutil.copytree(ROOT / "examples" / "multi-agent", folder)
-    process = UpProcess(folder, tmp_path / "up.log")
+    process = UpProcess(folder, tmp_path / "up.log", "--run-local-commands")
     try:
         wait_until(
             lambda: "agentspec up: ready" in process.log(),
@@ -232,7 +232,9 @@ def test_up_keeps_memory_in_redis_across_restarts(tmp_path: Path, redis_url: str
         return answer
 
     for run, question in enumerate(["How many leave days do I have?", "What did I ask before?"]):
-        process = UpProcess(folder, tmp_path / f"up-{run}.log", "--redis-url", redis_url)
+        process = UpProcess(
+            folder, tmp_path / f"up-{run}.log", "--redis-url", redis_url, "--run-local-commands"
+        )
         try:
             wait_until(ready(process), timeout=60, what="agentspec up to start every agent")
             assert f"conversation memory: {redis_url}" in process.log()
@@ -248,3 +250,33 @@ def test_up_keeps_memory_in_redis_across_restarts(tmp_path: Path, redis_url: str
         keys = redis.command("KEYS", "agentspec:memory:*")
     assert isinstance(keys, list)
     assert len(keys) == 4  # router and hr (the router passed its context on): turns + meta
+
+
+def test_up_runs_no_command_named_in_a_file_without_the_flag(tmp_path: Path) -> None:
+    """A spec file must not run a command on this machine just by being run."""
+    folder = tmp_path / "specs"
+    shutil.copytree(ROOT / "examples" / "multi-agent", folder)
+    marker = tmp_path / "ran"
+    mcp = folder / "mcp.yaml"
+    mcp.write_text(
+        mcp.read_text().replace("python -m agentspec_runtime.demo.expense_tools", f"touch {marker}")
+    )
+    refusal = (
+        "not starting MCP server expense-tools: its agentspec.io/local-command annotation "
+        f"asks to run `touch {marker}` on this machine; pass --run-local-commands"
+    )
+    process = UpProcess(folder, tmp_path / "up.log")
+    try:
+        # said before any agent starts (the agents' start is not what this test is about)
+        wait_until(lambda: refusal in process.log(), timeout=60, what="the refusal")
+        assert not marker.exists()
+    finally:
+        process.process.stop(grace=15)
+    allowed = UpProcess(folder, tmp_path / "up2.log", "--run-local-commands")
+    try:
+        wait_until(marker.exists, timeout=60, what="the allowed command to run")
+        assert f"running the local command of MCP server expense-tools: touch {marker}" in (
+            allowed.log()
+        )
+    finally:
+        allowed.process.stop(grace=15)

@@ -64,7 +64,7 @@ def config(llm: FakeLLM, **memory: Any) -> AgentConfig:
 
 async def model(config: AgentConfig, api_key: str | None, headers: dict[str, str]) -> ModelClient:
     assert config.model.base_url is not None
-    return OpenAIModel(base_url=config.model.base_url, api_key=api_key, timeout=10, headers=headers)
+    return OpenAIModel(base_url=config.model.base_url, api_key=api_key, headers=headers)
 
 
 async def no_mcp(server: ResolvedMcpServer, endpoint: Endpoint) -> McpConnection:

@@ -8,6 +8,7 @@ the caller gets (through the openai SDK and raw HTTP) and what the model and the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import threading
@@ -140,7 +141,10 @@ def test_configured_headers_and_query_params_reach_the_mcp_server(
     )
     assert answer is not None
     who = json.loads(answer.removeprefix("The tool said: "))
-    assert who["headers"]["x-api-key"] == "s3cret-token"  # read from the Secret
+    # the server got the value read from the Secret; echoed back, it is masked before the
+    # model (and so the caller) can see it
+    assert who["headers"]["x-api-key"] == "[redacted]"
+    assert who["headerDigests"]["x-api-key"] == hashlib.sha256(b"s3cret-token").hexdigest()
     assert who["headers"]["x-tenant"] == "acme"
     assert who["query"]["region"] == "eu"
     assert "s3cret-token" not in json.dumps(runtime.status())
@@ -222,7 +226,7 @@ def test_unknown_tool_and_bad_arguments_become_tool_errors(
 @pytest.mark.parametrize(
     ("turn", "status", "code", "says"),
     [
-        (Turn.invalid_api_key(), 502, "model_auth_failed", "rejected the API key"),
+        (Turn.invalid_api_key(), 502, "model_auth_failed", "rejected the agent's credentials"),
         (
             Turn.model_not_found("fake-model"),
             502,

@@ -30,7 +30,7 @@ def agent_docs(
     name (``{"name": ..., "url": ..., "transport": ...}``), ``mcp_refs`` the AgentSpec's refs."""
     # every placeholder is declared; only {{ role }} has a default
     declared = [
-        {"name": n, **({"default": "test"} if n == "role" else {})}
+        {"name": n, "callerSettable": True, **({"default": "test"} if n == "role" else {})}
         for n in dict.fromkeys(PLACEHOLDER.findall(template))
     ]
     versions: list[dict[str, Any]] = [

@@ -24,6 +24,7 @@ Children are started through :mod:`tests.support.procs`, so none outlives the te
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -214,6 +215,7 @@ def _who(ctx: Any, transport: Transport) -> dict[str, Any]:
     ``GET /sse`` that opened the session). ``query``: the query parameters of the URL the
     client was configured with — the POST's for streamable HTTP, the ``GET /sse``'s for SSE
     (an SSE client posts to the server-chosen message URL, not to its configured URL).
+    ``headerDigests``: the SHA-256 of each header value.
     """
     request = ctx.request_context.request
     headers = dict(request.headers) if request is not None else {}
@@ -222,7 +224,9 @@ def _who(ctx: Any, transport: Transport) -> dict[str, Any]:
         session = _SSE_CONNECTIONS.get(query.pop("session_id", ""), {})
         headers = {**session.get("headers", {}), **headers}
         query = dict(session.get("query", {}))
-    return {"transport": transport, "headers": headers, "query": query}
+    # digests prove which value arrived even where the runtime masks the echoed value
+    digests = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in headers.items()}
+    return {"transport": transport, "headers": headers, "headerDigests": digests, "query": query}
 
 
 _Scope = MutableMapping[str, Any]

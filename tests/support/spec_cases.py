@@ -280,6 +280,18 @@ INVALID: list[InvalidCase] = [
         says="credentials in url are not allowed",
     ),
     InvalidCase(
+        "model-base-url-credentials",
+        agent(model={"model": "m", "baseUrl": "https://user:sk-secret@llm.example/v1"}),
+        "spec.model.baseUrl",
+        says="credentials in baseUrl are not allowed",
+    ),
+    InvalidCase(
+        "mcp-url-credentials",
+        mcp_server(url="http://admin:hunter2@tools:8000/mcp"),
+        "spec.url",
+        says="credentials in url are not allowed",
+    ),
+    InvalidCase(
         "redis-without-address",
         agent(memory={"type": "redis"}),
         "spec.memory",

@@ -13,7 +13,11 @@ from typing import Any
 
 import pytest
 
-from agentspec_runtime.engine.errors import MissingVariableError, NotReadyError
+from agentspec_runtime.engine.errors import (
+    MissingVariableError,
+    NotReadyError,
+    VariableNotSettableError,
+)
 from agentspec_runtime.engine.prompts import PromptSelector, bucket
 from agentspec_runtime.engine.snapshot import ResourcePool, Snapshot, SnapshotHolder
 from agentspec_runtime.spec.prompt import CanaryRelease, PromptVariable
@@ -29,7 +33,10 @@ def prompt(weight: int = 20) -> ResolvedPrompt:
             ResolvedPromptVersion(
                 version="v1",
                 template="Hi {{ who }} from {{ org }}",
-                variables=[PromptVariable(name="who"), PromptVariable(name="org", default="ACME")],
+                variables=[
+                    PromptVariable(name="who", caller_settable=True),
+                    PromptVariable(name="org", default="ACME"),
+                ],
             ),
             ResolvedPromptVersion(
                 version="v2", template="Hello {{ who }}", variables=[PromptVariable(name="who")]
@@ -59,12 +66,21 @@ def test_weight_zero_and_hundred() -> None:
 def test_render_uses_request_then_spec_then_default_values() -> None:
     selector = PromptSelector(prompt(0))
     assert selector.render(context_id="a", variables={}).text == "Hi spec-user from ACME"
-    rendered = selector.render(context_id="a", variables={"who": "Ann", "org": "Initech"})
+    rendered = selector.render(context_id="a", variables={"who": "Ann"})
     assert (rendered.text, rendered.version, rendered.variant) == (
-        "Hi Ann from Initech",
+        "Hi Ann from ACME",
         "v1",
         "stable",
     )
+
+
+def test_a_request_cannot_set_a_variable_not_declared_caller_settable() -> None:
+    selector = PromptSelector(prompt(0))
+    with pytest.raises(
+        VariableNotSettableError,
+        match="prompt variable 'org', 'secret' cannot be set by a request: prompt version 'v1'",
+    ):
+        selector.render(context_id="a", variables={"who": "Ann", "org": "Evil", "secret": "x"})
 
 
 def test_missing_required_variable_names_it() -> None:

@@ -75,6 +75,7 @@ def test_router_resolves_to_the_documented_payload() -> None:
                         "name": "company",
                         "default": "ACME",
                         "description": "Company name used in greetings.",
+                        "callerSettable": False,
                     }
                 ],
             }

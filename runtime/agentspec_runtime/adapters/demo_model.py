@@ -212,5 +212,8 @@ class DemoModel:
             content=text, model=params.model, usage=Usage(prompt_tokens, _tokens(text))
         )
 
+    def status(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "circuit": "closed"}
+
     async def aclose(self) -> None:
         return None

@@ -34,6 +34,8 @@ from agentspec_runtime.engine.ports import Endpoint, Tool
 from agentspec_runtime.engine.types import ToolSpec
 from agentspec_runtime.spec.resolved import ResolvedMcpServer
 
+from .urls import public_url, redact
+
 log = logging.getLogger(__name__)
 
 # Errors that mean "the connection is gone", as opposed to "the tool failed".
@@ -120,6 +122,7 @@ class McpServerConnection:
     ) -> None:
         self.server = server
         self._headers = dict(endpoint.headers)
+        self._secrets = endpoint.secrets
         self._url = _with_params(server.url, endpoint.params)
         self._allowed = set(server.tools)
         self._connect_timeout = connect_timeout
@@ -155,7 +158,7 @@ class McpServerConnection:
 
     def status(self) -> dict[str, Any]:
         return {
-            "url": self.server.url,
+            "url": public_url(self.server.url),
             "transport": self.server.transport,
             "connected": self._connected.is_set(),
             "tools": [t.spec.name for t in self._tools],
@@ -198,7 +201,8 @@ class McpServerConnection:
                 ) from e
             except MCPError as e:
                 if e.error.code != mcp_types.CONNECTION_CLOSED:
-                    raise ToolError(f"MCP server {self.server.name!r}: {e.error.message}") from e
+                    said = redact(e.error.message, self._secrets)
+                    raise ToolError(f"MCP server {self.server.name!r}: {said}") from e
                 failure: Exception = e
                 retry = True  # the session was already gone: the call never ran
             except _CONNECTION_ERRORS as e:
@@ -207,8 +211,9 @@ class McpServerConnection:
                 retry = isinstance(e, httpx2.ConnectError | ConnectionRefusedError)
             else:
                 if result.is_error:
-                    raise ToolError(_text(result) or f"MCP tool {name!r} reported an error")
-                return _text(result)
+                    said = redact(_text(result), self._secrets)
+                    raise ToolError(said or f"MCP tool {name!r} reported an error")
+                return redact(_text(result), self._secrets)
             self._mark_broken(client, _describe(failure))
             if attempt == 2 or not retry:
                 raise ToolError(

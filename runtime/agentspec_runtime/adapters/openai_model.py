@@ -1,20 +1,46 @@
 """The model client for OpenAI-compatible chat completions, through the ``openai`` SDK.
 
-The SDK retries 408/409/429/5xx, connection errors and timeouts with jittered exponential
-backoff (``max_retries``); what still fails is mapped to the engine's ``ModelError`` tree:
-an auth failure and an unknown model get their own classes and clear messages.
+Retries are ours, not the SDK's, so they are bounded the way a gateway bounds them:
+
+* ``ModelParams.timeout`` bounds the *whole* call — attempts, backoff and Retry-After waits.
+* At most ``max_retries`` retries, of what is worth retrying (429, 408, 409, 5xx, a lost
+  connection) and only before anything was streamed to the caller; the wait is the
+  endpoint's ``Retry-After`` (or ``retry-after-ms``), else jittered exponential backoff.
+* All waits of one call together stay within ``retry_budget``: when the endpoint asks for
+  longer, the caller is told at once (429 or 503 with ``Retry-After``) instead of being held.
+* A circuit breaker per endpoint: consecutive failures (5xx, timeouts, lost connections —
+  not 429, which is backpressure from a live endpoint) open it, and while open every call
+  fails at once with 503 and the seconds until the next trial. ``status()`` shows it.
+
+What finally fails becomes the engine's ``ModelError`` tree with a stable message of our own:
+never the upstream's text (a gateway that echoes the request would leak the API key to the
+caller) and never the base URL. The upstream's text goes to the log, with every secret value
+this client sends masked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import openai
 from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient, RequestOptions
 
-from agentspec_runtime.engine.errors import ModelAuthError, ModelError, ModelNotFoundError
+from agentspec_runtime.engine.breaker import CircuitBreaker
+from agentspec_runtime.engine.errors import (
+    ModelAuthError,
+    ModelError,
+    ModelNotFoundError,
+    ModelRateLimitedError,
+    ModelTimeoutError,
+    ModelUnavailableError,
+)
 from agentspec_runtime.engine.types import (
     Message,
     ModelParams,
@@ -25,6 +51,89 @@ from agentspec_runtime.engine.types import (
     Usage,
 )
 
+from .urls import public_url, redact
+
+log = logging.getLogger(__name__)
+
+Kind = Literal[
+    "rate_limited", "overloaded", "server", "timeout", "connection", "auth", "not_found",
+    "refused", "bad_response",
+]  # fmt: skip
+_RETRYABLE: frozenset[Kind] = frozenset({"rate_limited", "overloaded", "server", "connection"})
+_OUTAGE: frozenset[Kind] = frozenset({"overloaded", "server", "timeout", "connection"})
+BACKOFF_BASE, BACKOFF_CAP = 0.5, 8.0
+
+
+@dataclass(frozen=True)
+class _Failure:
+    kind: Kind
+    status: int | None = None
+    retry_after: float | None = None
+    detail: str = ""
+    """The upstream's own words: for the log only (redacted), never for the caller."""
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+_BY_STATUS: dict[int, Kind] = {
+    429: "rate_limited", 503: "overloaded", 408: "server", 409: "server",
+    401: "auth", 403: "auth", 404: "not_found",
+}  # fmt: skip
+
+
+def _classify(error: Exception) -> _Failure:
+    if isinstance(error, openai.APIStatusError):
+        status = error.status_code
+        kind = _BY_STATUS.get(status) or ("server" if status >= 500 else "refused")
+        after = _retry_after(getattr(error.response, "headers", None))
+        return _Failure(kind, status, after, f"HTTP {status}: {error.message}")
+    if isinstance(error, openai.APITimeoutError):
+        return _Failure("timeout", detail=str(error))
+    if isinstance(error, openai.APIConnectionError):
+        return _Failure("connection", detail=f"{error}: {error.__cause__!r}")
+    return _Failure("bad_response", detail=f"{type(error).__name__}: {error}")
+
+
+# What the caller is told, per kind of failure: the engine's error class and its message.
+_ERRORS: dict[Kind, tuple[type[ModelError], str]] = {
+    "rate_limited": (
+        ModelRateLimitedError,
+        "the model endpoint is rate limiting this agent; try again in {wait}s",
+    ),
+    "overloaded": (ModelUnavailableError, "the model endpoint is overloaded; try again in {wait}s"),
+    "timeout": (ModelTimeoutError, "the model endpoint did not answer within {timeout}s"),
+    "auth": (ModelAuthError, "the model endpoint rejected the agent's credentials{status}"),
+    "not_found": (ModelNotFoundError, "the model endpoint does not know model {model!r}{status}"),
+    "connection": (ModelError, "the model endpoint cannot be reached"),
+    "bad_response": (ModelError, "the model endpoint sent an unexpected response"),
+    "refused": (ModelError, "the model endpoint refused the request{status}"),
+    "server": (ModelError, "the model endpoint failed{status}"),
+}
+_TOLD_WHEN: frozenset[Kind] = frozenset({"rate_limited", "overloaded"})
+"""Failures whose error carries Retry-After for the caller."""
+
 
 class OpenAIModel:
     """One connection to an OpenAI-compatible endpoint; per-call settings in ``ModelParams``."""
@@ -34,21 +143,31 @@ class OpenAIModel:
         *,
         base_url: str,
         api_key: str | None,
-        timeout: float,
         headers: Mapping[str, str] | None = None,
-        max_retries: int = 3,
+        breaker_failures: int = 5,
+        breaker_reset: float = 30.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url
+        self._sleep = sleep
+        self._clock = clock
+        self._secrets = [v for v in (api_key, *(headers or {}).values()) if v]
         self._client = AsyncOpenAI(
             base_url=base_url,
             # Local servers (vLLM, Ollama, the test double) accept any key; the SDK needs one.
             api_key=api_key or "unset",
-            timeout=timeout,
-            max_retries=max_retries,
+            max_retries=0,  # ours are bounded by the call's timeout and retry budget
             default_headers=dict(headers or {}),
             # The SDK's aiohttp backend: far less CPU per request than the httpx stack.
-            http_client=DefaultAioHttpClient(timeout=timeout),
+            http_client=DefaultAioHttpClient(),
         )
+        self.breaker = CircuitBreaker(
+            self.endpoint, failures=breaker_failures, reset_after=breaker_reset, clock=clock
+        )
+
+    def status(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "circuit": self.breaker.state}
 
     async def complete(
         self,
@@ -66,60 +185,130 @@ class OpenAIModel:
             body["max_tokens"] = params.max_tokens
         if tools:
             body["tools"] = [t.to_openai() for t in tools]
-        options: RequestOptions = {"headers": dict(headers)} if headers else {}
+        deadline = self._clock() + params.timeout
+        budget = params.retry_budget
+        streamed = False
+
+        async def forward(text: str) -> None:
+            nonlocal streamed
+            streamed = True
+            assert on_delta is not None
+            await on_delta(text)
+
+        attempt = 0
+        while True:
+            self._admit()
+            failure, turn = await self._attempt(
+                params,
+                body,
+                deadline=deadline,
+                headers=headers,
+                stream=forward if on_delta else None,
+            )
+            if turn is not None:
+                return turn
+            assert failure is not None
+            self._record(failure, attempt=attempt)
+            wait = failure.retry_after
+            if wait is None:
+                wait = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))  # noqa: S311
+            fits = wait <= budget and self._clock() + wait < deadline
+            retry = failure.kind in _RETRYABLE and not streamed and attempt < params.max_retries
+            if not (retry and fits):
+                raise self._error(failure, params=params, wait=wait)
+            budget -= wait
+            attempt += 1
+            await self._sleep(wait)
+
+    async def _attempt(
+        self,
+        params: ModelParams,
+        body: dict[str, Any],
+        *,
+        deadline: float,
+        headers: Mapping[str, str] | None,
+        stream: OnDelta | None,
+    ) -> tuple[_Failure | None, ModelTurn | None]:
+        """One try within the call's deadline: the turn, or what went wrong."""
+        remaining = deadline - self._clock()
+        options: RequestOptions = {"timeout": max(remaining, 0.001)}
+        if headers:
+            options["headers"] = dict(headers)
         try:
-            if on_delta is None:
-                return await self._complete(params, body, options)
-            return await self._stream(params, body, options, on_delta)
-        except openai.AuthenticationError as e:
-            raise ModelAuthError(
-                f"the model endpoint {self.base_url} rejected the API key (HTTP {e.status_code})"
+            async with asyncio.timeout(remaining):
+                if stream is None:
+                    turn = await self._complete(params, body, options)
+                else:
+                    turn = await self._stream(params, body, options, stream)
+        except TimeoutError:
+            return _Failure("timeout", detail=f"no answer within {params.timeout:g}s"), None
+        except (openai.APIError, KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+            return _classify(e), None
+        except BaseException:
+            self.breaker.release()  # cancelled: no verdict on the endpoint
+            raise
+        self.breaker.success()
+        return None, turn
+
+    def _admit(self) -> None:
+        if self.breaker.state == "closed":
+            return
+        try:
+            self.breaker.before_call()
+        except Exception as e:
+            wait = self.breaker.seconds_to_trial()
+            raise ModelUnavailableError(
+                f"the model endpoint is unavailable after repeated failures (circuit open); "
+                f"try again in {wait:.0f}s",
+                retry_after=wait,
             ) from e
-        except openai.NotFoundError as e:
-            raise ModelNotFoundError(
-                f"the model endpoint {self.base_url} does not know model {params.model!r} "
-                f"(HTTP {e.status_code}: {_detail(e)})"
-            ) from e
-        except openai.APIStatusError as e:
-            raise ModelError(
-                f"the model endpoint answered HTTP {e.status_code}: {_detail(e)}"
-            ) from e
-        except openai.APITimeoutError as e:
-            raise ModelError(f"the model endpoint {self.base_url} timed out") from e
-        except openai.APIConnectionError as e:
-            raise ModelError(f"cannot reach the model endpoint {self.base_url}") from e
-        except openai.APIError as e:
-            raise ModelError(f"the model endpoint failed: {e}") from e
-        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
-            # a body or stream chunk that is not what the OpenAI schema promises
-            raise ModelError(
-                f"the model endpoint sent an unexpected response ({type(e).__name__})"
-            ) from e
+
+    def _record(self, failure: _Failure, *, attempt: int) -> None:
+        if failure.kind in _OUTAGE:
+            self.breaker.failure()
+        else:
+            self.breaker.release()  # the endpoint answered: alive, whatever it said
+        log.warning(
+            "model call to %s failed (attempt %d, %s): %s",
+            self.endpoint,
+            attempt + 1,
+            failure.kind,
+            redact(failure.detail, self._secrets)[:500],
+        )
+
+    @staticmethod
+    def _error(failure: _Failure, *, params: ModelParams, wait: float) -> ModelError:
+        cls, template = _ERRORS[failure.kind]
+        message = template.format(
+            wait=f"{wait:.0f}",
+            timeout=f"{params.timeout:g}",
+            model=params.model,
+            status=f" (HTTP {failure.status})" if failure.status else "",
+        )
+        return cls(message, retry_after=wait if failure.kind in _TOLD_WHEN else None)
 
     async def _complete(
         self, params: ModelParams, body: dict[str, Any], options: RequestOptions
     ) -> ModelTurn:
-        # The SDK's generic post (its documented route for raw bodies): auth, retries with
-        # backoff and error classes stay the SDK's; the per-call TypedDict transform of the
-        # request and the pydantic models of the response, which cost more CPU than the
-        # rest of a turn, are skipped. The engine reads only a few fields.
+        # The SDK's generic post (its documented route for raw bodies): auth and error classes
+        # stay the SDK's; the per-call TypedDict transform of the request and the pydantic
+        # models of the response, which cost more CPU than the rest of a turn, are skipped.
+        # The engine reads only a few fields; a body without them is a bad response (the
+        # KeyError/TypeError is classified by complete()).
         response: dict[str, Any] = await self._client.post(
             "/chat/completions", cast_to=dict, body=body, options=options
         )
-        try:
-            choice = response["choices"][0]
-            message = choice.get("message") or {}
-            calls = tuple(
-                ToolCall(
-                    id=c.get("id") or f"call_{i}",
-                    name=c["function"]["name"],
-                    arguments=c["function"].get("arguments") or "",
-                )
-                for i, c in enumerate(message.get("tool_calls") or ())
-                if c.get("type", "function") == "function"
+        choice = response["choices"][0]
+        message = choice.get("message") or {}
+        calls = tuple(
+            ToolCall(
+                id=c.get("id") or f"call_{i}",
+                name=c["function"]["name"],
+                arguments=c["function"].get("arguments") or "",
             )
-        except (KeyError, IndexError, TypeError) as e:
-            raise ModelError(f"the model endpoint sent an unexpected response ({e!r})") from e
+            for i, c in enumerate(message.get("tool_calls") or ())
+            if c.get("type", "function") == "function"
+        )
         return ModelTurn(
             content=message.get("content"),
             tool_calls=calls,
@@ -178,11 +367,8 @@ class OpenAIModel:
 
     @property
     def endpoint(self) -> str:
-        """The base URL without credentials or query (shown in /status)."""
-        parts = urlsplit(self.base_url)
-        host = parts.hostname or ""
-        netloc = host if parts.port is None else f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        """The base URL without credentials or query (for /status and logs)."""
+        return public_url(self.base_url)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -192,12 +378,3 @@ def _usage(data: Any) -> Usage:
     if not isinstance(data, dict):
         return Usage()
     return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
-
-
-def _detail(error: openai.APIStatusError) -> str:
-    body = error.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return error.message

@@ -28,6 +28,7 @@ from a2a.types import AgentCard, Role, SendMessageRequest, TaskState
 
 from agentspec_runtime.engine.breaker import CircuitBreaker
 from agentspec_runtime.engine.errors import ToolError
+from agentspec_runtime.engine.ports import Endpoint
 from agentspec_runtime.engine.types import (
     A2A_USAGE_KEY,
     HOP_LIMIT_STATUS,
@@ -38,6 +39,8 @@ from agentspec_runtime.engine.types import (
     tool_name,
 )
 from agentspec_runtime.spec.resolved import ResolvedPartner
+
+from .urls import redact
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +79,11 @@ class PartnerConnection:
         *,
         timeout: float,
         breaker: CircuitBreaker | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self.partner = partner
         self._timeout = timeout
+        self._secrets = secrets
         self._http = httpx.AsyncClient(
             headers=dict(headers), timeout=httpx.Timeout(timeout, connect=5.0)
         )
@@ -209,6 +214,7 @@ class PartnerConnection:
                     status = event.status_update.status
                     usage = _usage(event.status_update.metadata) or usage
                     text = get_message_text(status.message, "") if status.message else ""
+                    text = redact(text, self._secrets)
                     if status.state == TaskState.TASK_STATE_FAILED:
                         raise ToolError(f"partner agent {self.partner.name!r} failed: {text}")
                     if status.state == TaskState.TASK_STATE_INPUT_REQUIRED:
@@ -254,7 +260,7 @@ def _rebase(url: str, base: str) -> str:
 
 async def connect_partner(
     partner: ResolvedPartner,
-    headers: dict[str, str],
+    endpoint: Endpoint,
     *,
     call_timeout: float = 300.0,
     breaker_failures: int = 3,
@@ -264,4 +270,7 @@ async def connect_partner(
     breaker = CircuitBreaker(
         f"partner agent {partner.name!r}", failures=breaker_failures, reset_after=breaker_reset
     )
-    return await PartnerConnection(partner, headers, timeout=call_timeout, breaker=breaker).start()
+    connection = PartnerConnection(
+        partner, endpoint.headers, timeout=call_timeout, breaker=breaker, secrets=endpoint.secrets
+    )
+    return await connection.start()

@@ -15,14 +15,23 @@ give (send it in the message metadata ``variables``), ``canceled`` on CancelTask
 from __future__ import annotations
 
 import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
+from a2a.auth.user import UnauthenticatedUser, User
 from a2a.helpers import new_task_from_user_message, new_text_message, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
-from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
-from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.server.routes import (
+    DefaultServerCallContextBuilder,
+    create_agent_card_routes,
+    create_jsonrpc_routes,
+)
+from a2a.server.tasks import InMemoryTaskStore, TaskStore, TaskUpdater
 from a2a.types import (
     AgentCapabilities,
     AgentCard,
@@ -30,19 +39,23 @@ from a2a.types import (
     AgentSkill,
     APIKeySecurityScheme,
     HTTPAuthSecurityScheme,
+    ListTasksRequest,
+    ListTasksResponse,
     Message,
     Role,
     SecurityRequirement,
     SecurityScheme,
     StringList,
+    Task,
     TaskState,
 )
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
+from starlette.requests import Request
 from starlette.routing import BaseRoute
 
 from agentspec_runtime.api.inbound import consumer
-from agentspec_runtime.api.openai_api import outbound_headers
+from agentspec_runtime.api.openai_api import outbound_headers, retry_after
 from agentspec_runtime.engine.agent import Engine
 from agentspec_runtime.engine.errors import AgentspecError, MissingVariableError
 from agentspec_runtime.engine.loop import AgentRequest
@@ -159,7 +172,17 @@ class EngineExecutor(AgentExecutor):
             await updater.requires_input(say(str(e)))
             return
         except AgentspecError as e:
-            await updater.failed(say(str(e)))
+            # the HTTP API's status and Retry-After, for callers that can act on them
+            failure: dict[str, Any] = {
+                "agentspec.io/errorCode": getattr(e, "code", "error"),
+                "agentspec.io/httpStatus": getattr(e, "status", 500),
+            }
+            after = retry_after(e)
+            if after is not None:
+                failure["agentspec.io/retryAfter"] = after
+            await updater.update_status(
+                TaskState.TASK_STATE_FAILED, message=say(str(e)), metadata=failure
+            )
             return
         except Exception:  # a bug must still end the task, or callers wait for it forever
             log.exception("agent %s: A2A task %s failed", self.engine.agent, task.id)
@@ -212,14 +235,96 @@ def _variables(metadata: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
-def a2a_routes(engine: Engine, *, base_url: str) -> list[BaseRoute]:
+class _Consumer(User):
+    """The authenticated consumer (the API key's name) as the a2a-sdk's user: the task
+    store keys every task by it, so one consumer never sees another's tasks."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def user_name(self) -> str:
+        return self._name
+
+
+class _ConsumerContext(DefaultServerCallContextBuilder):
+    def build_user(self, request: Request) -> User:
+        name = consumer.get()
+        return _Consumer(name) if name else UnauthenticatedUser()
+
+
+_ACTIVE = (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
+
+
+class RetainingTaskStore(TaskStore):
+    """The a2a-sdk's in-memory store (tasks scoped to their owner), whose idle tasks —
+    finished, failed, waiting for input — are evicted ``retention`` seconds after their last
+    update, and beyond ``max_idle`` of them, oldest first: memory stays bounded."""
+
+    def __init__(
+        self,
+        *,
+        retention: float,
+        max_idle: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = InMemoryTaskStore()
+        self._retention = retention
+        self._max_idle = max_idle
+        self._clock = clock
+        self._idle: OrderedDict[tuple[str, str], float] = OrderedDict()
+        """(owner, task id) → when it went idle, oldest first."""
+
+    async def save(self, task: Task, context: ServerCallContext) -> None:
+        await self._store.save(task, context)
+        key = (context.user.user_name, task.id)
+        self._idle.pop(key, None)
+        if task.status.state not in _ACTIVE:
+            self._idle[key] = self._clock()
+        await self._evict()
+
+    async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
+        await self._evict()
+        return await self._store.get(task_id, context)
+
+    async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
+        await self._evict()
+        return await self._store.list(params, context)
+
+    async def delete(self, task_id: str, context: ServerCallContext) -> None:
+        self._idle.pop((context.user.user_name, task_id), None)
+        await self._store.delete(task_id, context)
+
+    async def _evict(self) -> None:
+        cutoff = self._clock() - self._retention
+        while self._idle:
+            (owner, task_id), since = next(iter(self._idle.items()))
+            if since > cutoff and len(self._idle) <= self._max_idle:
+                return
+            del self._idle[(owner, task_id)]
+            owner_context = ServerCallContext(
+                user=_Consumer(owner) if owner else UnauthenticatedUser()
+            )
+            await self._store.delete(task_id, owner_context)
+
+
+def a2a_routes(engine: Engine, *, base_url: str, task_retention: float = 3600.0) -> list[BaseRoute]:
     card = _Card(engine, base_url=base_url)
     handler = DefaultRequestHandler(
         agent_executor=EngineExecutor(engine, card),
-        task_store=InMemoryTaskStore(),
+        task_store=RetainingTaskStore(retention=task_retention),
         agent_card=card.card,
     )
     return [
         *create_agent_card_routes(card.card, card_modifier=card.current),
-        *create_jsonrpc_routes(handler, rpc_url=RPC_PATH, enable_v0_3_compat=True),
+        *create_jsonrpc_routes(
+            handler,
+            rpc_url=RPC_PATH,
+            context_builder=_ConsumerContext(),
+            enable_v0_3_compat=True,
+        ),
     ]

@@ -13,8 +13,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from agentspec_runtime.api.a2a import a2a_routes
+from agentspec_runtime.api.bodies import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY, BodyGuard
 from agentspec_runtime.api.inbound import InboundMiddleware
-from agentspec_runtime.api.openai_api import DEFAULT_MAX_BODY, ChatCompletions
+from agentspec_runtime.api.openai_api import ChatCompletions
 from agentspec_runtime.engine.agent import Engine
 
 DEFAULT_MAX_HOPS = 5
@@ -32,11 +33,13 @@ def api_app(
     *,
     lifecycle: Lifecycle,
     max_body: int = DEFAULT_MAX_BODY,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
     max_hops: int = DEFAULT_MAX_HOPS,
     base_url: str = "http://127.0.0.1:8080",
+    task_retention: float = 3600.0,
 ) -> Starlette:
     """``base_url`` is where callers reach this agent (its Service): the agent card says so."""
-    chat = ChatCompletions(engine, max_body=max_body)
+    chat = ChatCompletions(engine)
 
     async def healthz(_request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -58,9 +61,13 @@ def api_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/status", status, methods=["GET"]),
-            *a2a_routes(engine, base_url=base_url),
+            *a2a_routes(engine, base_url=base_url, task_retention=task_retention),
         ],
-        middleware=[Middleware(InboundMiddleware, engine=engine, max_hops=max_hops)],
+        middleware=[
+            # auth and the hop limit first: no body is read for a request that is refused
+            Middleware(InboundMiddleware, engine=engine, max_hops=max_hops),
+            Middleware(BodyGuard, max_body=max_body, timeout=body_timeout),
+        ],
     )
 
 

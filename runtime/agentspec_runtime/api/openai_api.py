@@ -13,17 +13,20 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote, unquote
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from agentspec_runtime.api.bodies import PARSED
 from agentspec_runtime.api.inbound import consumer, hops
 from agentspec_runtime.engine.agent import Engine
 from agentspec_runtime.engine.errors import (
@@ -35,9 +38,43 @@ from agentspec_runtime.engine.errors import (
 from agentspec_runtime.engine.loop import AgentRequest, AgentResult
 from agentspec_runtime.engine.types import HOPS_HEADER
 
+T = TypeVar("T")
 CONTEXT_HEADER = "x-agentspec-context-id"
 log = logging.getLogger(__name__)
-DEFAULT_MAX_BODY = 1 << 20
+
+
+ContextId = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+"""Any Unicode text without control characters (it travels in a header, percent-encoded)."""
+
+
+def encode_context_id(context_id: str) -> str:
+    """For the ``X-Agentspec-Context-Id`` header: UTF-8, percent-encoded beyond printable
+    ASCII (``%`` itself included), so every context id can be carried."""
+    return quote(context_id, safe=_HEADER_SAFE)
+
+
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+_CONTEXT_IDS: TypeAdapter[str] = TypeAdapter(ContextId)
+
+
+def _header_context_id(request: Request) -> str | None:
+    raw = request.headers.get(CONTEXT_HEADER)
+    if raw is None:
+        return None
+    try:
+        return _CONTEXT_IDS.validate_python(unquote(raw, errors="strict"))
+    except (ValidationError, UnicodeDecodeError) as e:
+        raise _RejectedError(
+            error_response(
+                400,
+                f"{CONTEXT_HEADER}: a context id is 1-256 characters of text without control "
+                "characters, percent-encoded as UTF-8 in this header",
+                code="invalid_context_id",
+                param=CONTEXT_HEADER,
+            )
+        ) from e
 
 
 class ChatMessage(BaseModel):
@@ -63,7 +100,7 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    context_id: str | None = Field(default=None, max_length=256)
+    context_id: ContextId | None = None
     variables: dict[str, str] = Field(default_factory=dict)
     # Accepted for compatibility with OpenAI clients; the AgentSpec governs these.
     temperature: float | None = None
@@ -103,6 +140,36 @@ class _RejectedError(Exception):
         self.response = response
 
 
+class _CallerLeftError(Exception):
+    """The caller disconnected before the answer: its work was cancelled."""
+
+
+async def _unless_caller_leaves(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work`` and cancel it if the caller disconnects first (model retries included:
+    nobody would read the answer). The body has been read, so the next ASGI message the
+    server can deliver is ``http.disconnect``."""
+    task = asyncio.ensure_future(work)
+
+    async def left() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(left())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()  # we were cancelled ourselves (shutdown): so is the work
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise _CallerLeftError
+
+
 def outbound_headers() -> dict[str, str]:
     """Headers every call this request makes carries: one more hop than it arrived with."""
     return {HOPS_HEADER: str(hops.get() + 1)}
@@ -135,9 +202,8 @@ def _validation_error(error: ValidationError) -> JSONResponse:
 class ChatCompletions:
     """The two OpenAI endpoints, bound to one engine."""
 
-    def __init__(self, engine: Engine, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.max_body = max_body
 
     async def models(self, _request: Request) -> Response:
         return JSONResponse(
@@ -165,9 +231,11 @@ class ChatCompletions:
             return self._stream(body, agent_request, request)
         token = otel_context.attach(propagate.extract(dict(request.headers)))
         try:
-            result = await self.engine.run(agent_request)
+            result = await _unless_caller_leaves(request, self.engine.run(agent_request))
         except AgentspecError as e:
             return _engine_error(e)
+        except _CallerLeftError:
+            return Response(status_code=499)  # nobody reads it: the connection is gone
         finally:
             otel_context.detach(token)
         return JSONResponse(
@@ -176,20 +244,8 @@ class ChatCompletions:
         )
 
     async def _parse(self, request: Request) -> tuple[ChatRequest, AgentRequest]:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise _RejectedError(_too_large(self.max_body))
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > self.max_body:
-                raise _RejectedError(_too_large(self.max_body))
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise _RejectedError(
-                error_response(400, f"the body is not valid JSON: {e}", code="invalid_json")
-            ) from e
+        # BodyGuard has read and parsed the body, within its limits
+        data = request.scope["state"][PARSED]
         if not isinstance(data, dict):
             raise _RejectedError(
                 error_response(400, "the body must be a JSON object", code="invalid_json")
@@ -207,7 +263,7 @@ class ChatCompletions:
                     )
                 )
             )
-        context_id = body.context_id or request.headers.get(CONTEXT_HEADER) or uuid.uuid4().hex
+        context_id = body.context_id or _header_context_id(request) or uuid.uuid4().hex
         messages = [m.model_dump(exclude_none=True) for m in body.messages]
         return body, AgentRequest(
             messages=messages,
@@ -278,13 +334,17 @@ class ChatCompletions:
                     known = isinstance(e, AgentspecError)
                     if not known:
                         log.exception("agent %s: streamed request failed", agent)
-                    error = {
+                    error: dict[str, Any] = {
                         "error": {
                             "message": str(e) if known else "the agent failed unexpectedly",
                             "type": "server_error",
                             "code": getattr(e, "code", "error") if known else "internal_error",
+                            "status": getattr(e, "status", 500) if known else 500,
                         }
                     }
+                    after = retry_after(e)
+                    if after is not None:
+                        error["error"]["retry_after"] = after
                     yield b"data: " + json.dumps(error).encode() + b"\n\n"
                     yield b"data: [DONE]\n\n"
                     return
@@ -309,7 +369,10 @@ class ChatCompletions:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-        headers = {"X-Agentspec-Context-Id": agent_request.context_id, "Cache-Control": "no-cache"}
+        headers = {
+            "X-Agentspec-Context-Id": encode_context_id(agent_request.context_id),
+            "Cache-Control": "no-cache",
+        }
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
@@ -346,18 +409,24 @@ def _metadata(result: AgentResult, context_id: str) -> dict[str, Any]:
 
 def _result_headers(result: AgentResult, context_id: str) -> dict[str, str]:
     return {
-        "X-Agentspec-Context-Id": context_id,
+        "X-Agentspec-Context-Id": encode_context_id(context_id),
         "X-Agentspec-Prompt-Version": result.prompt.version,
         "X-Agentspec-Config-Revision": result.revision,
     }
-
-
-def _too_large(limit: int) -> JSONResponse:
-    return error_response(413, f"the body exceeds {limit} bytes", code="body_too_large")
 
 
 def _engine_error(error: AgentspecError) -> JSONResponse:
     status = getattr(error, "status", 500)
     code = getattr(error, "code", "error")
     kind = "invalid_request_error" if isinstance(error, RequestError) else "server_error"
-    return error_response(status, str(error), code=code, kind=kind)
+    response = error_response(status, str(error), code=code, kind=kind)
+    after = retry_after(error)
+    if after is not None:
+        response.headers["Retry-After"] = str(after)
+    return response
+
+
+def retry_after(error: BaseException) -> int | None:
+    """Whole seconds after which the caller may try again, when the error says (429/503)."""
+    value = getattr(error, "retry_after", None)
+    return None if value is None else max(1, math.ceil(value))

@@ -60,6 +60,11 @@ class Engine:
             pool=self.pool,
             memory_override=memory_override,
         )
+        metrics.watch_model_circuit(self._model_circuit)
+
+    def _model_circuit(self) -> str | None:
+        snapshot = self.holder.current
+        return None if snapshot is None else str(snapshot.model.status().get("circuit"))
 
     # -- loading ------------------------------------------------------------------------
 

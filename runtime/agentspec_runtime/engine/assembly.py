@@ -55,6 +55,10 @@ class Builders:
     memory: MemoryBuilder | None = None
 
 
+def _from_secrets(declared: list[NamedValue], resolved: dict[str, str]) -> tuple[str, ...]:
+    return tuple(resolved[v.name] for v in declared if v.value_from is not None)
+
+
 def resource_key(kind: str, *identity: Any) -> str:
     """The pool key of a resource: its kind and a hash of everything that built it."""
     text = json.dumps(identity, sort_keys=True, default=str)
@@ -116,15 +120,21 @@ class Assembler:
             await self._secrets.get(spec.api_key_secret_ref) if spec.api_key_secret_ref else None
         )
         headers = await self._values(spec.headers)
-        key = resource_key("model", spec.base_url, spec.timeout_seconds, api_key, headers)
+        # per-call settings (timeout, retries) are not part of it: changing them keeps the
+        # client, its connections and its circuit breaker
+        key = resource_key("model", spec.base_url, api_key, headers)
         return await self._acquire(
             keys, key, lambda: self._builders.model(config, api_key, headers)
         )
 
     async def _mcp(self, server: ResolvedMcpServer, keys: list[str]) -> ToolSource:
+        headers = await self._values(server.headers)
+        params = await self._values(server.query_params)
         endpoint = Endpoint(
-            headers=await self._values(server.headers),
-            params=await self._values(server.query_params),
+            headers=headers,
+            params=params,
+            secrets=_from_secrets(server.headers, headers)
+            + _from_secrets(server.query_params, params),
         )
         key = resource_key("mcp", server.model_dump(mode="json"), endpoint.headers, endpoint.params)
         connection = await self._acquire(keys, key, lambda: self._builders.mcp(server, endpoint))
@@ -137,8 +147,9 @@ class Assembler:
         if build is None:
             raise ConfigError("this runtime cannot call partner agents")
         headers = await self._values(partner.headers)
+        endpoint = Endpoint(headers=headers, secrets=_from_secrets(partner.headers, headers))
         key = resource_key("partner", partner.model_dump(mode="json"), headers)
-        connection = await self._acquire(keys, key, lambda: build(partner, headers))
+        connection = await self._acquire(keys, key, lambda: build(partner, endpoint))
         return ToolSource(
             name=partner.name,
             kind="partner",

@@ -1,4 +1,4 @@
-"""A circuit breaker for calls to things that fail together (partner agents, servers).
+"""A circuit breaker for calls to things that fail together (the model, partners, servers).
 
 Closed: calls go through; ``failures`` consecutive failures open it. Open: calls fail at
 once (the model is told the dependency is unavailable) until ``reset_after`` seconds pass.
@@ -53,12 +53,17 @@ class CircuitBreaker:
         if state == "half-open" and not self._trial:
             self._trial = True  # exactly one trial call while half-open
             return
-        assert self._opened_at is not None
-        wait = max(0.0, self._reset_after - (self._clock() - self._opened_at))
+        wait = self.seconds_to_trial()
         raise CircuitOpenError(
             f"{self.name} is unavailable after {self._failures} failed calls "
             f"(circuit open; next try in {wait:.0f}s)"
         )
+
+    def seconds_to_trial(self) -> float:
+        """Seconds until the next trial call is let through (0 when closed or half-open)."""
+        if self._opened_at is None:
+            return 0.0
+        return max(0.0, self._reset_after - (self._clock() - self._opened_at))
 
     def release(self) -> None:
         """The call ended without a verdict (cancelled): free the trial slot, change nothing."""

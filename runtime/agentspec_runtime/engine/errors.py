@@ -5,10 +5,17 @@
     AgentspecError
     ├── RequestError          the caller's request is wrong: answer 4xx, change nothing
     │   ├── UnknownModelError     ``model`` is not this agent
-    │   └── MissingVariableError  a required prompt variable has no value
+    │   ├── MissingVariableError  a required prompt variable has no value
+    │   └── VariableNotSettableError  the request sets a variable it may not
     ├── ModelError            the model endpoint failed after retries: answer 502
     │   ├── ModelAuthError        the endpoint rejected our credentials
-    │   └── ModelNotFoundError    the endpoint does not know the configured model
+    │   ├── ModelNotFoundError    the endpoint does not know the configured model
+    │   ├── ModelRateLimitedError the endpoint asks us to slow down: 429 + Retry-After
+    │   ├── ModelUnavailableError overloaded (503) or its circuit is open: 503 + Retry-After
+    │   └── ModelTimeoutError     no answer within model.timeoutSeconds: 504
+
+Messages are the engine's own, stable and safe to show a caller: never the upstream's text
+(it may echo credentials) nor an internal URL. The upstream's text is logged, redacted.
     ├── ToolError             one tool call failed: told to the model, never a crash
     ├── ConfigError           a config update is invalid: reject it, keep the last good one
     ├── NotReadyError         no config loaded yet, or draining: answer 503
@@ -38,11 +45,20 @@ class MissingVariableError(RequestError):
     code = "missing_variable"
 
 
+class VariableNotSettableError(RequestError):
+    code = "variable_not_settable"
+
+
 class ModelError(AgentspecError):
-    """The model endpoint failed (after the client's retries)."""
+    """The model endpoint failed (after the client's retries). ``retry_after``: seconds after
+    which the caller may try again, when the endpoint (or the circuit breaker) says."""
 
     status = 502
     code = "model_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ModelAuthError(ModelError):
@@ -51,6 +67,21 @@ class ModelAuthError(ModelError):
 
 class ModelNotFoundError(ModelError):
     code = "model_not_found_at_endpoint"
+
+
+class ModelRateLimitedError(ModelError):
+    status = 429
+    code = "model_rate_limited"
+
+
+class ModelUnavailableError(ModelError):
+    status = 503
+    code = "model_unavailable"
+
+
+class ModelTimeoutError(ModelError):
+    status = 504
+    code = "model_timeout"
 
 
 class ToolError(AgentspecError):

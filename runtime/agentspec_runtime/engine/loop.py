@@ -119,7 +119,9 @@ class AgentRun:
             context_id=request.context_id, variables=request.variables
         )
         config = snapshot.config
-        self.input = [m for m in request.messages if m.get("role") != "system"]
+        # The agent's prompt is its only system prompt: a caller's system or developer
+        # message would let it rewrite the agent's instructions, so those are dropped.
+        self.input = [m for m in request.messages if m.get("role") not in ("system", "developer")]
         self.messages: list[Message] = [
             {"role": "system", "content": self.prompt.text},
             *self.input,
@@ -137,6 +139,9 @@ class AgentRun:
             model=config.model.model,
             temperature=config.model.temperature,
             max_tokens=config.model.max_tokens,
+            timeout=config.model.timeout_seconds,
+            max_retries=config.model.max_retries,
+            retry_budget=config.model.retry_budget_seconds,
         )
 
     async def run(self) -> AgentResult:

@@ -24,7 +24,7 @@ What every implementation must guarantee:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from agentspec_runtime.spec._base import SecretKeySelector
@@ -70,6 +70,11 @@ class ModelClient(Protocol):
         Retries what is worth retrying itself; raises ``ModelError`` (``ModelAuthError``,
         ``ModelNotFoundError``) when it finally fails. ``headers`` (trace context, hop count)
         go on this request only."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """For /status: ``endpoint`` (no credentials) and ``circuit`` (closed, open,
+        half-open)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -162,7 +167,10 @@ class Endpoint:
     """Resolved values for one outbound connection: secrets already read."""
 
     headers: dict[str, str]
-    params: dict[str, str]
+    params: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    """The values that came from Secrets: masked in any text the upstream sends back before
+    it is logged or shown to the model (a server may echo what it was sent)."""
 
 
 ModelBuilder = Callable[[AgentConfig, str | None, dict[str, str]], Awaitable[ModelClient]]
@@ -171,7 +179,7 @@ ModelBuilder = Callable[[AgentConfig, str | None, dict[str, str]], Awaitable[Mod
 McpBuilder = Callable[[ResolvedMcpServer, Endpoint], Awaitable[McpConnection]]
 """Builds a connection to an MCP server; a server that is down is not an error (it is
 retried in the background)."""
-PartnerBuilder = Callable[[ResolvedPartner, dict[str, str]], Awaitable[PartnerConnection]]
+PartnerBuilder = Callable[[ResolvedPartner, Endpoint], Awaitable[PartnerConnection]]
 """Builds a partner client from its resolved entry and its headers (secrets already read)."""
 MemoryBuilder = Callable[[str | None], Awaitable[MemoryStore]]
 """Builds a conversation store: in-process for None, else for a Redis URL (secrets read);

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from agentspec_runtime.spec.prompt import PLACEHOLDER
 from agentspec_runtime.spec.resolved import ResolvedPrompt, ResolvedPromptVersion
 
-from .errors import MissingVariableError
+from .errors import MissingVariableError, VariableNotSettableError
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +50,19 @@ class PromptSelector:
         return self._stable, "stable"
 
     def render(self, *, context_id: str, variables: Mapping[str, str]) -> RenderedPrompt:
-        """Render the chosen version; request variables override the spec's values."""
+        """Render the chosen version. A request may set only the variables the version
+        declares ``callerSettable`` (its value wins over the spec's); any other it names is
+        refused, before the model is called."""
         version, variant = self.choose(context_id)
+        settable = {v.name for v in version.variables if v.caller_settable}
+        refused = sorted(set(variables) - settable)
+        if refused:
+            raise VariableNotSettableError(
+                "prompt variable "
+                + ", ".join(repr(r) for r in refused)
+                + f" cannot be set by a request: prompt version {version.version!r} does not "
+                "declare it callerSettable"
+            )
         values: dict[str, str] = {}
         for declared in version.variables:
             value = variables.get(declared.name, self._prompt.variables.get(declared.name))

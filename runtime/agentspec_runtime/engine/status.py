@@ -41,6 +41,7 @@ def engine_status(agent: str, *, holder: SnapshotHolder, state: ReloadState) -> 
             generation=config.generation,
             model=config.model.model,
             modelEndpoint=snapshot.model.endpoint,
+            modelCircuit=snapshot.model.status().get("circuit", "closed"),
             promptVersions=snapshot.prompts.versions,
             inflight=snapshot.leases,
             mcpServers=[

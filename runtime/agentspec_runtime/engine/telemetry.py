@@ -82,6 +82,28 @@ class TokenRate(Collector):
         yield family
 
 
+class _CircuitState(Collector):
+    """``agentspec_model_circuit_state{state}``: 1 for the state the model's breaker is in."""
+
+    STATES = ("closed", "half-open", "open")
+
+    def __init__(self, *, agent: str, read: Callable[[], str | None]) -> None:
+        self._agent = agent
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "agentspec_model_circuit_state",
+            "The model endpoint's circuit breaker: 1 for its current state",
+            labels=["agent", "state"],
+        )
+        current = self._read()
+        if current is not None:
+            for state in self.STATES:
+                family.add_metric([self._agent, state], 1.0 if state == current else 0.0)
+        yield family
+
+
 class Metrics:
     """Every metric the engine records, in its own registry."""
 
@@ -161,6 +183,10 @@ class Metrics:
         self.tokens.labels(self.agent, model, prompt_version, "input").inc(input_tokens)
         self.tokens.labels(self.agent, model, prompt_version, "output").inc(output_tokens)
         self.token_rate.add(input_tokens + output_tokens)
+
+    def watch_model_circuit(self, read: Callable[[], str | None]) -> None:
+        """Report the serving model's circuit state (read at scrape time)."""
+        self.registry.register(_CircuitState(agent=self.agent, read=read))
 
     def loaded(self, revision: str) -> None:
         self.config_info.clear()

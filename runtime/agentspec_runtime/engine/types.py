@@ -96,6 +96,11 @@ class ModelParams:
     model: str
     temperature: float | None = None
     max_tokens: int | None = None
+    timeout: float = 60.0
+    """Seconds the whole call may take, retries and their waits included."""
+    max_retries: int = 3
+    retry_budget: float = 10.0
+    """Seconds the call may spend waiting between retries, in all."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,22 @@ class Invariant:
         raise ValueError(f"{where}: {self.message}" if where else self.message)
 
 
+def has_userinfo(url: str | None) -> bool:
+    """``scheme://user:password@host/...``: the authority carries credentials."""
+    if url is None or "://" not in url:
+        return False
+    return "@" in url.split("://", 1)[1].split("/", 1)[0]
+
+
+def no_url_credentials(field: str, *, instead: str) -> Invariant:
+    """The rule every URL field obeys: no user info (credentials belong in Secrets)."""
+    return Invariant(
+        cel=f"!has(self.{field}) || !self.{field}.matches('^[a-zA-Z0-9+.-]+://[^/]*@')",
+        message=f"credentials in {field} are not allowed: {instead}",
+        field_path=f".{field}",
+    )
+
+
 def invariants(*rules: Invariant, **extra: Any) -> dict[str, Any]:
     """``json_schema_extra`` carrying CEL rules (and any other ``x-kubernetes-*`` keys)."""
     return {"x-kubernetes-validations": [r.to_schema() for r in rules], **extra}

@@ -27,8 +27,10 @@ from ._base import (
     SpecModel,
     Text,
     VariableName,
+    has_userinfo,
     invariants,
     list_map,
+    no_url_credentials,
     unique_keys,
 )
 
@@ -88,10 +90,17 @@ _NO_LITERAL_KEY = Invariant(
 )
 
 
+_NO_BASE_URL_CREDENTIALS = no_url_credentials(
+    "baseUrl", instead="reference the key with apiKeySecretRef or a header from a Secret"
+)
+
+
 class ModelSpec(SpecModel):
     """The OpenAI-compatible chat model the agent thinks with."""
 
-    model_config = ConfigDict(json_schema_extra=invariants(_NO_LITERAL_KEY))
+    model_config = ConfigDict(
+        json_schema_extra=invariants(_NO_LITERAL_KEY, _NO_BASE_URL_CREDENTIALS)
+    )
 
     model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     """Model name sent to the endpoint (for example gpt-4o-mini or qwen-plus)."""
@@ -106,13 +115,20 @@ class ModelSpec(SpecModel):
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     """Upper bound on tokens the model may generate per call."""
     timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60
-    """Timeout of one model call, in seconds."""
+    """Timeout of one model call, in seconds, retries and their waits included."""
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    """Retries of a model call that failed for a reason worth retrying (429, 5xx, a lost
+    connection), with exponential backoff, or the wait the endpoint's Retry-After asks for."""
+    retry_budget_seconds: Annotated[float, Field(ge=0, le=600)] = 10
+    """Longest a request may spend waiting between retries, in all. When the endpoint asks
+    for a longer wait, the caller gets 429/503 with Retry-After at once instead of being held."""
     headers: NamedValues = Field(default_factory=list)
     """Extra HTTP headers for the endpoint; credential headers only from Secrets."""
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
         _NO_LITERAL_KEY.check(self.api_key is None)
+        _NO_BASE_URL_CREDENTIALS.check(not has_userinfo(self.base_url))
         unique_keys(self.headers, "name", field="headers")
         return self
 

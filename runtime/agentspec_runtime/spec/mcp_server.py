@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from ._base import (
     MAX_LIST,
@@ -12,7 +12,10 @@ from ._base import (
     HttpUrl,
     SpecModel,
     Text,
+    has_userinfo,
+    invariants,
     list_map,
+    no_url_credentials,
     unique_keys,
 )
 
@@ -30,8 +33,15 @@ class DeclaredValue(SpecModel):
     """What the value is (shown to agent authors)."""
 
 
+_NO_URL_CREDENTIALS = no_url_credentials(
+    "url", instead="declare headers or queryParams; each AgentSpec supplies them from Secrets"
+)
+
+
 class McpServerSpec(SpecModel):
     """Where an MCP server lives and what callers must send it."""
+
+    model_config = ConfigDict(json_schema_extra=invariants(_NO_URL_CREDENTIALS))
 
     url: HttpUrl
     """Endpoint URL (.../mcp for streamable HTTP, .../sse for SSE)."""
@@ -56,6 +66,7 @@ class McpServerSpec(SpecModel):
     def _check(self) -> McpServerSpec:
         unique_keys(self.headers, "name", field="headers")
         unique_keys(self.query_params, "name", field="queryParams")
+        _NO_URL_CREDENTIALS.check(not has_userinfo(self.url))
         return self
 
 

@@ -38,6 +38,10 @@ class PromptVariable(SpecModel):
     """Value used when none is given. No default: the variable is required."""
     description: Text = ""
     """What the variable means."""
+    caller_settable: bool = False
+    """A request may set it (the OpenAI API's ``variables``, A2A message metadata
+    ``variables``). Off by default: only the AgentSpec (``promptRef.variables``) and the
+    default decide the others, so a caller cannot rewrite the agent's instructions."""
 
 
 _IMMUTABLE = Invariant(

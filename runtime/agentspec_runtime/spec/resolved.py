@@ -247,8 +247,10 @@ def _resolve_prompt(
     spec: AgentSpec, prompts: Mapping[str, PromptTemplateResource], problems: list[Problem]
 ) -> ResolvedPrompt | None:
     if spec.prompt is not None:
+        # an inline prompt has no other way to get its values: every one is the caller's
         variables = [
-            PromptVariable(name=n) for n in dict.fromkeys(PLACEHOLDER.findall(spec.prompt))
+            PromptVariable(name=n, caller_settable=True)
+            for n in dict.fromkeys(PLACEHOLDER.findall(spec.prompt))
         ]
         return ResolvedPrompt(
             prompt_key=INLINE_VERSION,
