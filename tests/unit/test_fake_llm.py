@@ -1,21 +1,29 @@
-"""The fake LLM speaks OpenAI's wire format well enough for the real ``openai`` SDK.
+"""The fake LLM speaks OpenAI's wire format well enough for the real ``openai`` SDK, over
+real HTTP, and holds tests to the traffic they script.
 
-In: a :class:`FakeLLM` (in-process, one per test) scripted with turns or a responder, called
-through ``openai.AsyncOpenAI`` (retries off). Asserted: non-streamed and streamed text,
-usage (deterministic counts, the ``include_usage`` chunk), tool-call deltas reassembled by the
-SDK's stream helper, HTTP errors surfacing as the SDK's exception classes, latency, dropped
-connections, request recording (body and headers), the rule-based responders, script
-consumption, the JSON script form, and the child-process front end.
+In: a :class:`FakeLLM` (in-process, one per test, uvicorn on a thread) scripted with turns,
+functions of the request or a responder, called through ``openai.AsyncOpenAI`` (retries off),
+httpx and a raw socket. Asserted: non-streamed and streamed text, usage (deterministic counts,
+the ``include_usage`` chunk), tool-call deltas reassembled by the SDK's stream helper, HTTP
+errors surfacing as the SDK's exception classes, latency, dropped connections, request
+recording (body and headers, chunked request bodies, keep-alive), holding answers back, the
+rule-based responders, strictness (an unused step or an unscripted request fails the ``with``
+block and the fixture; a responder opts out), the admin endpoints, the JSON script form, and
+the child-process front end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai import AsyncOpenAI
@@ -52,9 +60,8 @@ ADD_TOOL: Any = {
 
 
 @pytest.fixture
-def llm() -> Iterator[FakeLLM]:
-    with FakeLLM() as server:
-        yield server
+def llm(fake_llm: FakeLLM) -> FakeLLM:
+    return fake_llm
 
 
 @pytest.fixture
@@ -299,9 +306,15 @@ async def test_strict_models_and_api_key_checks() -> None:
     assert result.choices[0].message.content == "Echo: x"
 
 
-async def test_exhausted_script_without_responder_is_a_500(client: AsyncOpenAI) -> None:
+async def test_exhausted_script_without_responder_is_a_500_and_a_difference(
+    llm: FakeLLM, client: AsyncOpenAI
+) -> None:
     with pytest.raises(openai.InternalServerError, match="script exhausted"):
         await client.chat.completions.create(model=MODEL, messages=[user("x")])
+    with pytest.raises(AssertionError, match=r"request 1 was not scripted .* user text 'x'"):
+        llm.assert_traffic_as_scripted()
+    llm.reset()  # forgiven: this test made the unscripted request on purpose
+    llm.assert_traffic_as_scripted()
 
 
 async def test_script_comes_before_the_responder(llm: FakeLLM, client: AsyncOpenAI) -> None:
@@ -318,6 +331,86 @@ def test_assert_script_consumed_names_leftovers(llm: FakeLLM) -> None:
     llm.script(Turn.text("never asked"))
     with pytest.raises(AssertionError, match="1 scripted"):
         llm.assert_script_consumed()
+    llm.reset()
+
+
+def test_a_clean_exit_asserts_the_traffic_was_the_script() -> None:
+    with pytest.raises(AssertionError, match="1 scripted fake-LLM turn"), FakeLLM() as llm:
+        llm.script(Turn.text("never asked"))
+    with pytest.raises(AssertionError, match="request 1 was not scripted"), FakeLLM() as llm:
+        assert httpx.post(f"{llm.base_url}/chat/completions", json={}).status_code == 500
+    with FakeLLM(responder=echo) as llm:  # a responder answers open-ended traffic
+        assert httpx.post(f"{llm.base_url}/chat/completions", json={}).is_success
+
+    def fail_inside() -> None:
+        with FakeLLM() as llm:
+            llm.script(Turn.text("never asked"))
+            raise KeyError("the test's own failure")
+
+    # a failing block keeps its own error; the traffic is not checked on top of it
+    with pytest.raises(KeyError):
+        fail_inside()
+
+
+async def test_steps_may_compute_their_turn_and_a_raising_step_is_a_difference(
+    llm: FakeLLM, client: AsyncOpenAI
+) -> None:
+    def shout(request: ChatRequest) -> Turn:
+        return Turn.text(request.last_user_text.upper())
+
+    def broken(request: ChatRequest) -> Turn:
+        raise ValueError("bug in the test")
+
+    llm.script(shout, broken)
+    result = await client.chat.completions.create(model=MODEL, messages=[user("hey")])
+    assert result.choices[0].message.content == "HEY"
+    with pytest.raises(openai.InternalServerError, match="scripted step raised"):
+        await client.chat.completions.create(model=MODEL, messages=[user("x")])
+    with pytest.raises(AssertionError, match=r"request 2: the scripted step raised ValueError"):
+        llm.assert_traffic_as_scripted()
+    llm.reset()
+
+
+async def test_hold_keeps_answers_back_until_release(llm: FakeLLM, client: AsyncOpenAI) -> None:
+    llm.script(Turn.text("one"), Turn.text("two"))
+    llm.hold()
+    calls = [
+        asyncio.ensure_future(client.chat.completions.create(model=MODEL, messages=[user(t)]))
+        for t in ("a", "b")
+    ]
+    await asyncio.to_thread(llm.wait_for_requests, 2)
+    await asyncio.sleep(0.05)  # room for an answer that should not come
+    assert not any(call.done() for call in calls), "held requests were answered"
+    llm.release()
+    answers = [(await call).choices[0].message.content for call in calls]
+    assert sorted(answers) == ["one", "two"]  # type: ignore[type-var]
+
+
+def test_stop_drops_held_and_slow_answers_at_once() -> None:
+    llm = FakeLLM().start()
+    llm.script(Turn.text("late").with_latency(first_byte=30), Turn.text("held"))
+    with httpx.Client(base_url=llm.base_url, timeout=30) as http:
+        errors: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                http.post("/chat/completions", json={"messages": []})
+            except httpx.HTTPError as e:
+                errors.append(e)
+
+        callers = [threading.Thread(target=call) for _ in range(2)]
+        callers[0].start()
+        llm.wait_for_requests(1)
+        llm.hold()
+        callers[1].start()
+        llm.wait_for_requests(2)
+        started = time.monotonic()
+        llm.stop()
+        for caller in callers:
+            caller.join(10)
+        assert time.monotonic() - started < 2
+        assert len(errors) == 2
+        assert all(isinstance(e, httpx.TransportError) for e in errors), errors
 
 
 async def test_tool_then_answer_drives_a_tool_loop() -> None:
@@ -409,3 +502,104 @@ async def test_child_process_front_end(tmp_path: Path) -> None:
     assert second.choices[0].message.tool_calls is not None
     assert third.choices[0].message.content == "Echo: c"
     assert [r.last_user_text for r in requests] == ["a", "b", "c"]
+
+
+def test_keep_alive_and_a_chunked_request_body_over_one_raw_connection(llm: FakeLLM) -> None:
+    llm.script(Turn.text("first"), Turn.text("second"))
+    body = json.dumps({"model": MODEL, "messages": [user("chunked")]}).encode()
+    half = len(body) // 2
+    chunked = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+        half,
+        body[:half],
+        len(body) - half,
+        body[half:],
+    )
+    plain = json.dumps({"model": MODEL, "messages": [user("plain")]}).encode()
+    with socket.create_connection(("127.0.0.1", llm.port), timeout=5) as sock:
+        reader = sock.makefile("rb")
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Trace: a\r\nX-Trace: b\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + chunked
+        )
+        first = _read_response(reader)
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(plain), plain)
+        )
+        second = _read_response(reader)
+    assert [first["choices"][0]["message"]["content"], second["choices"][0]["message"]["content"]]
+    assert [r.last_user_text for r in llm.requests] == ["chunked", "plain"]
+    assert llm.requests[0].headers["x-trace"] == "a, b"
+
+
+def _read_response(reader: Any) -> Any:
+    """One HTTP/1.1 response with a content-length body, as JSON."""
+    status = reader.readline()
+    assert status.startswith(b"HTTP/1.1 200"), status
+    length = 0
+    while (line := reader.readline()) != b"\r\n":
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    return json.loads(reader.read(length))
+
+
+def test_bad_bodies_and_unknown_routes_get_openai_style_errors(llm: FakeLLM) -> None:
+    with httpx.Client(base_url=llm.base_url) as http:
+        for content in (b"{not json", b"[1]"):
+            response = http.post("/chat/completions", content=content)
+            assert response.status_code == 400
+            assert response.json()["error"]["message"].startswith("invalid JSON body")
+        missing = http.get("/nowhere")
+    assert missing.status_code == 404
+    assert missing.json()["error"] == {
+        "message": "no route GET /v1/nowhere",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+    assert llm.requests == [], "only well-formed chat requests are recorded"
+
+
+def test_admin_endpoints_script_inspect_hold_and_reset(llm: FakeLLM) -> None:
+    admin = f"http://127.0.0.1:{llm.port}/_fake"
+    with httpx.Client(timeout=5) as http:
+        assert http.post(f"{admin}/script", json={"turns": [{"text": "hi"}]}).json() == {
+            "pending": 1
+        }
+        assert http.get(f"{admin}/health").json() == {"ok": True, "pending": 1, "problems": []}
+        http.post(f"{admin}/hold")
+        held = threading.Thread(
+            target=http.post,
+            args=(f"{llm.base_url}/chat/completions",),
+            kwargs={"json": {"messages": [user("q")]}},
+        )
+        held.start()
+        llm.wait_for_requests(1)
+        assert held.is_alive()
+        http.post(f"{admin}/release")
+        held.join(5)
+        assert not held.is_alive()
+        (recorded,) = http.get(f"{admin}/requests").json()
+        assert recorded["body"] == {"messages": [user("q")]}
+        assert recorded["headers"]["content-type"] == "application/json"
+        assert http.post(f"{admin}/reset").json() == {"ok": True}
+        assert http.get(f"{admin}/requests").json() == []
+        assert http.get(f"{admin}/nothing").status_code == 404
+
+
+async def test_a_client_leaving_during_latency_frees_the_server(
+    llm: FakeLLM, client: AsyncOpenAI
+) -> None:
+    llm.script(Turn.text("too late").with_latency(first_byte=30), Turn.text("next"))
+    with pytest.raises(openai.APITimeoutError):
+        await client.chat.completions.create(model=MODEL, messages=[user("x")], timeout=0.2)
+    result = await client.chat.completions.create(model=MODEL, messages=[user("y")])
+    assert result.choices[0].message.content == "next"
+
+
+def test_child_process_is_strict_too(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="1 scripted fake-LLM turn"), FakeLLMProcess() as llm:
+        llm.script(Turn.text("never asked"))
+    with pytest.raises(AssertionError, match="request 1 was not scripted"), FakeLLMProcess() as llm:
+        assert httpx.post(f"{llm.base_url}/chat/completions", json={}).status_code == 500
