@@ -3,10 +3,15 @@
 Owns the fixture wiring only; the components themselves live in ``tests/support`` (usable
 without pytest). Session fixtures are per process, so under pytest-xdist every worker gets its
 own apiserver and Redis, and per-test isolation comes from a fresh namespace / Redis db.
+
+No test reaches a real model: ``OPENAI_*`` variables are removed from this process for the
+session (the openai SDK and an in-process engine read them), and
+:func:`tests.support.procs.start_process` removes them from every child.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +19,7 @@ import pytest
 from tests.support.cluster import ShippedCluster
 from tests.support.control_plane import REPO_ROOT, ControlPlane, NamespacedKubectl, namespace_name
 from tests.support.operator_proc import OperatorProcess
+from tests.support.procs import MODEL_ENV_PREFIX
 from tests.support.redis_server import RedisServer
 
 pytest_plugins = ["tests.support.fixtures_doubles"]
@@ -27,6 +33,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if {"control_plane", "cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.controlplane)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_real_model() -> Iterator[None]:
+    """Remove ``OPENAI_*`` from the environment for the whole session."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith(MODEL_ENV_PREFIX)]:
+            patch.delenv(name)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,9 @@ Owns the rules every externally started binary follows in the tests:
   kill the whole group, helpers included);
 * each child asks the kernel for ``SIGKILL`` when its parent dies (``PR_SET_PDEATHSIG``), so
   nothing outlives a pytest run that is itself killed;
-* ``stop`` is SIGTERM, a bounded grace period, then SIGKILL, and always reaps.
+* ``stop`` is SIGTERM, a bounded grace period, then SIGKILL, and always reaps;
+* no child sees an ``OPENAI_*`` variable (:data:`MODEL_ENV_PREFIX`): whatever the test
+  machine's environment holds, nothing a test starts can reach a real model.
 
 ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the process: start
 components from a thread that lives as long as they should (pytest and its xdist workers run
@@ -33,6 +35,7 @@ from types import TracebackType
 from typing import Self
 
 __all__ = [
+    "MODEL_ENV_PREFIX",
     "ExitedEarlyError",
     "Managed",
     "ManagedProcess",
@@ -42,9 +45,18 @@ __all__ = [
     "owned_tmp_dir",
     "start_process",
     "wait_until",
+    "without_model_env",
 ]
 
 _PR_SET_PDEATHSIG = 1
+
+MODEL_ENV_PREFIX = "OPENAI_"
+"""Variables the openai SDK and the runtime read to find a real model and its key."""
+
+
+def without_model_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` minus every ``OPENAI_*`` variable."""
+    return {k: v for k, v in env.items() if not k.startswith(MODEL_ENV_PREFIX)}
 
 
 class Managed:
@@ -233,7 +245,10 @@ def start_process(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> ManagedProcess:
-    """Start ``argv`` as a leak-proof child (see the module docstring), output to ``log_path``."""
+    """Start ``argv`` as a leak-proof child (see the module docstring), output to ``log_path``.
+
+    ``env`` (default: this process's environment) is passed without ``OPENAI_*`` variables.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
@@ -241,7 +256,7 @@ def start_process(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=None if env is None else dict(env),
+            env=without_model_env(os.environ if env is None else env),
             cwd=cwd,
             close_fds=True,
             start_new_session=True,
