@@ -1,9 +1,10 @@
 """The runtime as a process: a real tool-using conversation, its API contract and bad input.
 
 In: ``agentspec runtime --config <file>`` started as a child process, the file holding the
-PromptTemplate, McpServers and AgentSpec a user would apply; the scripted fake LLM; real
-MCP servers over streamable HTTP and SSE, and the npm server-everything. Asserted: what
-the caller gets (through the openai SDK and raw HTTP) and what the model and the tools saw.
+PromptTemplate, McpServers and AgentSpec a user would apply; the fake LLM, every model call
+scripted (an extra or missing call fails the test); real MCP servers over streamable HTTP and
+SSE, and the npm server-everything. Asserted: what the caller gets (through the openai SDK
+and raw HTTP), what the model and the tools saw, and the metrics a request adds.
 """
 
 from __future__ import annotations
@@ -22,15 +23,10 @@ import openai
 import pytest
 
 from tests.support.agent_files import agent_docs, write_docs
-from tests.support.fake_llm import (
-    ChatRequest,
-    FakeLLM,
-    ToolCall,
-    Turn,
-    prompt_tokens,
-    tool_then_answer,
-)
+from tests.support.fake_llm import FakeLLM, ToolCall, Turn, completion_tokens, prompt_tokens
+from tests.support.fixtures_doubles import exact_traffic
 from tests.support.mcp_servers import CLAIMS, EverythingServer, McpTestServer
+from tests.support.procs import wait_until
 from tests.support.runtime_proc import RuntimeProcess
 
 SECRET_ENV = {"AGENTSPEC_SECRET_TOOLS_CREDENTIALS_TOKEN": "s3cret-token"}
@@ -38,7 +34,7 @@ SECRET_ENV = {"AGENTSPEC_SECRET_TOOLS_CREDENTIALS_TOKEN": "s3cret-token"}
 
 @pytest.fixture(scope="module")
 def llm() -> Iterator[FakeLLM]:
-    with FakeLLM(responder=tool_then_answer) as server:
+    with FakeLLM() as server:
         yield server
 
 
@@ -81,9 +77,8 @@ def runtime(
 
 
 @pytest.fixture(autouse=True)
-def _fresh(llm: FakeLLM) -> None:
-    llm.reset()
-    llm.responder = tool_then_answer
+def _exact_traffic(llm: FakeLLM, request: pytest.FixtureRequest) -> Iterator[None]:
+    yield from exact_traffic(request, llm)
 
 
 def client(runtime: RuntimeProcess) -> openai.OpenAI:
@@ -93,33 +88,39 @@ def client(runtime: RuntimeProcess) -> openai.OpenAI:
 def test_multi_turn_conversation_uses_mcp_tools_over_both_transports(
     runtime: RuntimeProcess, llm: FakeLLM
 ) -> None:
+    llm.script(
+        Turn.tool_calls(ToolCall("lookup_claim", {"claim_id": "EXP-1001"})),
+        Turn.text("Claim EXP-1001 is approved."),
+        Turn.tool_calls(ToolCall("expense_policy", {"topic": "travel"})),  # over SSE
+        Turn.text("Economy class."),
+    )
     api = client(runtime)
-    first = api.chat.completions.create(
-        model="assistant",
-        messages=[{"role": "user", "content": "lookup_claim claim_id=EXP-1001"}],
-    )
+    question: Any = {"role": "user", "content": "What about claim EXP-1001?"}
+    first = api.chat.completions.create(model="assistant", messages=[question])
+    assert first.choices[0].message.content == "Claim EXP-1001 is approved."
+    # second turn, with the history
+    history: list[Any] = [
+        question,
+        {"role": "assistant", "content": "Claim EXP-1001 is approved."},
+        {"role": "user", "content": "And the travel policy?"},
+    ]
+    second = api.chat.completions.create(model="assistant", messages=history)
+    assert second.choices[0].message.content == "Economy class."
+
+    system = {"role": "system", "content": "You are the test assistant."}
     claim = json.dumps(CLAIMS["EXP-1001"], sort_keys=True)
-    assert first.choices[0].message.content == f"The tool said: {claim}"
-    # second turn, with the history, through the SSE server
-    second = api.chat.completions.create(
-        model="assistant",
-        messages=[
-            {"role": "user", "content": "lookup_claim claim_id=EXP-1001"},
-            {"role": "assistant", "content": first.choices[0].message.content},
-            {"role": "user", "content": "expense_policy topic=travel"},
-        ],
-    )
-    assert second.choices[0].message.content == (
-        "The tool said: Economy class for flights under 6 hours; hotels up to 150 EUR per night."
-    )
+    policy = "Economy class for flights under 6 hours; hotels up to 150 EUR per night."
     seen = llm.requests
-    assert len(seen) == 4  # tool call + answer, twice
-    assert seen[0].system_prompt == "You are the test assistant."
+    assert [r.messages for r in seen] == [
+        [system, question],
+        [system, question, _called(seen[1], "call_1_0"), _result("call_1_0", claim)],
+        [system, *history],
+        [system, *history, _called(seen[3], "call_3_0"), _result("call_3_0", policy)],
+    ]
     # the allow-lists hold: only the listed tools of each server are offered
     assert sorted(seen[0].tool_names) == sorted(
         ["lookup_claim", "whoami", "add", "fail", "slow", "expense_policy"]
     )
-    assert seen[1].trailing_tool_results[0]["content"] == claim
     # usage adds up every model call of the request
     assert first.usage is not None
     assert first.usage.prompt_tokens == prompt_tokens(seen[0].messages) + prompt_tokens(
@@ -127,20 +128,27 @@ def test_multi_turn_conversation_uses_mcp_tools_over_both_transports(
     )
 
 
+def _called(request: Any, call_id: str) -> dict[str, Any]:
+    """The assistant message with the tool call, as the runtime sent it back (checked once)."""
+    message: dict[str, Any] = request.messages[-2]
+    assert message["role"] == "assistant"
+    assert [c["id"] for c in message["tool_calls"]] == [call_id]
+    return message
+
+
+def _result(call_id: str, content: str) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+
 def test_configured_headers_and_query_params_reach_the_mcp_server(
-    runtime: RuntimeProcess,
+    runtime: RuntimeProcess, llm: FakeLLM
 ) -> None:
-    answer = (
-        client(runtime)
-        .chat.completions.create(
-            model="assistant",
-            messages=[{"role": "user", "content": "whoami"}],
-        )
-        .choices[0]
-        .message.content
+    llm.script(Turn.tool_calls(ToolCall("whoami")), Turn.text("done"))
+    client(runtime).chat.completions.create(
+        model="assistant", messages=[{"role": "user", "content": "who am I?"}]
     )
-    assert answer is not None
-    who = json.loads(answer.removeprefix("The tool said: "))
+    (result,) = llm.requests[1].trailing_tool_results
+    who = json.loads(result["content"])
     # the server got the value read from the Secret; echoed back, it is masked before the
     # model (and so the caller) can see it
     assert who["headers"]["x-api-key"] == "[redacted]"
@@ -150,18 +158,25 @@ def test_configured_headers_and_query_params_reach_the_mcp_server(
     assert "s3cret-token" not in json.dumps(runtime.status())
 
 
-def test_streaming_with_usage(runtime: RuntimeProcess) -> None:
+def test_streaming_with_usage(runtime: RuntimeProcess, llm: FakeLLM) -> None:
+    turns = [Turn.tool_calls(ToolCall("add", {"a": 2, "b": 40})), Turn.text("It is 42.")]
+    llm.script(*turns)
     stream = client(runtime).chat.completions.create(
         model="assistant",
         stream=True,
         stream_options={"include_usage": True},
-        messages=[{"role": "user", "content": "add a=2 b=40"}],
+        messages=[{"role": "user", "content": "add 2 and 40"}],
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == "The tool said: 42"
-    assert chunks[-1].usage is not None
-    assert chunks[-1].usage.total_tokens > 0
+    assert text == "It is 42."
+    assert llm.requests[1].trailing_tool_results[0]["content"] == "42"
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == (
+        sum(prompt_tokens(r.messages) for r in llm.requests),
+        sum(completion_tokens(t) for t in turns),
+    )
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
 
 
@@ -185,10 +200,8 @@ def test_tool_failure_is_told_to_the_model_and_max_iterations_stop_the_loop(
     runtime: RuntimeProcess,
     llm: FakeLLM,
 ) -> None:
-    def always_fail(request: ChatRequest) -> Turn:
-        return Turn.tool_calls(ToolCall("fail", {"message": "database down"}))
-
-    llm.responder = always_fail
+    # maxIterations is 3: the third call is the last, whatever the model asks for
+    llm.script(*[Turn.tool_calls(ToolCall("fail", {"message": "database down"}))] * 3)
     response = httpx.post(
         f"{runtime.base_url}/v1/chat/completions",
         json={"model": "assistant", "messages": [{"role": "user", "content": "try"}]},
@@ -200,10 +213,13 @@ def test_tool_failure_is_told_to_the_model_and_max_iterations_stop_the_loop(
     assert body["agentspec"]["finishReason"] == "max_iterations"
     assert body["agentspec"]["iterations"] == 3
     seen = llm.requests
-    assert len(seen) == 3
-    assert seen[1].trailing_tool_results[0]["content"].startswith("Error: ")
-    assert "database down" in seen[1].trailing_tool_results[0]["content"]
-    assert seen[2].tools == [], "no tools are offered on the last iteration"
+    error = "Error: Error executing tool fail: database down"  # the MCP server's own words
+    assert [r.trailing_tool_results for r in seen] == [
+        [],
+        [_result("call_1_0", error)],
+        [_result("call_2_0", error)],
+    ]
+    assert [len(r.tools) for r in seen] == [6, 6, 0], "no tools are offered on the last call"
 
 
 def test_unknown_tool_and_bad_arguments_become_tool_errors(
@@ -219,8 +235,14 @@ def test_unknown_tool_and_bad_arguments_become_tool_errors(
     )
     assert answer.choices[0].message.content == "ok"
     missing, bad = (r["content"] for r in llm.requests[1].trailing_tool_results)
-    assert missing.startswith("Error: no tool named 'no_such_tool'")
-    assert "not valid JSON" in bad
+    assert missing == (
+        "Error: no tool named 'no_such_tool'; available: add, expense_policy, fail, "
+        "lookup_claim, slow, whoami"
+    )
+    assert bad == (
+        "Error: the arguments are not valid JSON (Expecting property name enclosed in double "
+        "quotes)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -332,10 +354,9 @@ def test_client_disconnect_mid_stream_leaks_nothing(runtime: RuntimeProcess, llm
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")
     # the client is gone: the run is cancelled, nothing stays in flight
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and runtime.status()["inflight"]:
-        time.sleep(0.05)
-    assert runtime.status()["inflight"] == 0
+    wait_until(
+        lambda: runtime.status()["inflight"] == 0, timeout=5, what="the cancelled run to end"
+    )
     assert runtime.status()["retiringSnapshots"] == 0
     assert client(runtime).models.list().data[0].id == "assistant"
 
@@ -354,40 +375,57 @@ def test_models_health_and_status(runtime: RuntimeProcess) -> None:
     }
 
 
-def test_metrics_are_scraped_from_the_metrics_port(runtime: RuntimeProcess) -> None:
-    client(runtime).chat.completions.create(
-        model="assistant", messages=[{"role": "user", "content": "add a=1 b=2"}]
-    )
+def scrape(runtime: RuntimeProcess) -> dict[str, float]:
     text = httpx.get(runtime.metrics_url, timeout=5).text
-    samples = {
+    return {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
         if line and not line.startswith("#")
     }
-    key = (
-        'agentspec_tokens_total{agent="assistant",direction="input",model="fake-model",'
-        'prompt_version="v1"}'
+
+
+def test_metrics_are_scraped_from_the_metrics_port(runtime: RuntimeProcess, llm: FakeLLM) -> None:
+    turns = [Turn.tool_calls(ToolCall("add", {"a": 1, "b": 2})), Turn.text("3")]
+    llm.script(*turns)
+    before = scrape(runtime)
+    client(runtime).chat.completions.create(
+        model="assistant", messages=[{"role": "user", "content": "add 1 and 2"}]
     )
-    assert samples[key] > 0
+    after = scrape(runtime)
+
+    def added(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    tokens = 'agentspec_tokens_total{agent="assistant",direction="%s",model="fake-model",prompt_version="v1"}'  # noqa: E501
+    input_tokens = sum(prompt_tokens(r.messages) for r in llm.requests)
+    output_tokens = sum(completion_tokens(t) for t in turns)
+    assert added(tokens % "input") == input_tokens
+    assert added(tokens % "output") == output_tokens
+    tool = 'agentspec_tool_calls_total{agent="assistant",outcome="%s",source="mcp",tool="add"}'
+    assert (added(tool % "ok"), added(tool % "error")) == (1, 0)
+    requests = 'agentspec_requests_total{agent="assistant",api="openai",outcome="%s"}'
+    assert (added(requests % "ok"), added(requests % "error")) == (1, 0)
+    model_calls = (
+        'agentspec_model_call_duration_seconds_count{agent="assistant",model="fake-model",'
+        'outcome="ok"}'
+    )
+    assert added(model_calls) == 2
+    assert added('agentspec_request_duration_seconds_count{agent="assistant",api="openai"}') == 1
+    assert after['agentspec_config_reloads_total{agent="assistant",outcome="applied"}'] == 1
+    assert after['agentspec_inflight_requests{agent="assistant"}'] == 0
+    # a sliding 30 s window (other tests' tokens may be leaving it): at least this request's
     assert (
-        samples[
-            'agentspec_tool_calls_total{agent="assistant",outcome="ok",source="mcp",tool="add"}'
-        ]
-        >= 1
+        after['agentspec_tokens_per_second{agent="assistant"}']
+        >= (input_tokens + output_tokens) / 30
     )
-    assert samples['agentspec_requests_total{agent="assistant",api="openai",outcome="ok"}'] >= 1
-    assert samples['agentspec_config_reloads_total{agent="assistant",outcome="applied"}'] == 1
-    assert samples['agentspec_inflight_requests{agent="assistant"}'] == 0
-    assert samples['agentspec_tokens_per_second{agent="assistant"}'] > 0
-    assert any(k.startswith("agentspec_model_call_duration_seconds_bucket") for k in samples)
-    assert any(k.startswith("agentspec_request_duration_seconds_bucket") for k in samples)
 
 
 def test_npm_server_everything_tools_work(
     everything_server: EverythingServer,
     tmp_path: Path,
 ) -> None:
-    with FakeLLM(responder=tool_then_answer) as llm:
+    with FakeLLM() as llm:
+        llm.script(Turn.tool_calls(ToolCall("echo", {"message": "hello"})), Turn.text("done"))
         path = write_docs(
             tmp_path / "agent.yaml",
             agent_docs(
@@ -398,14 +436,16 @@ def test_npm_server_everything_tools_work(
         )
         with RuntimeProcess(config=path) as runtime:
             answer = client(runtime).chat.completions.create(
-                model="assistant", messages=[{"role": "user", "content": "echo message=hello"}]
+                model="assistant", messages=[{"role": "user", "content": "echo hello"}]
             )
-            assert answer.choices[0].message.content == "The tool said: Echo: hello"
+            assert answer.choices[0].message.content == "done"
             assert sorted(llm.requests[0].tool_names) == ["echo", "get-sum"]
+            assert llm.requests[1].trailing_tool_results[0]["content"] == "Echo: hello"
 
 
 def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
-    with FakeLLM(responder=Turn.text("slow answer").with_latency(first_byte=1.5)) as llm:
+    with FakeLLM() as llm:
+        llm.script(Turn.text("slow answer").with_latency(first_byte=1.5))
         path = write_docs(tmp_path / "agent.yaml", agent_docs(llm_url=llm.base_url))
         runtime = RuntimeProcess(config=path).start()
         result: dict[str, int | str] = {}
@@ -424,10 +464,12 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
         llm.wait_for_requests(1, timeout=5)
         assert runtime.process is not None
         runtime.process.popen.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 1
-        while time.monotonic() < deadline and runtime.get("/readyz")[0] == 200:
-            time.sleep(0.02)
-        assert runtime.get("/readyz")[0] == 503, "readiness must drop while draining"
+        wait_until(
+            lambda: runtime.get("/readyz")[0] == 503,
+            timeout=1,
+            interval=0.02,
+            what="readiness to drop while draining",
+        )
         caller.join(10)
         assert result == {"status": 200, "content": "slow answer"}
         assert runtime.process.popen.wait(10) == 0
