@@ -1,15 +1,15 @@
 """The engine in-process with its real adapters: spans, and MCP connection lifecycles.
 
-In: an Engine wired to the OpenAI adapter (against the fake LLM) and MCP connections to real
-test servers; an in-memory span exporter. Asserted: the span tree of a tool-using request
-(GenAI names, parents, usage attributes) and the trace context the model receives; that a
-reload dropping an MCP server closes its session once drained while shared ones stay; that
-tools announced by list_changed appear; that a restarted server is reconnected.
+In: an Engine wired to the OpenAI adapter (against the fake LLM, every call scripted) and MCP
+connections to real test servers; an in-memory span exporter. Asserted: the span tree of a
+tool-using request (GenAI names, parents, usage attributes) and the trace context the model
+receives; that a reload dropping an MCP server closes its session once drained while shared
+ones stay; that tools announced by list_changed appear; that a restarted server is
+reconnected; that a slow tool times out as an error the model reads.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,9 +32,10 @@ from agentspec_runtime.engine.telemetry import Metrics
 from agentspec_runtime.server import memory_builder
 from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer
 from tests.support.agent_files import agent_docs
-from tests.support.fake_llm import FakeLLM, tool_then_answer
+from tests.support.fake_llm import FakeLLM, ToolCall, Turn, completion_tokens
 from tests.support.fixtures_doubles import McpServerFactory
 from tests.support.mcp_servers import McpTestServer
+from tests.support.procs import wait_until_async
 
 EXPORTER = InMemorySpanExporter()
 
@@ -95,10 +96,12 @@ async def test_span_tree_follows_genai_conventions(
 ) -> None:
     engine, _ = engine_and_built
     EXPORTER.clear()
-    with FakeLLM(responder=tool_then_answer) as llm:
+    turns = [Turn.tool_calls(ToolCall("add", {"a": 20, "b": 22})), Turn.text("42")]
+    with FakeLLM() as llm:
+        llm.script(*turns)
         await engine.load(config(llm, {"claims": mcp_server_http}))
-        result = await engine.run(ask("add a=20 b=22"))
-        assert result.content == "The tool said: 42"
+        result = await engine.run(ask("add 20 and 22"))
+        assert result.content == "42"
         spans = {s.name: s for s in EXPORTER.get_finished_spans()}
         root = spans["invoke_agent assistant"]
         chats = [s for s in EXPORTER.get_finished_spans() if s.name == "chat fake-model"]
@@ -116,7 +119,7 @@ async def test_span_tree_follows_genai_conventions(
         chat: dict[str, Any] = dict(chats[0].attributes or {})
         assert chat["gen_ai.operation.name"] == "chat"
         assert chat["gen_ai.request.model"] == "fake-model"
-        assert chat["gen_ai.usage.output_tokens"] > 0
+        assert chat["gen_ai.usage.output_tokens"] == completion_tokens(turns[0])
         assert dict(tool.attributes or {})["gen_ai.tool.name"] == "add"
         # the model received the trace context of its chat span
         traceparent = llm.requests[0].headers["traceparent"]
@@ -130,7 +133,8 @@ async def test_reload_closes_sessions_of_removed_servers_only(
 ) -> None:
     engine, built = engine_and_built
     kept, dropped = make_mcp_server("streamable-http"), make_mcp_server("sse")
-    with FakeLLM(responder=tool_then_answer) as llm:
+    with FakeLLM() as llm:
+        llm.script(Turn.tool_calls(ToolCall("add", {"a": 1, "b": 1})), Turn.text("2"))
         await engine.load(config(llm, {"kept": kept, "dropped": dropped}))
         kept_connection = built.connections["kept"]
         dropped_connection = built.connections["dropped"]
@@ -139,8 +143,9 @@ async def test_reload_closes_sessions_of_removed_servers_only(
         assert dropped_connection.closed
         assert not kept_connection.closed, "an unchanged server keeps its session"
         assert len(built.connections) == 2, "the kept server was not reconnected"
-        result = await engine.run(ask("add a=1 b=1"))
-        assert result.content == "The tool said: 2"
+        result = await engine.run(ask("add 1 and 1"))
+        assert result.content == "2"
+        assert llm.requests[1].trailing_tool_results[0]["content"] == "2"
 
 
 async def test_tools_announced_by_list_changed_appear(
@@ -149,15 +154,13 @@ async def test_tools_announced_by_list_changed_appear(
 ) -> None:
     engine, _ = engine_and_built
     server = make_mcp_server("streamable-http")
-    with FakeLLM(responder=tool_then_answer) as llm:
+    with FakeLLM() as llm:  # no model call: the tools are called directly
         snapshot = await engine.load(config(llm, {"s": server}))
         assert "extra" not in snapshot.tools()
         await snapshot.tools()["enable_extra"].call({}, headers={}, context_id="ctx-1")
-        for _ in range(100):
-            if "extra" in snapshot.tools():
-                break
-            await asyncio.sleep(0.05)
-        assert "extra" in snapshot.tools()
+        await wait_until_async(
+            lambda: "extra" in snapshot.tools(), timeout=5, what="the announced tool"
+        )
         assert (
             await snapshot.tools()["extra"].call({"text": "hi"}, headers={}, context_id="ctx-1")
             == "extra: hi"
@@ -172,7 +175,7 @@ async def test_restarted_server_is_reconnected(
 ) -> None:
     engine, built = engine_and_built
     server = make_mcp_server(transport)  # type: ignore[arg-type]
-    with FakeLLM(responder=tool_then_answer) as llm:
+    with FakeLLM() as llm:  # no model call: the tool is called directly
         snapshot = await engine.load(config(llm, {"s": server}))
         add = snapshot.tools()["add"]
         assert await add.call({"a": 1, "b": 2}, headers={}, context_id="ctx-1") == "3"
@@ -180,10 +183,12 @@ async def test_restarted_server_is_reconnected(
         with pytest.raises(ToolError, match="MCP server 's'"):
             await add.call({"a": 1, "b": 2}, headers={}, context_id="ctx-1")
         server.start()
-        for _ in range(100):
-            if built.connections["s"].status()["connected"]:
-                break
-            await asyncio.sleep(0.1)
+        await wait_until_async(
+            lambda: built.connections["s"].status()["connected"],
+            timeout=10,
+            interval=0.1,
+            what="the MCP session to reconnect",
+        )
         assert (
             await snapshot.tools()["add"].call({"a": 2, "b": 2}, headers={}, context_id="ctx-1")
             == "4"
@@ -196,7 +201,8 @@ async def test_slow_tool_call_times_out_as_a_tool_error(
     mcp_server_http: McpTestServer,
 ) -> None:
     engine, _ = engine_and_built
-    with FakeLLM(responder=tool_then_answer) as llm:
+    with FakeLLM() as llm:
+        llm.script(Turn.tool_calls(ToolCall("slow", {"seconds": 3})), Turn.text("too slow"))
         docs = agent_docs(
             llm_url=llm.base_url,
             mcp=[{"name": "s", "url": mcp_server_http.url, "timeoutSeconds": 0.5}],
@@ -204,5 +210,8 @@ async def test_slow_tool_call_times_out_as_a_tool_error(
         snapshot = await engine.load(parse_config(yaml.safe_dump_all(docs)))
         with pytest.raises(ToolError, match=r"timed out after 0\.5s"):
             await snapshot.tools()["slow"].call({"seconds": 3}, headers={}, context_id="ctx-1")
-        result = await engine.run(ask("slow seconds=3"))
-        assert result.content.startswith("The tool said: Error: MCP tool 'slow' on 's' timed out")
+        result = await engine.run(ask("take 3 seconds"))
+        assert result.content == "too slow"
+        assert llm.requests[1].trailing_tool_results[0]["content"] == (
+            "Error: MCP tool 'slow' on 's' timed out after 0.5s"
+        )

@@ -17,9 +17,11 @@ tests and fixtures on the main thread).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import inspect
 import os
 import shutil
 import signal
@@ -28,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +47,7 @@ __all__ = [
     "owned_tmp_dir",
     "start_process",
     "wait_until",
+    "wait_until_async",
     "without_model_env",
 ]
 
@@ -187,6 +190,26 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+async def wait_until_async(
+    condition: Callable[[], bool | Awaitable[bool]],
+    *,
+    timeout: float,  # noqa: ASYNC109 - the same call as wait_until
+    what: str,
+    interval: float = 0.05,
+) -> float:
+    """:func:`wait_until` for code on an event loop: sleeps without blocking the loop (the
+    awaited change may need it), and ``condition`` may be a coroutine function."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        outcome = condition()
+        if await outcome if inspect.isawaitable(outcome) else outcome:
+            return time.monotonic() - started
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 @dataclass
