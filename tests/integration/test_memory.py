@@ -1,19 +1,20 @@
 """Conversation memory through the engine: in-process and in a real Redis.
 
 In: an Engine with its real adapters (OpenAI client against the fake LLM, the in-process store
-or a real ``redis-server``), configs from the YAML a user applies. Asserted on what the model
-receives: earlier turns of a context come back (not another context's, not another API key's),
-a resent history is not doubled, truncation keeps the budget, summarize folds old turns once
-into a model-written summary that later turns carry (its tokens counted), relevance recalls
-the matching turn; Redis memory is shared by replicas and survives them, folds are
-compare-and-set between replicas, keys expire; an unreachable Redis rejects the config (the
-last good one serves) and a Redis lost mid-flight fails requests with a clear 503 error.
+or a real ``redis-server``), configs from the YAML a user applies; every model call scripted
+as a chat or a summary request, in order. Asserted on what the model receives: earlier turns
+of a context come back (not another context's, not another API key's), a resent history is
+not doubled, truncation keeps the budget, summarize folds old turns once into a model-written
+summary that later turns carry (its tokens counted), relevance recalls the matching turn;
+Redis memory is shared by replicas and survives them, folds are compare-and-set between
+replicas, keys expire; an unreachable Redis rejects the config (the last good one serves) and
+a Redis lost mid-flight fails requests with a clear 503 error.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -38,23 +39,27 @@ from tests.support.procs import free_ports
 from tests.support.redis_server import RedisServer, RespConnection
 
 
-def answer(request: ChatRequest) -> Turn:
-    """Summaries list what the user said (the earlier summary first); other requests get
-    ``A: <question>``."""
-    if request.system_prompt == mem.SUMMARY_INSTRUCTIONS:
-        said = [
-            line.removeprefix("Earlier summary: SUMMARY ").removeprefix("user: ")
-            for line in request.last_user_text.splitlines()
-            if line.startswith(("user: ", "Earlier summary: "))
-        ]
-        return Turn.text("SUMMARY " + " / ".join(said))
+def chat(request: ChatRequest) -> Turn:
+    """A scripted step for one chat request: ``A: <question>``."""
+    assert request.system_prompt != mem.SUMMARY_INSTRUCTIONS, "a summary request came"
     return Turn.text(f"A: {request.last_user_text}")
 
 
+def summarize(request: ChatRequest) -> Turn:
+    """A scripted step for one summary request: what the user said, the earlier summary
+    first."""
+    assert request.system_prompt == mem.SUMMARY_INSTRUCTIONS, "a chat request came"
+    said = [
+        line.removeprefix("Earlier summary: SUMMARY ").removeprefix("user: ")
+        for line in request.last_user_text.splitlines()
+        if line.startswith(("user: ", "Earlier summary: "))
+    ]
+    return Turn.text("SUMMARY " + " / ".join(said))
+
+
 @pytest.fixture
-def llm() -> Iterator[FakeLLM]:
-    with FakeLLM(responder=answer) as fake:
-        yield fake
+def llm(fake_llm: FakeLLM) -> FakeLLM:
+    return fake_llm
 
 
 def config(llm: FakeLLM, **memory: Any) -> AgentConfig:
@@ -113,6 +118,7 @@ def seen(request: ChatRequest) -> list[tuple[str, str]]:
 async def test_a_context_remembers_its_turns_and_only_its_own(
     llm: FakeLLM, make_engine: EngineFactory
 ) -> None:
+    llm.script(chat, chat, chat, chat)
     engine = await make_engine(config(llm))
     await say(engine, "My name is Ada.")
     result = await say(engine, "What is my name?")
@@ -133,6 +139,7 @@ async def test_a_context_remembers_its_turns_and_only_its_own(
 
 
 async def test_memory_none_remembers_nothing(llm: FakeLLM, make_engine: EngineFactory) -> None:
+    llm.script(chat, chat)
     engine = await make_engine(config(llm, type="none"))
     await say(engine, "My name is Ada.")
     await say(engine, "What is my name?")
@@ -141,6 +148,7 @@ async def test_memory_none_remembers_nothing(llm: FakeLLM, make_engine: EngineFa
 
 
 async def test_a_resent_history_is_not_doubled(llm: FakeLLM, make_engine: EngineFactory) -> None:
+    llm.script(chat, chat, chat)
     engine = await make_engine(config(llm))
     await say(engine, "My name is Ada.")
     resent = [
@@ -157,6 +165,7 @@ async def test_a_resent_history_is_not_doubled(llm: FakeLLM, make_engine: Engine
 async def test_truncate_keeps_the_latest_turns_within_the_budget(
     llm: FakeLLM, make_engine: EngineFactory
 ) -> None:
+    llm.script(*[chat] * 5)
     engine = await make_engine(config(llm, compression={"maxTokens": 128}))
     questions = [f"question {i}: " + "word " * 12 for i in range(5)]  # 45 tokens a turn
     for question in questions:
@@ -169,17 +178,12 @@ async def test_truncate_keeps_the_latest_turns_within_the_budget(
 async def test_summarize_folds_old_turns_once_and_later_turns_carry_the_summary(
     llm: FakeLLM, make_engine: EngineFactory
 ) -> None:
-    engine = await make_engine(config(llm, compression={"strategy": "summarize", "maxTokens": 128}))
-    results = [await say(engine, f"fact {i}: " + "detail " * 12) for i in range(6)]
-
-    def is_summary(r: ChatRequest) -> bool:
-        return r.system_prompt == mem.SUMMARY_INSTRUCTIONS
-
     # a turn is ~55 estimated tokens: the 4th request finds 3 stored (165 > 128) and folds
     # turns 1-2 (down to <= 64); the summary then takes part of the budget, so turns 5 and 6
     # each fold one more turn
-    kinds = ["summary" if is_summary(r) else "chat" for r in llm.requests]
-    assert kinds == ["chat"] * 3 + ["summary", "chat"] * 3
+    llm.script(chat, chat, chat, summarize, chat, summarize, chat, summarize, chat)
+    engine = await make_engine(config(llm, compression={"strategy": "summarize", "maxTokens": 128}))
+    results = [await say(engine, f"fact {i}: " + "detail " * 12) for i in range(6)]
     first, second = llm.requests[3], llm.requests[5]
     assert [line[:12] for line in first.last_user_text.splitlines()] == [
         "user: fact 0",
@@ -206,30 +210,31 @@ async def test_summarize_folds_old_turns_once_and_later_turns_carry_the_summary(
 async def test_summarize_failure_truncates_this_request_and_loses_nothing(
     llm: FakeLLM, make_engine: EngineFactory
 ) -> None:
+    llm.script(
+        chat,
+        chat,
+        chat,
+        Turn.error(400, "summaries are broken today"),  # the 4th request's fold fails ...
+        chat,  # ... and it is answered all the same
+        summarize,  # the next request folds successfully
+        chat,
+    )
     engine = await make_engine(config(llm, compression={"strategy": "summarize", "maxTokens": 128}))
     for i in range(3):
         await say(engine, f"fact {i}: " + "detail " * 12)
-    llm.reset()
-
-    def failing_summaries(request: ChatRequest) -> Turn:
-        if request.system_prompt == mem.SUMMARY_INSTRUCTIONS:
-            return Turn.error(400, "summaries are broken today")
-        return answer(request)
-
-    llm.responder = failing_summaries
     result = await say(engine, "fact 3: " + "detail " * 12)
     assert result.content.startswith("A: fact 3")
     assert engine.metrics.memory.labels("assistant", "summarize", "error")._value.get() == 1
-    llm.responder = answer
-    await say(engine, "fact 4: " + "detail " * 12)  # the next request folds successfully
+    await say(engine, "fact 4: " + "detail " * 12)
     assert llm.last_request.system_prompt is not None
-    summary = llm.last_request.system_prompt.partition(mem.SUMMARY_PREFIX)[2]
-    assert all(f"fact {i}:" in summary for i in (0, 1, 2))  # nothing was lost meanwhile
+    summarized = llm.last_request.system_prompt.partition(mem.SUMMARY_PREFIX)[2]
+    assert all(f"fact {i}:" in summarized for i in (0, 1, 2))  # nothing was lost meanwhile
 
 
 async def test_relevance_recalls_the_matching_turn(
     llm: FakeLLM, make_engine: EngineFactory
 ) -> None:
+    llm.script(*[chat] * 5)
     engine = await make_engine(config(llm, search={"strategy": "relevance", "limit": 2}))
     for question in [
         "Where do I park my bike?",
@@ -252,6 +257,7 @@ async def test_relevance_recalls_the_matching_turn(
 async def test_redis_memory_is_shared_by_replicas_and_outlives_them(
     llm: FakeLLM, make_engine: EngineFactory, redis_url: str
 ) -> None:
+    llm.script(chat, chat, chat)
     cfg = config(llm, type="redis", url=redis_url, ttlSeconds=3600)
     replica_a, replica_b = await make_engine(cfg), await make_engine(cfg)
     await say(replica_a, "My name is Ada.")
@@ -304,6 +310,7 @@ async def test_redis_folds_are_compare_and_set_between_replicas(redis_url: str) 
 async def test_unreachable_redis_rejects_the_config_and_the_last_good_one_serves(
     llm: FakeLLM, make_engine: EngineFactory
 ) -> None:
+    llm.script(chat, chat)
     engine = await make_engine(config(llm))
     await say(engine, "My name is Ada.")
     good = engine.state.revision
@@ -320,6 +327,7 @@ async def test_unreachable_redis_rejects_the_config_and_the_last_good_one_serves
 async def test_redis_lost_mid_flight_fails_requests_with_a_clear_error(
     llm: FakeLLM, make_engine: EngineFactory
 ) -> None:
+    llm.script(chat)  # the second request fails before its model call
     with RedisServer() as server:
         engine = await make_engine(config(llm, type="redis", url=server.url_for_db(0)))
         await say(engine, "My name is Ada.")
