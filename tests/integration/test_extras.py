@@ -22,7 +22,7 @@ import pytest
 
 from tests.support.agent_files import agent_docs, write_docs
 from tests.support.control_plane import ControlPlane
-from tests.support.fake_llm import FakeLLM, echo
+from tests.support.fake_llm import FakeLLM, Turn
 from tests.support.operator_proc import OperatorProcess
 from tests.support.operator_testkit import agent_doc, eventually, prompt_doc
 from tests.support.runtime_proc import RuntimeProcess
@@ -66,7 +66,8 @@ def importable(bin_dir: Path, module: str) -> bool:
 def test_the_runtime_extra_alone_serves_an_agent(tmp_path: Path) -> None:
     bin_dir = venv_with("runtime", tmp_path / "venv")
     assert not importable(bin_dir, "kopf")
-    with FakeLLM(responder=echo) as llm:
+    with FakeLLM() as llm:
+        llm.script(Turn.text("hello from the model"))
         config = write_docs(tmp_path / "agent.yaml", agent_docs(llm_url=llm.base_url))
         with RuntimeProcess(config=config, command=(str(bin_dir / "agentspec"),)) as runtime:
             assert runtime.get("/readyz")[0] == 200
@@ -76,7 +77,8 @@ def test_the_runtime_extra_alone_serves_an_agent(tmp_path: Path) -> None:
                 timeout=30,
             )
             assert answer.status_code == 200, answer.text
-            assert answer.json()["choices"][0]["message"]["content"] == "Echo: hi"
+            assert answer.json()["choices"][0]["message"]["content"] == "hello from the model"
+            assert llm.last_request.last_user_text == "hi"
 
 
 @pytest.mark.timeout(600)

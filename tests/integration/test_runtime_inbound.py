@@ -3,7 +3,8 @@
 In: a runtime whose AgentSpec names an API-key Secret (served locally from the
 environment), requests with no key, a wrong key and each accepted form. Asserted: 401 with
 no detail, open health endpoints, and 508 past the hop limit; accepted requests forward one
-more hop than they arrived with.
+more hop than they arrived with; refused requests never reach the model (every model call is
+scripted).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 
 from tests.support.agent_files import agent_docs, write_docs
 from tests.support.fake_llm import FakeLLM, Turn
+from tests.support.fixtures_doubles import exact_traffic
 from tests.support.runtime_proc import RuntimeProcess
 
 BODY = {"model": "assistant", "messages": [{"role": "user", "content": "x"}]}
@@ -23,8 +25,13 @@ BODY = {"model": "assistant", "messages": [{"role": "user", "content": "x"}]}
 
 @pytest.fixture(scope="module")
 def llm() -> Iterator[FakeLLM]:
-    with FakeLLM(responder=Turn.text("hello")) as server:
+    with FakeLLM() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _exact_traffic(llm: FakeLLM, request: pytest.FixtureRequest) -> Iterator[None]:
+    yield from exact_traffic(request, llm)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +71,7 @@ def test_requests_without_a_valid_key_get_a_bare_401(
 
 
 def test_valid_keys_in_either_header_are_accepted(runtime: RuntimeProcess, llm: FakeLLM) -> None:
+    llm.script(Turn.text("hello"), Turn.text("hello"))
     for headers in ({"Authorization": "Bearer key-a"}, {"X-Api-Key": "key-b"}):
         response = httpx.post(f"{runtime.base_url}/v1/chat/completions", json=BODY, headers=headers)
         assert response.status_code == 200
@@ -93,7 +101,7 @@ def test_a_malformed_hop_header_is_a_400(runtime: RuntimeProcess, value: bytes) 
 
 def test_hop_limit(runtime: RuntimeProcess, llm: FakeLLM) -> None:
     auth = {"Authorization": "Bearer key-a"}
-    llm.reset()
+    llm.script(Turn.text("hello"))  # the second request is refused before the model
     ok = httpx.post(
         f"{runtime.base_url}/v1/chat/completions",
         json=BODY,

@@ -65,7 +65,8 @@ def test_spans_are_exported_over_otlp_and_continue_the_callers_trace(
     receiver: Receiver,
     tmp_path: Path,
 ) -> None:
-    with FakeLLM(responder=Turn.text("traced")) as llm:
+    with FakeLLM() as llm:
+        llm.script(Turn.text("traced"))
         path = write_docs(tmp_path / "agent.yaml", agent_docs(llm_url=llm.base_url))
         env = {
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_address[1]}",
