@@ -33,7 +33,7 @@ from agentspec_runtime.spec.resolved import (
 )
 from tests.support.agent_files import agent_docs, write_docs
 from tests.support.control_plane import ControlPlane, NamespacedKubectl
-from tests.support.fake_llm import ChatRequest, FakeLLM, Turn, echo, tool_then_answer
+from tests.support.fake_llm import ChatRequest, FakeLLM, ToolCall, Turn, echo
 from tests.support.mcp_servers import McpTestServer
 from tests.support.procs import wait_until
 from tests.support.runtime_proc import RuntimeProcess
@@ -83,12 +83,18 @@ def test_config_and_secret_come_from_the_api_and_changes_are_hot(
     namespace: str,
     mcp_server_http: McpTestServer,
 ) -> None:
-    def answer_with_prompt(request: ChatRequest) -> Turn:
-        if "add" in request.last_user_text:
-            return tool_then_answer(request)
+    def say_prompt(request: ChatRequest) -> Turn:
+        """Answer with the system prompt: it shows which config served."""
         return Turn.text(request.system_prompt or "")
 
-    with FakeLLM(responder=answer_with_prompt, api_key="key-from-secret") as llm:
+    with FakeLLM(api_key="key-from-secret") as llm:
+        llm.script(
+            say_prompt,
+            Turn.tool_calls(ToolCall("add", {"a": 40, "b": 2})),
+            Turn.text("42"),
+            say_prompt,  # after the change
+            say_prompt,  # after the broken change
+        )
         kubectl("create", "secret", "generic", "model-key", "--from-literal=token=key-from-secret")
         first = payload(llm, mcp_server_http, namespace=namespace, version=1)
         kubectl.apply(config_map(first))
@@ -115,7 +121,8 @@ def test_config_and_secret_come_from_the_api_and_changes_are_hot(
 
             assert ask() == "cluster prompt 1"
             assert llm.requests[0].headers["authorization"] == "Bearer key-from-secret"
-            assert ask("add a=40 b=2") == "The tool said: 42"  # an MCP tool, from the payload
+            assert ask("add 40 and 2") == "42"
+            assert llm.requests[2].trailing_tool_results[0]["content"] == "42"  # an MCP tool
             assert runtime.status()["configRevision"] == first.revision()
 
             second = payload(llm, mcp_server_http, namespace=namespace, version=2)
@@ -198,7 +205,8 @@ def test_replicas_share_conversation_memory_in_redis(
     mcp_server_http: McpTestServer,
     redis_url: str,
 ) -> None:
-    with FakeLLM(responder=echo, api_key="key-from-secret") as llm:
+    with FakeLLM(api_key="key-from-secret") as llm:
+        llm.script(echo, echo)
         kubectl("create", "secret", "generic", "model-key", "--from-literal=token=key-from-secret")
         kubectl("create", "secret", "generic", "memory", f"--from-literal=url={redis_url}")
         memory = {"type": "redis", "urlSecretRef": {"name": "memory", "key": "url"}}
