@@ -1,17 +1,21 @@
 """Hot reload of a running agent from its file: under load, when invalid, and for MCP lists.
 
 In: a runtime process watching its config file; the fake LLM answering with the system
-prompt it received (so each answer shows which snapshot served it). Asserted: zero failed
-requests across 20 reloads under 200 concurrent streams, every answer consistent with the
-prompt version its response reports, the last good config serving through an invalid
-update, and MCP servers added and removed without a restart.
+prompt it received (so each answer shows which snapshot served it), holding its answers back
+while the config changes under them. Asserted: 200 streams kept in flight across 20 reloads
+(each reload retires one more snapshot that still serves its streams), then all answered
+with no failure, each by the version that was current when it started; the last good config
+serving through an invalid update; MCP servers added and removed without a restart; the
+canary split sticky per conversation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,17 +23,20 @@ import pytest
 from tests.support.agent_files import agent_docs, write_docs
 from tests.support.fake_llm import ChatRequest, FakeLLM, Turn
 from tests.support.mcp_servers import McpTestServer
-from tests.support.procs import wait_until
+from tests.support.procs import wait_until, wait_until_async
 from tests.support.runtime_proc import RuntimeProcess
 
 
 def system_prompt_echo(request: ChatRequest) -> Turn:
-    return Turn.text(request.system_prompt or "").with_latency(first_byte=0.05, per_chunk=0.02)
+    return Turn.text(request.system_prompt or "")
 
 
 def versioned(llm: FakeLLM, n: int) -> list[dict[str, object]]:
     return agent_docs(
-        llm_url=llm.base_url, template=f"prompt version {n} speaking", version=f"v{n}"
+        llm_url=llm.base_url,
+        template=f"prompt version {n} speaking",
+        version=f"v{n}",
+        model={"timeoutSeconds": 60},  # the held answers wait for all 20 reloads
     )
 
 
@@ -57,62 +64,67 @@ async def stream_one(client: httpx.AsyncClient, i: int) -> tuple[str, str]:
     return "".join(text), version
 
 
+RELOADS = 20
+BATCH = 10
+
+
 def test_hot_reload_under_load_fails_no_request(tmp_path: Path) -> None:
+    # A responder: the streams of a batch reach the model in no fixed order, and the answer
+    # must come from the snapshot that served each; their number is asserted below.
     with FakeLLM(responder=system_prompt_echo) as llm:
         path = write_docs(tmp_path / "agent.yaml", versioned(llm, 0))
         with RuntimeProcess(config=path) as runtime:
 
-            async def scenario() -> tuple[list[tuple[str, str] | BaseException], list[str]]:
-                limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+            async def scenario() -> list[list[tuple[str, str] | BaseException]]:
+                limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
                 async with httpx.AsyncClient(
-                    base_url=runtime.base_url, limits=limits, timeout=30
+                    base_url=runtime.base_url, limits=limits, timeout=60
                 ) as client:
-                    revisions: list[str] = []
 
-                    async def reload_20_times() -> None:
-                        for n in range(1, 21):
-                            await asyncio.sleep(0.08)
-                            write_docs(path, versioned(llm, n))
-                        # wait for the last one to land
-                        for _ in range(200):
-                            status = (await client.get("/status")).json()
-                            if status["promptVersions"] == {"v20": 100}:
-                                revisions.append(status["configRevision"])
-                                return
-                            await asyncio.sleep(0.02)
+                    async def status() -> dict[str, Any]:
+                        answer: dict[str, Any] = (await client.get("/status")).json()
+                        return answer
 
-                    async def staggered(i: int) -> tuple[str, str]:
-                        await asyncio.sleep(i * 0.01)
-                        return await stream_one(client, i)
+                    async def current(n: int) -> bool:
+                        return bool((await status())["promptVersions"] == {f"v{n}": 100})
 
-                    results = await asyncio.gather(
-                        reload_20_times(),
-                        *(staggered(i) for i in range(200)),
-                        return_exceptions=True,
-                    )
-                    return list(results[1:]), revisions  # type: ignore[arg-type]
+                    batches: list[asyncio.Future[list[tuple[str, str] | BaseException]]] = []
+                    llm.hold()
+                    for n in range(RELOADS + 1):
+                        # BATCH streams start on version n and stay in flight (held) ...
+                        batches.append(
+                            asyncio.gather(
+                                *(stream_one(client, n * BATCH + i) for i in range(BATCH)),
+                                return_exceptions=True,
+                            )
+                        )
+                        await asyncio.to_thread(llm.wait_for_requests, (n + 1) * BATCH)
+                        if n == RELOADS:
+                            break
+                        # ... while the next version replaces it
+                        write_docs(path, versioned(llm, n + 1))
+                        await wait_until_async(
+                            functools.partial(current, n + 1), timeout=10, what=f"v{n + 1}"
+                        )
+                        assert (await status())["retiringSnapshots"] == n + 1
+                    llm.release()
+                    return [await batch for batch in batches]
 
-            results, revisions = asyncio.run(scenario())
-            failures = [r for r in results if isinstance(r, BaseException)]
+            batches = asyncio.run(scenario())
+            failures = [r for batch in batches for r in batch if isinstance(r, BaseException)]
             assert failures == [], failures[:3]
-            answers = [r for r in results if not isinstance(r, BaseException)]
-            for text, version in answers:
-                assert text == f"prompt version {version.removeprefix('v')} speaking", (
-                    text,
-                    version,
-                )
-            versions = {v for _, v in answers}
-            assert len(versions) >= 3, f"reloads did not overlap the load: {versions}"
-            assert revisions, "the last config never became current"
+            for n, batch in enumerate(batches):
+                assert batch == [(f"prompt version {n} speaking", f"v{n}")] * BATCH, n
+            assert len(llm.requests) == (RELOADS + 1) * BATCH
             status = runtime.status()
-            assert status["reloads"]["rejected"] == 0
-            assert status["reloads"]["applied"] >= 2
+            assert status["reloads"] == {"applied": RELOADS + 1, "rejected": 0}
             assert status["retiringSnapshots"] == 0
             assert status["inflight"] == 0
 
 
 def test_invalid_update_keeps_the_last_good_config(tmp_path: Path) -> None:
-    with FakeLLM(responder=system_prompt_echo) as llm:
+    with FakeLLM() as llm:
+        llm.script(system_prompt_echo)
         path = write_docs(tmp_path / "agent.yaml", versioned(llm, 1))
         with RuntimeProcess(config=path) as runtime:
             good = runtime.status()["configRevision"]
@@ -161,7 +173,7 @@ def test_mcp_servers_added_and_removed_without_restart(
     mcp_server_http: McpTestServer,
     mcp_server_sse: McpTestServer,
 ) -> None:
-    with FakeLLM(responder=system_prompt_echo) as llm:
+    with FakeLLM() as llm:  # no model call: the tools are read from /status
         http_only = agent_docs(
             llm_url=llm.base_url,
             mcp=[{"name": "one", "url": mcp_server_http.url}],
@@ -202,7 +214,8 @@ def test_mcp_servers_added_and_removed_without_restart(
 
 @pytest.mark.parametrize("weight", [30])
 def test_canary_split_is_sticky_per_conversation(tmp_path: Path, weight: int) -> None:
-    with FakeLLM(responder=Turn.text("ok")) as llm:
+    with FakeLLM() as llm:
+        llm.script(*[Turn.text("ok")] * 230)  # 200 conversations, 30 of them again
         docs = agent_docs(
             llm_url=llm.base_url,
             template="stable prompt",
@@ -237,7 +250,8 @@ def test_canary_split_is_sticky_per_conversation(tmp_path: Path, weight: int) ->
 
 
 def test_missing_prompt_variable_is_a_400_naming_it(tmp_path: Path) -> None:
-    with FakeLLM(responder=Turn.text("hi")) as llm:
+    with FakeLLM() as llm:
+        llm.script(Turn.text("hi"))  # only for the request that names the variable
         docs = agent_docs(llm_url=llm.base_url, template="Serve {{ team }} well.")
         path = write_docs(tmp_path / "agent.yaml", docs)
         with RuntimeProcess(config=path) as runtime:
