@@ -2,15 +2,15 @@
 
 In: runtime processes started from files (the router's file holds its partners' AgentSpecs,
 as `kubectl apply` would), partners reached through AGENTSPEC_PARTNER_URLS; one fake LLM per
-agent; the a2a-sdk client and raw JSON-RPC as outside callers. Asserted: delegation and its
-answer, one trace id across processes, partner tokens accounted, card contents and hot
+agent, every model call scripted (an extra or missing call on either side fails the test);
+the a2a-sdk client and raw JSON-RPC as outside callers. Asserted: delegation and its answer,
+one trace id across processes, partner tokens accounted exactly, card contents and hot
 reload, 0.3 and 1.0 calls, task states, the breaker, the hop limit, hot-added partners.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,16 @@ import pytest
 
 from tests.support.a2a_client import ask
 from tests.support.agent_files import agent_docs, write_docs
-from tests.support.fake_llm import ChatRequest, FakeLLM, ToolCall, Turn, echo, tool_then_answer
+from tests.support.fake_llm import (
+    ChatRequest,
+    FakeLLM,
+    ToolCall,
+    Turn,
+    completion_tokens,
+    echo,
+    prompt_tokens,
+)
+from tests.support.fixtures_doubles import exact_traffic
 from tests.support.procs import wait_until
 from tests.support.runtime_proc import RuntimeProcess
 
@@ -55,13 +64,13 @@ def runtime_for(
 
 @pytest.fixture(scope="module")
 def hr_llm() -> Iterator[FakeLLM]:
-    with FakeLLM(responder=echo) as llm:
+    with FakeLLM() as llm:
         yield llm
 
 
 @pytest.fixture(scope="module")
 def router_llm() -> Iterator[FakeLLM]:
-    with FakeLLM(responder=tool_then_answer) as llm:
+    with FakeLLM() as llm:
         yield llm
 
 
@@ -82,14 +91,30 @@ def system(
 
 
 @pytest.fixture(autouse=True)
-def _fresh(hr_llm: FakeLLM, router_llm: FakeLLM) -> None:
-    hr_llm.reset()
-    router_llm.reset()
-    hr_llm.responder = echo
-    router_llm.responder = tool_then_answer
+def _exact_traffic(
+    hr_llm: FakeLLM, router_llm: FakeLLM, request: pytest.FixtureRequest
+) -> Iterator[None]:
+    yield from exact_traffic(request, hr_llm, router_llm)
 
 
-ASK_HR = "hr message='How many leave days do I have?'"
+QUESTION = "How many leave days do I have?"
+ASK_HR = f"Ask HR: {QUESTION}"
+
+
+def delegate(partner: str = "hr", message: str = QUESTION) -> Turn:
+    """The model's turn that hands ``message`` to a partner agent (its tool)."""
+    return Turn.tool_calls(ToolCall(partner, {"message": message}))
+
+
+def seen(request: ChatRequest) -> list[tuple[str, str]]:
+    """What the model was shown after the system prompt."""
+    return [(m["role"], m["content"]) for m in request.messages[1:]]
+
+
+def tool_result(request: ChatRequest) -> str:
+    (result,) = request.trailing_tool_results
+    content: str = result["content"]
+    return content
 
 
 def test_router_delegates_over_a2a_in_one_trace_with_usage(
@@ -97,6 +122,9 @@ def test_router_delegates_over_a2a_in_one_trace_with_usage(
     hr_llm: FakeLLM,
     router_llm: FakeLLM,
 ) -> None:
+    router_llm.script(delegate(), Turn.text("HR says: 30 days."))
+    hr_turn = Turn.text("You have 30 leave days.")
+    hr_llm.script(hr_turn)
     response = httpx.post(
         f"{system['router'].base_url}/v1/chat/completions",
         headers={"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-01"},
@@ -105,9 +133,9 @@ def test_router_delegates_over_a2a_in_one_trace_with_usage(
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["choices"][0]["message"]["content"] == (
-        "The tool said: Echo: How many leave days do I have?"
-    )
+    assert body["choices"][0]["message"]["content"] == "HR says: 30 days."
+    assert seen(hr_llm.requests[0]) == [("user", QUESTION)]
+    assert tool_result(router_llm.requests[1]) == "You have 30 leave days."
     # the partner tool was described to the model from the partner's card
     tool = next(t for t in router_llm.requests[0].tools if t["function"]["name"] == "hr")
     assert "The hr department" in tool["function"]["description"]
@@ -116,29 +144,46 @@ def test_router_delegates_over_a2a_in_one_trace_with_usage(
     router_trace = router_llm.requests[0].headers["traceparent"].split("-")[1]
     assert hr_trace == router_trace == TRACE_ID
     assert hr_llm.requests[0].headers["x-agentspec-hops"] == "2"
-    # partner tokens are accounted in the router's usage
+    # partner tokens are accounted in the router's usage, on top of its own
     partner = body["agentspec"]["partnerUsage"]
-    assert partner["prompt_tokens"] > 0
-    assert body["usage"]["prompt_tokens"] > partner["prompt_tokens"]
+    hr_prompt = prompt_tokens(hr_llm.requests[0].messages)
+    assert (partner["prompt_tokens"], partner["completion_tokens"]) == (
+        hr_prompt,
+        completion_tokens(hr_turn),
+    )
+    assert body["usage"]["prompt_tokens"] == hr_prompt + sum(
+        prompt_tokens(r.messages) for r in router_llm.requests
+    )
 
 
 def test_contexts_are_remembered_over_a2a_and_partners_continue_them(
     system: dict[str, RuntimeProcess], hr_llm: FakeLLM, router_llm: FakeLLM
 ) -> None:
+    hr_llm.script(
+        Turn.text("Noted."),
+        Turn.text("It is 42."),
+        Turn.text("I do not know."),
+        Turn.text("30 days."),  # the router's first question
+        Turn.text("Still 30 days."),  # and its second, in the same context
+    )
+    router_llm.script(
+        delegate(), Turn.text("HR says 30."), delegate(), Turn.text("HR says 30 again.")
+    )
     hr = system["hr"].base_url
     ask(hr, "My badge number is 42.", context_id="badge")
     ask(hr, "What is my badge number?", context_id="badge")
-    assert [(m["role"], m["content"]) for m in hr_llm.requests[-1].messages[1:]] == [
-        ("user", "My badge number is 42."),
-        ("assistant", "Echo: My badge number is 42."),
-        ("user", "What is my badge number?"),
-    ]
-    hr_llm.reset()
     ask(hr, "What is my badge number?")  # no context id: a new conversation
-    assert len(hr_llm.requests[-1].messages) == 2
+    assert [seen(r) for r in hr_llm.requests] == [
+        [("user", "My badge number is 42.")],
+        [
+            ("user", "My badge number is 42."),
+            ("assistant", "Noted."),
+            ("user", "What is my badge number?"),
+        ],
+        [("user", "What is my badge number?")],
+    ]
 
     # the router hands its context id to HR: both remember the conversation
-    hr_llm.reset()
     for _ in range(2):
         response = httpx.post(
             f"{system['router'].base_url}/v1/chat/completions",
@@ -150,22 +195,22 @@ def test_contexts_are_remembered_over_a2a_and_partners_continue_them(
             timeout=30,
         )
         assert response.status_code == 200, response.text
-    assert [m["content"] for m in hr_llm.requests[-1].messages[1:]] == [
-        "How many leave days do I have?",
-        "Echo: How many leave days do I have?",
-        "How many leave days do I have?",
+    assert seen(hr_llm.requests[-1]) == [
+        ("user", QUESTION),
+        ("assistant", "30 days."),
+        ("user", QUESTION),
     ]
     second_turn = router_llm.requests[2]  # turn 1: call + report; turn 2 starts here
-    assert [m["content"] for m in second_turn.messages[1:]] == [
-        ASK_HR,
-        "The tool said: Echo: How many leave days do I have?",
-        ASK_HR,
-    ]
+    assert seen(second_turn) == [("user", ASK_HR), ("assistant", "HR says 30."), ("user", ASK_HR)]
 
 
-def test_a2a_sdk_client_streams_the_answer(system: dict[str, RuntimeProcess]) -> None:
+def test_a2a_sdk_client_streams_the_answer(
+    system: dict[str, RuntimeProcess], hr_llm: FakeLLM, router_llm: FakeLLM
+) -> None:
+    router_llm.script(delegate(), Turn.text("HR says: 30 days."))
+    hr_llm.script(Turn.text("30 days."))
     answer = ask(system["router"].base_url, ASK_HR)
-    assert answer.text == "The tool said: Echo: How many leave days do I have?"
+    assert answer.text == "HR says: 30 days."
     assert answer.states[0] == "TASK_STATE_WORKING"
     assert answer.states[-1] == "TASK_STATE_COMPLETED"
 
@@ -185,7 +230,10 @@ def rpc(
     return result
 
 
-def test_0_3_and_1_0_clients_against_the_same_server(system: dict[str, RuntimeProcess]) -> None:
+def test_0_3_and_1_0_clients_against_the_same_server(
+    system: dict[str, RuntimeProcess], hr_llm: FakeLLM
+) -> None:
+    hr_llm.script(echo, echo)  # GetTask and tasks/get read the stored tasks
     hr = system["hr"]
     old = rpc(
         hr,
@@ -232,7 +280,9 @@ def test_card_describes_the_agent(system: dict[str, RuntimeProcess]) -> None:
 
 
 def test_failed_and_input_required_tasks(tmp_path: Path) -> None:
-    with FakeLLM(responder=Turn.invalid_api_key()) as broken, FakeLLM(responder=echo) as llm:
+    with FakeLLM() as broken, FakeLLM() as llm:
+        broken.script(Turn.invalid_api_key())  # not retried
+        llm.script(Turn.text("Ready."))  # only once the variable is given
         failing = runtime_for(agent_file(tmp_path, "bad", docs_for("bad", broken)), "bad")
         asking = runtime_for(
             agent_file(tmp_path, "asker", docs_for("asker", llm, template="Serve {{ team }}.")),
@@ -282,7 +332,11 @@ def test_failed_and_input_required_tasks(tmp_path: Path) -> None:
 def test_partner_down_opens_the_breaker_which_closes_when_it_returns(
     tmp_path: Path,
 ) -> None:
-    with FakeLLM(responder=tool_then_answer) as router_llm, FakeLLM(responder=echo) as hr_llm:
+    with FakeLLM() as router_llm, FakeLLM() as hr_llm:
+        # five questions, each a delegation and an answer; HR's model only for the last
+        for i in range(5):
+            router_llm.script(delegate(), Turn.text(f"answer {i}"))
+        hr_llm.script(Turn.text("30 days."))
         hr_docs = docs_for("hr", hr_llm)
         hr = runtime_for(agent_file(tmp_path, "hr", hr_docs), "hr")
         router = runtime_for(
@@ -298,35 +352,47 @@ def test_partner_down_opens_the_breaker_which_closes_when_it_returns(
         )
         with router:
 
-            def ask() -> str:
+            def ask() -> None:
                 body = httpx.post(
                     f"{router.base_url}/v1/chat/completions",
                     timeout=30,
                     json={"model": "router", "messages": [{"role": "user", "content": ASK_HR}]},
                 )
-                answer: str = body.json()["choices"][0]["message"]["content"]
-                return answer
+                assert body.status_code == 200, body.text
 
-            answers = [ask() for _ in range(4)]
-            assert all("could not be reached" in a for a in answers[:3]), answers
-            assert "circuit open" in answers[3]
+            for _ in range(4):
+                ask()
+            results = [tool_result(r) for r in router_llm.requests[1::2]]
+            assert all("could not be reached" in r for r in results[:3]), results
+            assert "circuit open" in results[3]
             assert router.status()["partners"][0]["circuit"] == "open"
             hr.start()
             try:
-                time.sleep(1.1)  # the breaker's own reset period (configured to 1 s)
-                assert ask() == "The tool said: Echo: How many leave days do I have?"
+                wait_until(
+                    lambda: router.status()["partners"][0]["circuit"] == "half-open",
+                    timeout=5,
+                    what="the breaker's reset period (configured to 1 s)",
+                )
+                ask()
+                assert tool_result(router_llm.requests[-1]) == "30 days."
                 assert router.status()["partners"][0]["circuit"] == "closed"
             finally:
                 hr.stop()
 
 
 def test_a_call_cycle_stops_at_the_hop_limit(tmp_path: Path) -> None:
-    def always_call_partner(request: ChatRequest) -> Turn:
-        if request.trailing_tool_results:
-            return Turn.text("partner said: " + request.trailing_tool_results[0]["content"])
-        return Turn.tool_calls(ToolCall(request.tool_names[0], {"message": "ping"}))
+    def relay(request: ChatRequest) -> Turn:
+        return Turn.text("partner said: " + tool_result(request))
 
-    with FakeLLM(responder=always_call_partner) as llm:
+    with FakeLLM() as llm:  # both agents' model
+        # ping(0) -> pong(1) -> ping(2) -> pong(3) -> ping refuses hop 4; then each answers
+        llm.script(
+            delegate("pong", "ping"),
+            delegate("ping", "ping"),
+            delegate("pong", "ping"),
+            delegate("ping", "ping"),
+            *[relay] * 4,
+        )
         a_docs = docs_for("ping", llm, partners=[{"name": "pong"}])
         b_docs = docs_for("pong", llm, partners=[{"name": "ping"}])
         a = runtime_for(agent_file(tmp_path, "ping", a_docs, {"pong": b_docs}), "ping")
@@ -341,14 +407,18 @@ def test_a_call_cycle_stops_at_the_hop_limit(tmp_path: Path) -> None:
             )
             assert response.status_code == 200
             answer = response.json()["choices"][0]["message"]["content"]
-            assert "hop limit reached" in answer, answer
-            # ping(0) -> pong(1) -> ping(2) -> pong(3) -> ping refuses hop 4
-            assert len(llm.requests) == 8, [r.system_prompt for r in llm.requests]
+            refused = tool_result(llm.requests[4])
+            assert "refused the call: hop limit reached" in refused, refused
+            assert answer == "partner said: " * 4 + refused
+            hops = [r.headers["x-agentspec-hops"] for r in llm.requests]
+            assert hops == ["1", "2", "3", "4", "4", "3", "2", "1"]
             assert a.status()["partners"][0]["circuit"] == "closed", "a cycle is not an outage"
 
 
 def test_hot_added_partner_is_callable_without_restart(tmp_path: Path) -> None:
-    with FakeLLM(responder=tool_then_answer) as router_llm, FakeLLM(responder=echo) as llm:
+    with FakeLLM() as router_llm, FakeLLM() as llm:
+        router_llm.script(delegate("finance", "budget?"), Turn.text("Finance says: 10k."))
+        llm.script(Turn.text("10k."))  # hr's and finance's model; only finance is asked
         hr_docs, fin_docs = docs_for("hr", llm), docs_for("finance", llm)
         hr = runtime_for(agent_file(tmp_path, "hr", hr_docs), "hr")
         finance = runtime_for(agent_file(tmp_path, "finance", fin_docs), "finance")
@@ -378,17 +448,19 @@ def test_hot_added_partner_is_callable_without_restart(tmp_path: Path) -> None:
                     timeout=30,
                     json={
                         "model": "router",
-                        "messages": [{"role": "user", "content": "finance message='budget?'"}],
+                        "messages": [{"role": "user", "content": "Ask finance: budget?"}],
                     },
                 )
-                assert body.json()["choices"][0]["message"]["content"] == (
-                    "The tool said: Echo: budget?"
-                )
+                assert body.json()["choices"][0]["message"]["content"] == "Finance says: 10k."
+                assert tool_result(router_llm.requests[1]) == "10k."
+                assert seen(llm.requests[0]) == [("user", "budget?")]
                 assert router.pid == pid
 
 
 def test_partner_behind_api_keys_gets_the_configured_credentials(tmp_path: Path) -> None:
-    with FakeLLM(responder=tool_then_answer) as router_llm, FakeLLM(responder=echo) as llm:
+    with FakeLLM() as router_llm, FakeLLM() as llm:
+        router_llm.script(delegate(), Turn.text("HR says: 30 days."))
+        llm.script(Turn.text("30 days."))
         hr_docs = docs_for("hr", llm, runtime={"auth": {"apiKeysSecretRef": "hr-keys"}})
         hr = runtime_for(
             agent_file(tmp_path, "hr", hr_docs), "hr", AGENTSPEC_SECRET_HR_KEYS_ROUTER="k-router"
@@ -423,14 +495,14 @@ def test_partner_behind_api_keys_gets_the_configured_credentials(tmp_path: Path)
                     timeout=30,
                     json={"model": "router", "messages": [{"role": "user", "content": ASK_HR}]},
                 )
-                assert body.json()["choices"][0]["message"]["content"] == (
-                    "The tool said: Echo: How many leave days do I have?"
-                )
+                assert body.json()["choices"][0]["message"]["content"] == "HR says: 30 days."
+                assert tool_result(router_llm.requests[1]) == "30 days."
 
 
 def test_a_running_task_can_be_canceled(tmp_path: Path) -> None:
-    llm = FakeLLM(responder=Turn.text("too late").with_latency(first_byte=5))
+    llm = FakeLLM()
     with llm, runtime_for(agent_file(tmp_path, "slow", docs_for("slow", llm)), "slow") as slow:
+        llm.script(Turn.text("too late").with_latency(first_byte=5))  # cancelled before it
         started = rpc(
             slow,
             "SendMessage",
