@@ -111,6 +111,8 @@ def test_multi_agent_example_runs_from_the_built_images(
     cluster: ShippedCluster, cluster_ns: NamespacedKubectl
 ) -> None:
     kubectl, ns = cluster_ns, cluster_ns.namespace
+    # Responders: the agents answer rule-based, and the hot-added partner is polled through
+    # the router until it answers, so the number of model calls is open.
     with (
         FakeLLM(responder=tool_then_answer) as router_llm,
         FakeLLM(responder=department("HR")) as hr_llm,

@@ -24,7 +24,7 @@ from tests.support.cluster import ShippedCluster
 from tests.support.control_plane import NamespacedKubectl
 from tests.support.fake_llm import ChatRequest, FakeLLM, Turn
 from tests.support.operator_testkit import prompt_doc
-from tests.support.procs import wait_until
+from tests.support.procs import wait_until, wait_until_async
 
 SELECTOR = "agentspec.io/agent=assistant"
 
@@ -80,6 +80,8 @@ def test_three_replicas_balance_and_hot_reload_without_a_failed_request(
     cluster: ShippedCluster, cluster_ns: NamespacedKubectl
 ) -> None:
     kubectl, ns = cluster_ns, cluster_ns.namespace
+    # A responder: load for a wall-clock period through a Service, so the number of model
+    # calls is open; each answer must come from the snapshot that served it.
     with FakeLLM(responder=system_prompt_echo) as llm:
         kubectl.apply(prompt("v1"))
         kubectl.apply(assistant(llm))
@@ -130,14 +132,17 @@ def test_three_replicas_balance_and_hot_reload_without_a_failed_request(
                 started = time.monotonic()
                 await asyncio.to_thread(kubectl.apply, prompt("v2"))
                 async with httpx.AsyncClient(timeout=5) as probe:
-                    while True:
+
+                    async def every_replica_on_v2() -> bool:
                         versions = [
                             (await probe.get(f"http://{ip}:8080/status")).json()["promptVersions"]
                             for ip in sorted(ips)
                         ]
-                        if all(v == {"v2": 100} for v in versions):
-                            break
-                        await asyncio.sleep(0.05)
+                        return all(v == {"v2": 100} for v in versions)
+
+                    await wait_until_async(
+                        every_replica_on_v2, timeout=30, what="every replica serving v2"
+                    )
                 elapsed = time.monotonic() - started
                 await asyncio.sleep(1.0)  # keep the load on a little after the switch
                 stop.set()
