@@ -41,6 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("AGENTSPEC_LOG_LEVEL", "WARNING")
     work = Path(tempfile.mkdtemp())
+    # Responders: a benchmark's traffic is load, as many calls as it takes.
     with (
         FakeLLMProcess(responder="echo") as hr_llm,
         FakeLLMProcess(responder="tool_then_answer") as router_llm,

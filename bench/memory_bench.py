@@ -69,7 +69,7 @@ def main() -> None:
     total = 300 if args.quick else 1500
     os.environ.setdefault("AGENTSPEC_LOG_LEVEL", "WARNING")
     os.sched_setaffinity(0, {1})
-    llm = FakeLLMProcess(responder="text:ok").start()
+    llm = FakeLLMProcess(responder="text:ok").start()  # a responder: load, any number of calls
     assert llm._process is not None
     pin(llm._process.pid, 1)
     redis = RedisServer().start()

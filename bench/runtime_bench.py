@@ -245,7 +245,7 @@ def main() -> None:
     report: dict[str, object] = {}
     os.environ.setdefault("AGENTSPEC_LOG_LEVEL", "WARNING")
     os.sched_setaffinity(0, {1})  # the client side stays off the runtime's core
-    llm = FakeLLMProcess(responder="text:ok").start()
+    llm = FakeLLMProcess(responder="text:ok").start()  # a responder: load, any number of calls
     assert llm._process is not None
     pin(llm._process.pid, 1)
     try:
