@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.support.agent_files import agent_docs, write_docs
-from tests.support.fake_llm import ChatRequest, FakeLLM, Turn
+from tests.support.fake_llm import ChatRequest, FakeLLM, Turn, prompt_tokens
 from tests.support.mcp_servers import McpTestServer
 from tests.support.procs import wait_until, wait_until_async
 from tests.support.runtime_proc import RuntimeProcess
@@ -245,8 +245,20 @@ def test_canary_split_is_sticky_per_conversation(tmp_path: Path, weight: int) ->
             assert all(ask(c) == v for c, v in list(first.items())[:30]), "not sticky"
             systems = {r.system_prompt for r in llm.requests}
             assert systems == {"stable prompt", "canary prompt"}
-            metrics = httpx.get(runtime.metrics_url).text
-            assert 'prompt_version="v2"' in metrics
+            # each version's input tokens are exactly what its requests sent (a fresh process)
+            metrics = {
+                line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in httpx.get(runtime.metrics_url).text.splitlines()
+                if line.startswith("agentspec_tokens_total{")
+            }
+            for version, prompt in (("v1", "stable prompt"), ("v2", "canary prompt")):
+                key = (
+                    f'agentspec_tokens_total{{agent="assistant",direction="input",'
+                    f'model="fake-model",prompt_version="{version}"}}'
+                )
+                assert metrics[key] == sum(
+                    prompt_tokens(r.messages) for r in llm.requests if r.system_prompt == prompt
+                )
 
 
 def test_missing_prompt_variable_is_a_400_naming_it(tmp_path: Path) -> None:
