@@ -344,9 +344,11 @@ class FakeLLMProcess(Managed):
         tb: TracebackType | None,
     ) -> None:
         health = None
-        if exc_type is None and self._process is not None:
-            health = self._admin("GET", "health")
-        self.stop()
+        try:
+            if exc_type is None and self._process is not None:
+                health = self._admin("GET", "health")
+        finally:
+            self.stop()
         if health is not None:
             _raise_unless_as_scripted(health)
 
