@@ -25,6 +25,7 @@ import pytest
 
 from tests.support.agent_files import agent_docs, write_docs
 from tests.support.fake_llm import FakeLLM, Turn
+from tests.support.fixtures_doubles import exact_traffic
 from tests.support.procs import wait_until
 from tests.support.runtime_proc import RuntimeProcess
 
@@ -51,10 +52,10 @@ def runtime(llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(autouse=True)
-def fresh_script(llm: FakeLLM) -> Iterator[None]:
-    llm.reset()
-    yield
-    llm.assert_script_consumed()
+def fresh_script(llm: FakeLLM, request: pytest.FixtureRequest) -> Iterator[None]:
+    # every step used, and no request the test did not script (a refused body must not
+    # reach the model)
+    yield from exact_traffic(request, llm)
 
 
 def chat(runtime: RuntimeProcess, body: bytes | dict[str, Any], **headers: str) -> httpx.Response:
