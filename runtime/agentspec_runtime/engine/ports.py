@@ -69,7 +69,8 @@ class ModelClient(Protocol):
 
         Retries what is worth retrying itself; raises ``ModelError`` (``ModelAuthError``,
         ``ModelNotFoundError``) when it finally fails. ``headers`` (trace context, hop count)
-        go on this request only."""
+        go on this request only. ``messages`` is the loop's live list, valid for this call
+        only: an implementation that keeps it (a retry queue, lazy logging) must copy it."""
         ...
 
     def status(self) -> dict[str, Any]:
