@@ -14,7 +14,6 @@ answer matches the version it reports, and no pod restarts.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.support.control_plane import NamespacedKubectl
 from tests.support.fake_llm import ChatRequest, FakeLLM, Turn
 from tests.support.operator_testkit import prompt_doc
 from tests.support.procs import wait_until, wait_until_async
+from tests.support.streaming import stream_chat
 
 SELECTOR = "agentspec.io/agent=assistant"
 
@@ -54,26 +54,9 @@ def prompt(stable: str) -> dict[str, Any]:
 
 
 async def stream_one(client: httpx.AsyncClient, i: int) -> tuple[str, str]:
-    text, version = [], ""
-    async with client.stream(
-        "POST",
-        "/v1/chat/completions",
-        json={
-            "model": "assistant",
-            "stream": True,
-            "messages": [{"role": "user", "content": f"q{i}"}],
-        },
-    ) as response:
-        assert response.status_code == 200, await response.aread()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line.removeprefix("data: "))
-            assert "error" not in chunk, chunk
-            for choice in chunk["choices"]:
-                text.append(choice["delta"].get("content") or "")
-            version = chunk.get("agentspec", {}).get("promptVersion", version)
-    return "".join(text), version
+    return await stream_chat(
+        client, {"model": "assistant", "messages": [{"role": "user", "content": f"q{i}"}]}
+    )
 
 
 def test_three_replicas_balance_and_hot_reload_without_a_failed_request(

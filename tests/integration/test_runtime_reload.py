@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.support.fake_llm import ChatRequest, FakeLLM, Turn, prompt_tokens
 from tests.support.mcp_servers import McpTestServer
 from tests.support.procs import wait_until, wait_until_async
 from tests.support.runtime_proc import RuntimeProcess
+from tests.support.streaming import stream_chat
 
 
 def system_prompt_echo(request: ChatRequest) -> Turn:
@@ -41,27 +41,14 @@ def versioned(llm: FakeLLM, n: int) -> list[dict[str, object]]:
 
 
 async def stream_one(client: httpx.AsyncClient, i: int) -> tuple[str, str]:
-    text, version = [], ""
-    async with client.stream(
-        "POST",
-        "/v1/chat/completions",
-        json={
+    return await stream_chat(
+        client,
+        {
             "model": "assistant",
-            "stream": True,
             "context_id": f"c{i}",
             "messages": [{"role": "user", "content": f"question {i}"}],
         },
-    ) as response:
-        assert response.status_code == 200, await response.aread()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line.removeprefix("data: "))
-            assert "error" not in chunk, chunk
-            for choice in chunk["choices"]:
-                text.append(choice["delta"].get("content") or "")
-            version = chunk.get("agentspec", {}).get("promptVersion", version)
-    return "".join(text), version
+    )
 
 
 RELOADS = 20

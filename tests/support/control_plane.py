@@ -36,6 +36,7 @@ from .procs import (
     ManagedProcess,
     free_ports,
     owned_tmp_dir,
+    run_script,
     start_process,
     wait_until,
 )
@@ -88,19 +89,10 @@ def locate_k8s_bin_dir() -> Path:
     if override:
         bin_dir = Path(override)
     else:
-        result = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            tail = "\n".join(result.stderr.splitlines()[-30:])
-            raise ControlPlaneError(
-                f"{BUILD_SCRIPT} failed with status {result.returncode}:\n{tail}"
-            )
-        lines = result.stdout.strip().splitlines()
+        try:
+            lines = run_script(BUILD_SCRIPT).strip().splitlines()
+        except RuntimeError as e:
+            raise ControlPlaneError(str(e)) from e
         if not lines:
             raise ControlPlaneError(f"{BUILD_SCRIPT} printed no bin directory")
         bin_dir = Path(lines[-1])

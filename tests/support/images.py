@@ -12,10 +12,11 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .procs import run_script
 
 __all__ = ["BUILD_SCRIPT", "Image", "Images", "locate_images"]
 
@@ -76,20 +77,8 @@ class Images:
 @functools.cache
 def locate_images() -> Images:
     saved = os.environ.get(IMAGES_ENV)
-    if saved and Path(saved).is_file():
-        text = Path(saved).read_text()
-    else:
-        result = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            tail = "\n".join(result.stderr.splitlines()[-30:])
-            raise RuntimeError(f"{BUILD_SCRIPT} failed with status {result.returncode}:\n{tail}")
-        text = result.stdout
+    fresh = saved and Path(saved).is_file()
+    text = Path(saved).read_text() if saved and fresh else run_script(BUILD_SCRIPT)
     data = json.loads(text.strip().splitlines()[-1])
     images = Images(
         runtime=Image.from_json(data["runtime"]), operator=Image.from_json(data["operator"])

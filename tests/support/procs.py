@@ -45,6 +45,7 @@ __all__ = [
     "free_ports",
     "is_running",
     "owned_tmp_dir",
+    "run_script",
     "start_process",
     "wait_until",
     "wait_until_async",
@@ -288,3 +289,19 @@ def start_process(
             preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509
         )
     return ManagedProcess(name=name, popen=popen, log_path=log_path)
+
+
+def run_script(script: Path) -> str:
+    """Run one of the repo's idempotent set-up scripts (``bash script``) and return its stdout;
+    raise ``RuntimeError`` with the tail of its stderr when it fails."""
+    result = subprocess.run(
+        ["bash", str(script)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.splitlines()[-30:])
+        raise RuntimeError(f"{script} failed with status {result.returncode}:\n{tail}")
+    return result.stdout
