@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh machine; a warm machine does nothing.
-#   - Debian packages: redis-server (the tests start their own instances on free ports), and
+#   - Debian packages: redis-server and postgresql (the tests start their own servers on free
+#     ports; the packages' own services are never started), and
 #     node/npm if missing (for the npm MCP server @modelcontextprotocol/server-everything)
 #     buildah and mmdebstrap (the daemonless image build)
 #   - a virtualenv in .venv with exactly the locked versions of requirements/dev.txt (the
@@ -19,6 +20,8 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 missing=()
 [[ $python_only == 1 ]] || command -v redis-server >/dev/null || missing+=(redis-server)
+[[ $python_only == 1 ]] || compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null \
+  || missing+=(postgresql)
 [[ $python_only == 1 ]] || command -v node >/dev/null || missing+=(nodejs)
 [[ $python_only == 1 ]] || command -v npm >/dev/null || missing+=(npm)
 [[ $python_only == 1 ]] || command -v buildah >/dev/null || missing+=(buildah)
@@ -28,7 +31,8 @@ if ((${#missing[@]})); then
   sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
   log "installing Debian packages: ${missing[*]}"
   $sudo apt-get update -qq >&2
-  # policy-rc.d keeps apt from starting a system-wide redis on 6379: the tests run their own
+  # policy-rc.d keeps apt from starting a system-wide redis (6379) or postgres (5432): the
+  # tests run their own
   printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
   $sudo chmod +x /usr/sbin/policy-rc.d
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \

@@ -19,6 +19,7 @@ import pytest
 from tests.support.cluster import ShippedCluster
 from tests.support.control_plane import REPO_ROOT, ControlPlane, NamespacedKubectl, namespace_name
 from tests.support.operator_proc import OperatorProcess
+from tests.support.postgres_server import PostgresServer
 from tests.support.procs import MODEL_ENV_PREFIX
 from tests.support.redis_server import RedisServer
 
@@ -118,3 +119,16 @@ def redis_server() -> Iterator[RedisServer]:
 def redis_url(redis_server: RedisServer) -> str:
     """``redis://127.0.0.1:<port>/<db>`` with a db of its own, flushed before the test."""
     return redis_server.url_for_db(redis_server.fresh_db())
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server for this process (durability off: the data is thrown away)."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """``postgresql://postgres@127.0.0.1:<port>/<db>``: a new, empty database of its own."""
+    return postgres_server.fresh_database()

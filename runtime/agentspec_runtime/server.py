@@ -4,8 +4,13 @@ Config comes from ``--config FILE`` / ``AGENTSPEC_CONFIG`` (watched for changes)
 cluster, from the agent's ConfigMap (``AGENT_NAME`` + ``POD_NAMESPACE``; watched through the
 API). An invalid config at start-up stops the process with a clear message; an invalid
 update later is rejected while the last good config keeps serving. SIGTERM drains: readiness
-goes false, in-flight requests finish (within ``AGENTSPEC_DRAIN_SECONDS``), then the
-servers stop.
+goes false, no new A2A task is leased, in-flight requests and tasks finish (within
+``AGENTSPEC_DRAIN_SECONDS``), the tasks still running are handed back to the queue (another
+replica resumes them at once), then the servers stop.
+
+A2A tasks live in the store ``spec.tasks`` names (PostgreSQL), else in an SQLite file under
+``AGENTSPEC_STATE_DIR`` (default ``/tmp/agentspec`` in a cluster, an emptyDir; the user's
+state folder locally).
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +37,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from .adapters.config_sources import parse_config, parse_partner_urls, watch_file
 from .adapters.openai_model import OpenAIModel
 from .adapters.secrets import LocalSecrets
+from .adapters.sql import Database, StoreUnavailableError, scope_name
+from .api.a2a import durable_tasks
 from .api.app import Lifecycle, api_app, metrics_app
+from .api.tasks import TaskService
 from .engine.agent import Engine
 from .engine.errors import ConfigError
 from .engine.memory import IN_PROCESS
@@ -81,7 +91,7 @@ class Settings:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     max_connections: int = 1000
-    task_retention: float = 3600.0
+    state_dir: Path = Path("/tmp/agentspec")  # noqa: S108 - the pod's emptyDir
 
 
 def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
@@ -140,8 +150,15 @@ def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
         header_timeout=float(environ.get("AGENTSPEC_HEADER_TIMEOUT_SECONDS", "10")),
         body_timeout=float(environ.get("AGENTSPEC_BODY_TIMEOUT_SECONDS", "30")),
         max_connections=int(environ.get("AGENTSPEC_MAX_CONNECTIONS", "1000")),
-        task_retention=float(environ.get("AGENTSPEC_TASK_RETENTION_SECONDS", "3600")),
+        state_dir=Path(environ.get("AGENTSPEC_STATE_DIR") or _default_state_dir(args, environ)),
     )
+
+
+def _default_state_dir(args: argparse.Namespace, environ: dict[str, str]) -> str:
+    if args.config is None:
+        return "/tmp/agentspec"  # noqa: S108 - in a pod: the emptyDir on /tmp
+    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "agentspec")
 
 
 def model_builder(environ: dict[str, str], *, allow_demo: bool) -> ModelBuilder:
@@ -400,15 +417,35 @@ class Runtime:
         except ConfigError as e:
             print(f"agentspec runtime: cannot load config: {e}", file=sys.stderr)
             return 2
+        try:
+            db = await self._task_store(config)
+        except (ConfigError, StoreUnavailableError) as e:
+            print(f"agentspec runtime: task store: {e}", file=sys.stderr)
+            await engine.aclose()
+            return 2
+        tasks, card = durable_tasks(
+            engine,
+            db,
+            spec=config.tasks,
+            holder=self._holder(),
+            base_url=self._public_url(config.name),
+        )
+        try:
+            await tasks.start()
+        except StoreUnavailableError as e:
+            print(f"agentspec runtime: task store: {e}", file=sys.stderr)
+            await db.close()
+            await engine.aclose()
+            return 2
         api = _uvicorn(
             api_app(
                 engine,
                 lifecycle=self.lifecycle,
+                tasks=tasks,
+                card=card,
                 max_body=s.max_body,
                 body_timeout=s.body_timeout,
-                task_retention=s.task_retention,
                 max_hops=s.max_hops,
-                base_url=self._public_url(config.name),
             ),
             host=s.host,
             port=s.port,
@@ -418,7 +455,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
-        watcher = loop.create_task(self._watch(engine, source))
+        watcher = loop.create_task(self._watch(engine, source, tasks))
         servers = [loop.create_task(api.serve()), loop.create_task(metrics.serve())]
         log.info(
             "agent %s serving on %s:%d (metrics :%d), config %s",
@@ -430,7 +467,7 @@ class Runtime:
         )
         stopped = loop.create_task(self.stop.wait())
         await asyncio.wait([stopped, *servers], return_when=asyncio.FIRST_COMPLETED)
-        await self._drain(engine)
+        await self._drain(engine, tasks)
         api.should_exit = metrics.should_exit = True
         await asyncio.gather(*servers, return_exceptions=True)
         watcher.cancel()
@@ -439,7 +476,40 @@ class Runtime:
         await engine.aclose()
         return 0
 
-    async def _watch(self, engine: Engine, source: AsyncIterator[str | Exception]) -> None:
+    async def _task_store(self, config: AgentConfig) -> Database:
+        """The PostgreSQL database ``spec.tasks`` names, else this agent's SQLite file.
+        Tried for up to ``AGENTSPEC_STORE_WAIT_SECONDS`` (30): a database starting with the
+        agent is waited for; one that stays down fails the start, visibly."""
+        from .adapters.sql import connect
+
+        ref = config.tasks.store_url_secret_ref
+        if ref is None:
+            path = self.settings.state_dir / f"{config.namespace}-{config.name}" / "tasks.db"
+            return await connect(f"sqlite://{path}")
+        url = (await self._secrets().get(ref)).strip()
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                f"spec.tasks.storeUrlSecretRef ({ref.name}/{ref.key}) must hold a postgresql:// URL"
+            )
+        deadline = time.monotonic() + float(self.environ.get("AGENTSPEC_STORE_WAIT_SECONDS", "30"))
+        while True:
+            try:
+                return await connect(url, scope=scope_name(config.namespace, config.name))
+            except StoreUnavailableError as e:
+                if time.monotonic() >= deadline or self.stop.is_set():
+                    raise
+                log.warning("agent %s: task store not reachable yet: %s", config.name, e)
+                await asyncio.sleep(2.0)
+
+    def _holder(self) -> str:
+        """Who holds a lease: the pod (or host), this process, and a nonce (a restarted
+        container must not pass for its predecessor)."""
+        name = self.environ.get("POD_NAME") or socket.gethostname()
+        return f"{name}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+
+    async def _watch(
+        self, engine: Engine, source: AsyncIterator[str | Exception], tasks: TaskService
+    ) -> None:
         """Load every new config. A rejected one is tried again every ``RETRY_SECONDS``: what
         it lacked (a Secret created after its reference, a server) may appear meanwhile."""
         pending: asyncio.Task[str | Exception] | None = None
@@ -465,11 +535,11 @@ class Runtime:
             engine.state.source_error = None
             last_text = item
             try:
-                await self._apply(engine, item)
+                await self._apply(engine, item, tasks)
             except Exception:  # never let one bad update end hot reload
                 log.exception("agent %s: applying a config update failed", engine.agent)
 
-    async def _apply(self, engine: Engine, text: str) -> None:
+    async def _apply(self, engine: Engine, text: str, tasks: TaskService) -> None:
         s = self.settings
         try:
             config = parse_config(
@@ -486,22 +556,35 @@ class Runtime:
             return
         with contextlib.suppress(ConfigError):  # recorded by the engine
             await engine.load(config)
+            fixed = ("push_allowed_hosts",)  # read live; the rest is fixed for the process
+            if config.tasks.model_dump(exclude=set(fixed)) != tasks.spec.model_dump(
+                exclude=set(fixed)
+            ):
+                tasks.restart_pending = True
+                log.warning(
+                    "agent %s: spec.tasks changed: the task store and leases change when the "
+                    "runtime restarts (the operator rolls the pods)",
+                    engine.agent,
+                )
 
-    async def _drain(self, engine: Engine) -> None:
-        """Readiness false first, so the Service stops sending; then let requests finish.
+    async def _drain(self, engine: Engine, tasks: TaskService) -> None:
+        """Readiness false first, so the Service stops sending, and no new task is leased;
+        then let requests and tasks finish; hand back the tasks still running.
 
         In a cluster it waits at least ``AGENTSPEC_DRAIN_MIN_SECONDS`` (default 3): until the
         endpoint is removed, kube-proxy may still route new requests here.
         """
         self.lifecycle.draining = True
+        tasks.worker.stop_leasing()
         started = time.monotonic()
         deadline = started + self.settings.drain_seconds
         await asyncio.sleep(self.settings.drain_min_seconds)
         while time.monotonic() < deadline:
             current = engine.holder.current
             if (current is None or current.leases == 0) and engine.holder.retiring() == 0:
-                return
+                break
             await asyncio.sleep(0.05)
+        await tasks.stop(grace=0)
 
 
 def main(argv: list[str] | None = None) -> int:

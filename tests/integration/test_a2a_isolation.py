@@ -46,10 +46,11 @@ def test_another_consumer_cannot_see_or_touch_a_task_and_finished_tasks_expire(
     with FakeLLM() as llm:
         llm.script(Turn.text("the secret plan"))
         docs = agent_docs(
-            llm_url=llm.base_url, runtime={"auth": {"apiKeysSecretRef": "agent-keys"}}
+            llm_url=llm.base_url,
+            runtime={"auth": {"apiKeysSecretRef": "agent-keys"}},
+            tasks={"retentionSeconds": 1},
         )
-        env = {**KEYS, "AGENTSPEC_TASK_RETENTION_SECONDS": "1"}
-        with RuntimeProcess(config=write_docs(tmp_path / "agent.yaml", docs), env=env) as runtime:
+        with RuntimeProcess(config=write_docs(tmp_path / "agent.yaml", docs), env=KEYS) as runtime:
             message = {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "plan?"}]}
             task = rpc(runtime, "key-a", "SendMessage", {"message": message})["result"]["task"]
             assert task["status"]["state"] == "TASK_STATE_COMPLETED"

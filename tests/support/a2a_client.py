@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
@@ -48,3 +50,93 @@ def ask(
             return answer
 
     return asyncio.run(run())
+
+
+# -- raw JSON-RPC (A2A 1.0), for the task methods ------------------------------------------
+
+SETTLED_STATES = frozenset(
+    {
+        "TASK_STATE_COMPLETED",
+        "TASK_STATE_FAILED",
+        "TASK_STATE_CANCELED",
+        "TASK_STATE_REJECTED",
+        "TASK_STATE_INPUT_REQUIRED",
+        "TASK_STATE_AUTH_REQUIRED",
+    }
+)
+
+
+def _headers(key: str | None) -> dict[str, str]:
+    return {"a2a-version": "1.0", **({"authorization": f"Bearer {key}"} if key else {})}
+
+
+def rpc(
+    base_url: str, method: str, params: dict[str, Any], *, key: str | None = None
+) -> dict[str, Any]:
+    """One JSON-RPC call on ``/a2a``; the whole response (``result`` or ``error``)."""
+    response = httpx.post(
+        f"{base_url}/a2a",
+        headers=_headers(key),
+        json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def user_message(text: str, *, message_id: str, **fields: Any) -> dict[str, Any]:
+    return {"messageId": message_id, "role": "ROLE_USER", "parts": [{"text": text}], **fields}
+
+
+def send(
+    base_url: str,
+    text: str,
+    *,
+    message_id: str,
+    key: str | None = None,
+    wait: bool = True,
+    configuration: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``SendMessage``; the task (``wait=False``: returned at once, still queued)."""
+    params: dict[str, Any] = {
+        "message": user_message(text, message_id=message_id),
+        "configuration": {"returnImmediately": not wait, **(configuration or {})},
+    }
+    answer = rpc(base_url, "SendMessage", params, key=key)
+    assert "result" in answer, answer
+    task: dict[str, Any] = answer["result"]["task"]
+    return task
+
+
+def task_state(base_url: str, task_id: str, *, key: str | None = None) -> str:
+    answer = rpc(base_url, "GetTask", {"id": task_id}, key=key)
+    assert "result" in answer, answer
+    return str(answer["result"]["status"]["state"])
+
+
+def subscribe(
+    base_url: str, task_id: str, *, key: str | None = None, timeout: float = 60
+) -> list[dict[str, Any]]:
+    """``SubscribeToTask`` over SSE: every event (the task first) until the task settles,
+    or the error the server answered with (``[{"error": ...}]``)."""
+    events: list[dict[str, Any]] = []
+    body = {"jsonrpc": "2.0", "id": 1, "method": "SubscribeToTask", "params": {"id": task_id}}
+    with httpx.stream(
+        "POST", f"{base_url}/a2a", headers=_headers(key), json=body, timeout=timeout
+    ) as response:
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            response.read()
+            return [response.json()]  # refused before the stream started
+        for line in response.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            message = json.loads(line[5:])
+            if "error" in message:
+                return [message]
+            event = message["result"]
+            events.append(event)
+            state = (event.get("task") or event.get("statusUpdate") or {}).get("status", {})
+            if state.get("state") in SETTLED_STATES:
+                break
+    return events

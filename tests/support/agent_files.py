@@ -25,6 +25,7 @@ def agent_docs(
     runtime: dict[str, Any] | None = None,
     partners: list[dict[str, Any]] | None = None,
     memory: dict[str, Any] | None = None,
+    tasks: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """An AgentSpec with a PromptTemplate (and McpServers): ``mcp`` are McpServer specs by
     name (``{"name": ..., "url": ..., "transport": ...}``), ``mcp_refs`` the AgentSpec's refs."""
@@ -80,6 +81,7 @@ def agent_docs(
                 **({"runtime": runtime} if runtime else {}),
                 **({"partners": partners} if partners else {}),
                 **({"memory": memory} if memory else {}),
+                **({"tasks": tasks} if tasks else {}),
             },
         }
     )

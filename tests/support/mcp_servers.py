@@ -8,7 +8,10 @@ Owns:
   a tool error), ``whoami`` (JSON of the headers and query parameters the server received, for
   asserting configured ones arrive) and ``enable_extra`` (registers the ``extra`` tool at run
   time and announces it: ``notifications/tools/list_changed`` on handshake-era sessions, a
-  ``subscriptions/listen`` event on 2026-07-28 sessions).
+  ``subscriptions/listen`` event on 2026-07-28 sessions), and two slow tools with annotations
+  for durable-task resumes: ``slow_lookup`` (``readOnlyHint``/``idempotentHint``: safe to
+  repeat) and ``slow_charge`` (``destructiveHint``: not). ``GET /calls`` answers how often each
+  tool was called, per key (``{"slow_charge:k1": 1, ...}``), counted when the call arrives.
 * the child-process entry point ``python -m tests.support.mcp_servers --port N --transport
   streamable-http|sse [--require-header NAME=VALUE] [--tools add,echo,...]`` — streamable HTTP
   at ``/mcp``, SSE at ``/sse`` (messages at ``/messages/``), ``GET /healthz`` for readiness;
@@ -40,6 +43,7 @@ import httpx
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
 
 from .procs import (
     ExitedEarlyError,
@@ -78,6 +82,8 @@ TOOL_NAMES = (
     "fail",
     "whoami",
     "enable_extra",
+    "slow_lookup",
+    "slow_charge",
 )
 
 CLAIMS: dict[str, dict[str, Any]] = {
@@ -170,6 +176,22 @@ def build_server(*, tools: Sequence[str] = TOOL_NAMES, transport: Transport) -> 
         await ctx.session.send_tool_list_changed()
         return "extra enabled"
 
+    async def slow_lookup(key: str, seconds: float) -> str:
+        """Look a record up by key, slowly (takes the given seconds); reads only."""
+        _CALLS[f"slow_lookup:{key}"] = _CALLS.get(f"slow_lookup:{key}", 0) + 1
+        await anyio.sleep(seconds)
+        return f"record {key}: ok"
+
+    async def slow_charge(key: str, seconds: float) -> str:
+        """Charge the account for the order with this key, slowly (takes the given seconds)."""
+        _CALLS[f"slow_charge:{key}"] = _CALLS.get(f"slow_charge:{key}", 0) + 1
+        await anyio.sleep(seconds)
+        return f"charged {key}"
+
+    annotated = {
+        "slow_lookup": ToolAnnotations(read_only_hint=True, idempotent_hint=True),
+        "slow_charge": ToolAnnotations(destructive_hint=True, idempotent_hint=False),
+    }
     functions: dict[str, Callable[..., Any]] = {
         "add": add,
         "echo": echo,
@@ -179,9 +201,11 @@ def build_server(*, tools: Sequence[str] = TOOL_NAMES, transport: Transport) -> 
         "fail": fail,
         "whoami": whoami,
         "enable_extra": enable_extra,
+        "slow_lookup": slow_lookup,
+        "slow_charge": slow_charge,
     }
     for name in tools:
-        server.add_tool(functions[name])
+        server.add_tool(functions[name], annotations=annotated.get(name))
     _advertise_tools_list_changed(server)
     return server
 
@@ -205,6 +229,8 @@ def _advertise_tools_list_changed(server: MCPServer) -> None:
 
 
 _SSE_CONNECTIONS: dict[str, dict[str, dict[str, str]]] = {}
+_CALLS: dict[str, int] = {}
+"""``<tool>:<key>`` -> calls received (the slow annotated tools)."""
 """SSE session id → headers and query of the ``GET /sse`` that opened it (child only)."""
 
 
@@ -246,6 +272,9 @@ def _wrap_app(app: _App, *, required_header: tuple[str, str] | None) -> _App:
             return
         if scope["path"] == "/healthz":
             await _plain(send, 200, b"ok")
+            return
+        if scope["path"] == "/calls":
+            await _plain(send, 200, json.dumps(_CALLS, sort_keys=True).encode())
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if required_header is not None:
@@ -518,6 +547,13 @@ class McpTestServer(_ChildServer):
     def restart(self) -> McpTestServer:
         super().restart()
         return self
+
+    def calls(self) -> dict[str, int]:
+        """How often each slow annotated tool was called, per key (since the start)."""
+        import httpx
+
+        answer: dict[str, int] = httpx.get(f"http://{self.host}:{self.port}/calls").json()
+        return answer
 
 
 def install_npm_tools() -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -77,7 +78,13 @@ class RuntimeProcess(Managed):
             argv += ["--config", str(self.config)]
         if self.agent is not None:
             argv += ["--agent", self.agent]
-        env = {**os.environ, "AGENTSPEC_DRAIN_SECONDS": "5", **self._env}
+        env = {
+            **os.environ,
+            "AGENTSPEC_DRAIN_SECONDS": "5",
+            # its own task store (SQLite) unless the test shares one; kept across restarts
+            "AGENTSPEC_STATE_DIR": str(self._log_dir / "state"),
+            **self._env,
+        }
         self.process = start_process(
             f"runtime-{self.agent or 'agent'}",
             argv,
@@ -119,6 +126,18 @@ class RuntimeProcess(Managed):
 
     def log(self) -> str:
         return (self._log_dir / "runtime.log").read_text(errors="replace")
+
+    def kill(self) -> None:
+        """``kill -9``: no drain, no hand-back (a node lost, an OOM kill)."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.popen.wait(timeout=10)
+        self.process = None
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting: the drain runs while the test watches."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGTERM)
 
     def stop(self, *, grace: float = 10.0) -> int | None:
         """SIGTERM and wait; returns the exit code."""

@@ -45,16 +45,24 @@ QUESTION: Message = {"role": "user", "content": "go"}
 class PyTool:
     name: str
     run: Callable[[dict[str, Any]], Awaitable[str]]
+    retry_safe: bool = False
 
     @property
     def spec(self) -> ToolSpec:
-        return ToolSpec(self.name, f"the {self.name} tool", {"type": "object", "properties": {}})
+        return ToolSpec(
+            self.name,
+            f"the {self.name} tool",
+            {"type": "object", "properties": {}},
+            retry_safe=self.retry_safe,
+        )
 
     @property
     def source(self) -> Literal["mcp", "partner", "knowledge"]:
         return "mcp"
 
-    async def call(self, arguments: dict[str, Any], *, headers: Any, context_id: str) -> str:
+    async def call(
+        self, arguments: dict[str, Any], *, headers: Any, context_id: str, call_key: Any = None
+    ) -> str:
         return await self.run(arguments)
 
 

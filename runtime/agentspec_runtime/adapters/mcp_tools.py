@@ -98,10 +98,13 @@ class McpTool:
     def __init__(self, connection: McpServerConnection, tool: mcp_types.Tool) -> None:
         self._connection = connection
         self._name = tool.name
+        hints = tool.annotations
         self.spec = ToolSpec(
             name=tool.name,
             description=tool.description or "",
             parameters=tool.input_schema or {"type": "object", "properties": {}},
+            # the server says a second call does no harm: a durable task may repeat it
+            retry_safe=hints is not None and bool(hints.read_only_hint or hints.idempotent_hint),
         )
 
     @property
@@ -109,7 +112,12 @@ class McpTool:
         return "mcp"
 
     async def call(
-        self, arguments: dict[str, Any], *, headers: Mapping[str, str], context_id: str
+        self,
+        arguments: dict[str, Any],
+        *,
+        headers: Mapping[str, str],
+        context_id: str,
+        call_key: str | None = None,
     ) -> str:
         return await self._connection.call(self._name, arguments, headers=headers)
 

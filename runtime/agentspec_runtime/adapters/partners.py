@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -61,12 +62,29 @@ class PartnerTool:
         return "partner"
 
     async def call(
-        self, arguments: dict[str, Any], *, headers: Mapping[str, str], context_id: str
+        self,
+        arguments: dict[str, Any],
+        *,
+        headers: Mapping[str, str],
+        context_id: str,
+        call_key: str | None = None,
     ) -> ToolResult:
         message = arguments.get("message")
         if not isinstance(message, str) or not message.strip():
             raise ToolError("pass the question for the partner agent as a non-empty 'message'")
-        return await self._connection.ask(message, headers=headers, context_id=context_id)
+        return await self._connection.ask(
+            message, headers=headers, context_id=context_id, message_id=message_id(call_key)
+        )
+
+
+def message_id(call_key: str | None) -> str | None:
+    """The A2A messageId of a partner call: derived from the durable task's step, so the
+    same step sent again (after a resume) is the same message, which the partner answers
+    with the task it already has; random (the sdk's) otherwise."""
+    return None if call_key is None else str(uuid.uuid5(_MESSAGE_IDS, call_key))
+
+
+_MESSAGE_IDS = uuid.UUID("6b1f3c52-55a7-4d0e-9a35-0c7c55a1f0e4")
 
 
 class PartnerConnection:
@@ -117,6 +135,7 @@ class PartnerConnection:
                 },
                 "required": ["message"],
             },
+            retry_safe=True,  # the call's messageId is the step's: a partner deduplicates it
         )
 
     def status(self) -> dict[str, Any]:
@@ -153,13 +172,20 @@ class PartnerConnection:
             return self._client
 
     async def ask(
-        self, message: str, *, headers: Mapping[str, str], context_id: str = ""
+        self,
+        message: str,
+        *,
+        headers: Mapping[str, str],
+        context_id: str = "",
+        message_id: str | None = None,
     ) -> ToolResult:
         self.breaker.before_call()
         self.calls += 1
         answered: bool | None = None  # None: cancelled or a bug, which says nothing either way
         try:
-            result = await self._ask(message, headers=headers, context_id=context_id)
+            result = await self._ask(
+                message, headers=headers, context_id=context_id, message_id=message_id
+            )
             answered = True
         except ToolError as e:
             answered = True  # the partner answered: a failed task is not an outage
@@ -188,15 +214,16 @@ class PartnerConnection:
         return result
 
     async def _ask(
-        self, message: str, *, headers: Mapping[str, str], context_id: str
+        self, message: str, *, headers: Mapping[str, str], context_id: str, message_id: str | None
     ) -> ToolResult:
         client = await self._a2a_client()
         forwarded = {k: v for k, v in headers.items() if k.lower() in FORWARDED}
         context = ClientCallContext(timeout=self._timeout, service_parameters=forwarded)
         # The caller's context id: the partner remembers this conversation's earlier questions
-        request = SendMessageRequest(
-            message=new_text_message(message, context_id=context_id or None, role=Role.ROLE_USER)
-        )
+        outgoing = new_text_message(message, context_id=context_id or None, role=Role.ROLE_USER)
+        if message_id is not None:
+            outgoing.message_id = message_id
+        request = SendMessageRequest(message=outgoing)
         chunks: list[str] = []
         usage = Usage()
         async with asyncio.timeout(self._timeout):

@@ -10,28 +10,28 @@ A task runs the engine on the user's message: ``working``, the answer streamed a
 one ``answer`` artifact, then ``completed`` (with the tokens spent in the status metadata);
 ``failed`` on an error, ``input-required`` when the prompt needs a variable the caller did not
 give (send it in the message metadata ``variables``), ``canceled`` on CancelTask.
+
+Every task is durable (``api/tasks.py``): queued, run by whichever replica leases it, its
+steps journaled, resumed elsewhere if its replica dies. Streamed answer text is written to
+the task in pieces of at least ``DELTA_FLUSH_SECONDS`` (every write is a database write).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
-from a2a.auth.user import UnauthenticatedUser, User
+from a2a.auth.user import User
 from a2a.helpers import new_task_from_user_message, new_text_message, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
-from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
-from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import (
     DefaultServerCallContextBuilder,
     create_agent_card_routes,
     create_jsonrpc_routes,
 )
-from a2a.server.tasks import InMemoryTaskStore, TaskStore, TaskUpdater
+from a2a.server.tasks import TaskUpdater
 from a2a.types import (
     AgentCapabilities,
     AgentCard,
@@ -39,30 +39,29 @@ from a2a.types import (
     AgentSkill,
     APIKeySecurityScheme,
     HTTPAuthSecurityScheme,
-    ListTasksRequest,
-    ListTasksResponse,
     Message,
     Role,
     SecurityRequirement,
     SecurityScheme,
     StringList,
-    Task,
     TaskState,
 )
-from opentelemetry import context as otel_context
-from opentelemetry import propagate
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 
+from agentspec_runtime.adapters.sql import Database
 from agentspec_runtime.api.inbound import consumer
 from agentspec_runtime.api.openai_api import outbound_headers, retry_after
+from agentspec_runtime.api.tasks import JOURNAL, DurableRequestHandler, TaskService, user_for
 from agentspec_runtime.engine.agent import Engine
-from agentspec_runtime.engine.errors import AgentspecError, MissingVariableError
+from agentspec_runtime.engine.errors import AgentspecError, CheckpointError, MissingVariableError
 from agentspec_runtime.engine.loop import AgentRequest
 from agentspec_runtime.engine.snapshot import Snapshot
 from agentspec_runtime.engine.types import A2A_USAGE_KEY
+from agentspec_runtime.spec.agent import TasksSpec
 
 RPC_PATH = "/a2a"
+DELTA_FLUSH_SECONDS = 0.1
 log = logging.getLogger(__name__)
 
 
@@ -77,7 +76,9 @@ def build_card(snapshot: Snapshot, *, base_url: str) -> AgentCard:
             AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="1.0"),
             AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="0.3"),
         ],
-        capabilities=AgentCapabilities(streaming=True),
+        capabilities=AgentCapabilities(
+            streaming=True, push_notifications=bool(config.tasks.push_allowed_hosts)
+        ),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
         skills=[
@@ -107,7 +108,7 @@ def build_card(snapshot: Snapshot, *, base_url: str) -> AgentCard:
     return card
 
 
-class _Card:
+class Card:
     """The one card object the route and the handler share, kept in step with the config."""
 
     def __init__(self, engine: Engine, *, base_url: str) -> None:
@@ -131,7 +132,7 @@ class _Card:
 class EngineExecutor(AgentExecutor):
     """Runs one A2A task on the engine."""
 
-    def __init__(self, engine: Engine, card: _Card) -> None:
+    def __init__(self, engine: Engine, card: Card) -> None:
         self.engine = engine
         self._card = card
 
@@ -148,26 +149,25 @@ class EngineExecutor(AgentExecutor):
             return new_text_message(text, context_id=task.context_id, task_id=task.id)
 
         await updater.start_work()
-        headers: dict[str, str] = context.call_context.state.get("headers", {})
         request = AgentRequest(
             messages=_history(task.history, context.message),
             context_id=task.context_id,
             variables=_variables(context.metadata),
-            headers=outbound_headers(),  # the hop count the inbound middleware parsed, +1
+            headers=outbound_headers(),  # the hop count the request arrived with, +1
             consumer=consumer.get(),
+            task_id=task.id,
         )
-        streamed = 0
-
-        async def on_delta(text: str) -> None:
-            nonlocal streamed
-            await updater.add_artifact(
-                [new_text_part(text)], artifact_id="answer", name="answer", append=streamed > 0
-            )
-            streamed += 1
-
-        token = otel_context.attach(propagate.extract(headers))
+        answer = _Answer(updater)
         try:
-            result = await self.engine.run(request, on_delta=on_delta, api="a2a")
+            result = await self.engine.run(
+                request,
+                on_delta=answer.add,
+                api="a2a",
+                journal=context.call_context.state.get(JOURNAL),
+            )
+            await answer.flush()
+        except CheckpointError:
+            raise  # not a failure of the task: it resumes from its journal
         except MissingVariableError as e:
             await updater.requires_input(say(str(e)))
             return
@@ -188,29 +188,55 @@ class EngineExecutor(AgentExecutor):
             log.exception("agent %s: A2A task %s failed", self.engine.agent, task.id)
             await updater.failed(say("the agent failed unexpectedly"))
             return
-        finally:
-            otel_context.detach(token)
-        if streamed == 0 and result.content:
+        if not answer.sent and result.content:
+            # nothing streamed in this run (a resumed task whose last turn was recorded):
+            # the whole answer, replacing any part an earlier run streamed
             await updater.add_artifact(
                 [new_text_part(result.content)], artifact_id="answer", name="answer"
             )
         usage = result.usage + result.tool_usage
-        await updater.update_status(
-            TaskState.TASK_STATE_COMPLETED,
-            metadata={
-                A2A_USAGE_KEY: {
-                    "input_tokens": usage.input_tokens,
-                    "output_tokens": usage.output_tokens,
-                },
-                "agentspec.io/promptVersion": result.prompt.version,
-                "agentspec.io/configRevision": result.revision,
+        metadata: dict[str, Any] = {
+            A2A_USAGE_KEY: {
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
             },
-        )
+            "agentspec.io/promptVersion": result.prompt.version,
+            "agentspec.io/configRevision": result.revision,
+        }
+        if result.started_revision not in (None, result.revision):
+            metadata["agentspec.io/startedOnRevision"] = result.started_revision
+        await updater.update_status(TaskState.TASK_STATE_COMPLETED, metadata=metadata)
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         assert context.task_id is not None
         assert context.context_id is not None
         await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
+
+
+class _Answer:
+    """The streamed answer, written to the task's ``answer`` artifact in pieces: the first
+    text at once, then at most every ``DELTA_FLUSH_SECONDS`` (each piece is a store write)."""
+
+    def __init__(self, updater: TaskUpdater) -> None:
+        self.updater = updater
+        self.sent = False
+        self._pending: list[str] = []
+        self._flushed_at = 0.0
+
+    async def add(self, text: str) -> None:
+        self._pending.append(text)
+        if time.monotonic() - self._flushed_at >= DELTA_FLUSH_SECONDS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        text, self._pending = "".join(self._pending), []
+        await self.updater.add_artifact(
+            [new_text_part(text)], artifact_id="answer", name="answer", append=self.sent
+        )
+        self.sent = True
+        self._flushed_at = time.monotonic()
 
 
 def _text(message: Message) -> str:
@@ -235,90 +261,25 @@ def _variables(metadata: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
-class _Consumer(User):
-    """The authenticated consumer (the API key's name) as the a2a-sdk's user: the task
-    store keys every task by it, so one consumer never sees another's tasks."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    @property
-    def is_authenticated(self) -> bool:
-        return True
-
-    @property
-    def user_name(self) -> str:
-        return self._name
-
-
 class _ConsumerContext(DefaultServerCallContextBuilder):
     def build_user(self, request: Request) -> User:
-        name = consumer.get()
-        return _Consumer(name) if name else UnauthenticatedUser()
+        return user_for(consumer.get() or "")
 
 
-_ACTIVE = (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
-
-
-class RetainingTaskStore(TaskStore):
-    """The a2a-sdk's in-memory store (tasks scoped to their owner), whose idle tasks —
-    finished, failed, waiting for input — are evicted ``retention`` seconds after their last
-    update, and beyond ``max_idle`` of them, oldest first: memory stays bounded."""
-
-    def __init__(
-        self,
-        *,
-        retention: float,
-        max_idle: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._store = InMemoryTaskStore()
-        self._retention = retention
-        self._max_idle = max_idle
-        self._clock = clock
-        self._idle: OrderedDict[tuple[str, str], float] = OrderedDict()
-        """(owner, task id) → when it went idle, oldest first."""
-
-    async def save(self, task: Task, context: ServerCallContext) -> None:
-        await self._store.save(task, context)
-        key = (context.user.user_name, task.id)
-        self._idle.pop(key, None)
-        if task.status.state not in _ACTIVE:
-            self._idle[key] = self._clock()
-        await self._evict()
-
-    async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
-        await self._evict()
-        return await self._store.get(task_id, context)
-
-    async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
-        await self._evict()
-        return await self._store.list(params, context)
-
-    async def delete(self, task_id: str, context: ServerCallContext) -> None:
-        self._idle.pop((context.user.user_name, task_id), None)
-        await self._store.delete(task_id, context)
-
-    async def _evict(self) -> None:
-        cutoff = self._clock() - self._retention
-        while self._idle:
-            (owner, task_id), since = next(iter(self._idle.items()))
-            if since > cutoff and len(self._idle) <= self._max_idle:
-                return
-            del self._idle[(owner, task_id)]
-            owner_context = ServerCallContext(
-                user=_Consumer(owner) if owner else UnauthenticatedUser()
-            )
-            await self._store.delete(task_id, owner_context)
-
-
-def a2a_routes(engine: Engine, *, base_url: str, task_retention: float = 3600.0) -> list[BaseRoute]:
-    card = _Card(engine, base_url=base_url)
-    handler = DefaultRequestHandler(
-        agent_executor=EngineExecutor(engine, card),
-        task_store=RetainingTaskStore(retention=task_retention),
-        agent_card=card.card,
+def durable_tasks(
+    engine: Engine, db: Database, *, spec: TasksSpec, holder: str, base_url: str
+) -> tuple[TaskService, Card]:
+    """This replica's task service, running A2A tasks on ``engine``, and the agent card
+    (``base_url``: where callers reach the agent, its Service)."""
+    card = Card(engine, base_url=base_url)
+    service = TaskService(
+        db, engine=engine, executor=EngineExecutor(engine, card), spec=spec, holder=holder
     )
+    return service, card
+
+
+def a2a_routes(tasks: TaskService, *, card: Card) -> list[BaseRoute]:
+    handler = DurableRequestHandler(tasks, card=card.card)
     return [
         *create_agent_card_routes(card.card, card_modifier=card.current),
         *create_jsonrpc_routes(

@@ -12,10 +12,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from agentspec_runtime.api.a2a import a2a_routes
+from agentspec_runtime.api.a2a import Card, a2a_routes
 from agentspec_runtime.api.bodies import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY, BodyGuard
 from agentspec_runtime.api.inbound import InboundMiddleware
 from agentspec_runtime.api.openai_api import ChatCompletions
+from agentspec_runtime.api.tasks import TaskService
 from agentspec_runtime.engine.agent import Engine
 
 DEFAULT_MAX_HOPS = 5
@@ -32,13 +33,14 @@ def api_app(
     engine: Engine,
     *,
     lifecycle: Lifecycle,
+    tasks: TaskService,
+    card: Card,
     max_body: int = DEFAULT_MAX_BODY,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     max_hops: int = DEFAULT_MAX_HOPS,
-    base_url: str = "http://127.0.0.1:8080",
-    task_retention: float = 3600.0,
 ) -> Starlette:
-    """``base_url`` is where callers reach this agent (its Service): the agent card says so."""
+    """``card`` says where callers reach this agent (its Service); ``tasks`` keeps its A2A
+    tasks."""
     chat = ChatCompletions(engine)
 
     async def healthz(_request: Request) -> Response:
@@ -52,7 +54,14 @@ def api_app(
         return PlainTextResponse("ok")
 
     async def status(_request: Request) -> Response:
-        return JSONResponse({**engine.status(), "draining": lifecycle.draining, "pid": os.getpid()})
+        return JSONResponse(
+            {
+                **engine.status(),
+                "tasks": tasks.status(),
+                "draining": lifecycle.draining,
+                "pid": os.getpid(),
+            }
+        )
 
     return Starlette(
         routes=[
@@ -61,7 +70,7 @@ def api_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/status", status, methods=["GET"]),
-            *a2a_routes(engine, base_url=base_url, task_retention=task_retention),
+            *a2a_routes(tasks, card=card),
         ],
         middleware=[
             # auth and the hop limit first: no body is read for a request that is refused

@@ -21,7 +21,14 @@ from . import telemetry as t
 from .assembly import Assembler, Builders
 from .errors import AgentspecError, ConfigError
 from .loop import AgentRequest, AgentResult, AgentRun
-from .ports import McpBuilder, MemoryBuilder, ModelBuilder, PartnerBuilder, SecretResolver
+from .ports import (
+    McpBuilder,
+    MemoryBuilder,
+    ModelBuilder,
+    PartnerBuilder,
+    SecretResolver,
+    TaskJournal,
+)
 from .snapshot import ResourcePool, Snapshot, SnapshotHolder
 from .status import ReloadState, engine_status
 from .telemetry import Metrics
@@ -113,9 +120,15 @@ class Engine:
     # -- serving ------------------------------------------------------------------------
 
     async def run(
-        self, request: AgentRequest, *, on_delta: OnDelta | None = None, api: str = "openai"
+        self,
+        request: AgentRequest,
+        *,
+        on_delta: OnDelta | None = None,
+        api: str = "openai",
+        journal: TaskJournal | None = None,
     ) -> AgentResult:
-        """Run one request on the snapshot current when it starts."""
+        """Run one request on the snapshot current when it starts; a durable task's run
+        records its steps in ``journal`` and replays what an earlier run recorded there."""
         started = time.perf_counter()
         outcome = "error"
         self.metrics.inflight.labels(self.agent).inc()
@@ -134,7 +147,9 @@ class Engine:
                 ) as span,
             ):
                 try:
-                    agent_run = AgentRun(snapshot, request, metrics=self.metrics, on_delta=on_delta)
+                    agent_run = AgentRun(
+                        snapshot, request, metrics=self.metrics, on_delta=on_delta, journal=journal
+                    )
                     span.set_attribute(t.PROMPT_VERSION, agent_run.prompt.version)
                     span.set_attribute(t.PROMPT_VARIANT, agent_run.prompt.variant)
                     result = await agent_run.run()

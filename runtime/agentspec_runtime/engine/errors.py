@@ -19,7 +19,9 @@ Messages are the engine's own, stable and safe to show a caller: never the upstr
     ├── ToolError             one tool call failed: told to the model, never a crash
     ├── ConfigError           a config update is invalid: reject it, keep the last good one
     ├── NotReadyError         no config loaded yet, or draining: answer 503
-    └── MemoryUnavailableError  the conversation store cannot be read: answer 503, retry
+    ├── MemoryUnavailableError  the conversation store cannot be read: answer 503, retry
+    └── CheckpointError       a durable task's journal cannot be written, or this replica
+                              lost the task: stop running it (it resumes elsewhere)
 """
 
 from __future__ import annotations
@@ -102,3 +104,12 @@ class MemoryUnavailableError(AgentspecError):
 
     status = 503
     code = "memory_unavailable"
+
+
+class CheckpointError(AgentspecError):
+    """A step of a durable task could not be recorded (the task store did not answer), or
+    this replica no longer holds the task (its lease was taken over, the task cancelled).
+    The run stops without a result: the task is resumed from its journal, here or elsewhere."""
+
+    status = 503
+    code = "task_checkpoint_failed"

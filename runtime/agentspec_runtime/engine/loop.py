@@ -6,6 +6,10 @@ tool calls, or reaching ``maxIterations``, leads to ``Finish``. A failing tool b
 error result the model reads; it never fails the request. With conversation memory, the run
 first recalls the context's history (folding old turns into a summary when the strategy says
 so) and, once finished, records the new input and the answer as one turn.
+
+A run of a durable task has a journal (engine/journal.py): each model turn, tool start and
+tool result is recorded before the loop moves on, and a resumed run replays what is there
+instead of doing it again.
 """
 
 from __future__ import annotations
@@ -24,7 +28,17 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import memory as mem
 from . import telemetry as t
 from .errors import MemoryUnavailableError, ModelError, ToolError
-from .ports import MemoryStore, Tool
+from .journal import (
+    INTERRUPTED,
+    Entry,
+    Remembered,
+    Replay,
+    Started,
+    ToolFinished,
+    ToolStarted,
+    TurnTaken,
+)
+from .ports import MemoryStore, TaskJournal, Tool
 from .prompts import RenderedPrompt
 from .snapshot import Snapshot
 from .telemetry import Metrics
@@ -74,6 +88,8 @@ class AgentRequest:
     consumer: str | None = None
     """Who is calling (the API key's name), when the agent requires keys: memory is per
     consumer, so another key cannot read a conversation by guessing its context id."""
+    task_id: str | None = None
+    """The durable task this run belongs to (A2A), which keys its tools' call keys."""
 
 
 @dataclass
@@ -90,6 +106,9 @@ class AgentResult:
     """Tokens partner agents spent for this request (not in ``usage``)."""
     recalled_turns: int = 0
     """Earlier turns of the conversation shown to the model (memory)."""
+    started_revision: str | None = None
+    """A resumed task: the config revision its first run started on (``revision`` is the one
+    it finished on; they differ when the config changed in between)."""
 
 
 MAX_TOOL_RESULT_CHARS = 64_000
@@ -105,11 +124,14 @@ class AgentRun:
         *,
         metrics: Metrics,
         on_delta: OnDelta | None = None,
+        journal: TaskJournal | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.request = request
         self.metrics = metrics
         self.on_delta = on_delta
+        self.journal = journal
+        self.replay = Replay([])
         self.usage = Usage()
         self.tool_usage = Usage()
         """Tokens spent by tools on our behalf (partner agents), beside our own model's."""
@@ -145,6 +167,10 @@ class AgentRun:
         )
 
     async def run(self) -> AgentResult:
+        if self.journal is not None:
+            self.replay = Replay(await self.journal.load())
+            if not self.replay.resumed:
+                await self._checkpoint(Started(self.snapshot.revision))
         store = self.snapshot.memory
         if store is not None:
             await self._recall(store)
@@ -156,8 +182,9 @@ class AgentRun:
                 step = await self._call_model(step)
             else:
                 step = await self._run_tools(step)
-        if store is not None:
+        if store is not None and not self.replay.remembered:
             await self._record(store, step.content)
+            await self._checkpoint(Remembered())
         return AgentResult(
             content=step.content,
             finish_reason=step.reason,
@@ -169,7 +196,12 @@ class AgentRun:
             model=self.model_name,
             tool_usage=self.tool_usage,
             recalled_turns=self.recalled_turns,
+            started_revision=self.replay.revision,
         )
+
+    async def _checkpoint(self, entry: Entry) -> None:
+        if self.journal is not None:
+            await self.journal.append(entry)
 
     # -- memory ---------------------------------------------------------------------------
 
@@ -265,7 +297,12 @@ class AgentRun:
                 for name, tool in self.tools.items()
             ]
         )
-        turn = await self._complete(specs, messages=self.messages, stream=True)
+        turn = self.replay.turns.get(step.iteration)
+        if turn is None:
+            turn = await self._complete(specs, messages=self.messages, stream=True)
+            await self._checkpoint(TurnTaken(step.iteration, turn))
+        else:
+            self.usage += turn.usage  # spent by the earlier run: counted once, in its metrics
         message: Message = {"role": "assistant", "content": turn.content}
         if turn.tool_calls:
             message["tool_calls"] = [
@@ -338,17 +375,37 @@ class AgentRun:
         return headers
 
     async def _run_tools(self, step: RunTools) -> Step:
-        outcomes = await asyncio.gather(*(self._run_tool(call) for call in step.calls))
+        outcomes = await asyncio.gather(
+            *(self._run_tool(call, f"{step.iteration}:{call.id}") for call in step.calls)
+        )
         for outcome in outcomes:
             self.messages.append(
                 {"role": "tool", "tool_call_id": outcome.call.id, "content": outcome.content}
             )
         return CallModel(step.iteration + 1)
 
-    async def _run_tool(self, call: ToolCall) -> ToolOutcome:
+    async def _run_tool(self, call: ToolCall, key: str) -> ToolOutcome:
+        """``key`` names this call within the task (its journal entries)."""
         self.tool_calls += 1
         tool = self.tools.get(call.name)
         source = tool.source if tool else "unknown"
+        done = self.replay.finished.get(key)
+        if done is not None:  # the earlier run has its result: not run again
+            self.tool_usage += done.usage
+            return ToolOutcome(call=call, content=done.content, ok=done.ok, source=source)
+        if self.replay.interrupted(key) and not (tool is not None and tool.spec.retry_safe):
+            await self._checkpoint(ToolFinished(key, INTERRUPTED, False))
+            return ToolOutcome(call=call, content=INTERRUPTED, ok=False, source=source)
+        await self._checkpoint(ToolStarted(key, call.name))
+        outcome, usage = await self._invoke(call, tool, key)
+        await self._checkpoint(ToolFinished(key, outcome.content, outcome.ok, usage))
+        return outcome
+
+    async def _invoke(
+        self, call: ToolCall, tool: Tool | None, key: str
+    ) -> tuple[ToolOutcome, Usage]:
+        source = tool.source if tool else "unknown"
+        usage = Usage()
         started = time.perf_counter()
         with t.TRACER.start_as_current_span(
             f"execute_tool {call.name}",
@@ -370,9 +427,11 @@ class AgentRun:
                     arguments,
                     headers=self._outgoing_headers(),
                     context_id=self.request.context_id,
+                    call_key=None if self.journal is None else f"{self.request.task_id}/{key}",
                 )
                 if isinstance(answer, ToolResult):
-                    self.tool_usage += answer.usage
+                    usage = answer.usage
+                    self.tool_usage += usage
                     answer = answer.content
                 content, ok = answer, True
             except ToolError as e:
@@ -392,7 +451,7 @@ class AgentRun:
         )
         if len(content) > MAX_TOOL_RESULT_CHARS:
             content = content[:MAX_TOOL_RESULT_CHARS] + "\n[truncated]"
-        return ToolOutcome(call=call, content=content, ok=ok, source=source)
+        return ToolOutcome(call=call, content=content, ok=ok, source=source), usage
 
 
 def _parse_arguments(text: str) -> dict[str, Any]:

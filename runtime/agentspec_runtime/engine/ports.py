@@ -4,7 +4,8 @@ The engine talks to the outside only through these ports; each adapter module im
 of them (``adapters/openai_model.py`` → :class:`ModelClient`, ``adapters/mcp_tools.py`` →
 :class:`McpConnection`, ``adapters/partners.py`` → :class:`PartnerConnection`,
 ``adapters/secrets.py`` → :class:`SecretResolver`, ``adapters/memory_store.py`` and
-``adapters/redis_memory.py`` → :class:`MemoryStore`), and the entry point (``server.py``)
+``adapters/redis_memory.py`` → :class:`MemoryStore`, ``adapters/task_queue.py`` →
+:class:`TaskJournal`), and the entry point (``server.py``)
 hands the engine a *builder* per port, so the engine never imports an adapter.
 
 What every implementation must guarantee:
@@ -30,6 +31,7 @@ from typing import Any, Literal, Protocol
 from agentspec_runtime.spec._base import SecretKeySelector
 from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer, ResolvedPartner
 
+from .journal import Entry
 from .memory import History, Summary
 from .types import Message, ModelParams, ModelTurn, OnDelta, ToolResult, ToolSpec
 
@@ -44,6 +46,7 @@ __all__ = [
     "PartnerBuilder",
     "PartnerConnection",
     "SecretResolver",
+    "TaskJournal",
     "Tool",
 ]
 
@@ -91,9 +94,18 @@ class Tool(Protocol):
     def source(self) -> Literal["mcp", "partner", "knowledge"]: ...
 
     async def call(
-        self, arguments: dict[str, Any], *, headers: Mapping[str, str], context_id: str
+        self,
+        arguments: dict[str, Any],
+        *,
+        headers: Mapping[str, str],
+        context_id: str,
+        call_key: str | None = None,
     ) -> str | ToolResult:
         """Run the tool for the conversation ``context_id`` (a partner continues it).
+
+        ``call_key`` is stable across runs of one durable task's step (None otherwise): a
+        tool that can deduplicate on it does (a partner derives the A2A ``messageId`` from
+        it, so a repeated call returns the partner's existing task).
 
         Raises ``ToolError`` with a message for the model on any failure (unreachable,
         refused, invalid arguments, timeout); never another exception."""
@@ -161,6 +173,20 @@ class MemoryStore(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class TaskJournal(Protocol):
+    """The step journal of one durable task (engine/journal.py says what is recorded).
+
+    ``append`` raises ``CheckpointError`` when the entry cannot be recorded: the store did
+    not answer, or this replica no longer holds the task (the write is fenced by its lease).
+    The loop then stops; it never runs a step it could not record first."""
+
+    async def load(self) -> list[Entry]:
+        """Every entry recorded so far, oldest first."""
+        ...
+
+    async def append(self, entry: Entry) -> None: ...
 
 
 @dataclass(frozen=True)

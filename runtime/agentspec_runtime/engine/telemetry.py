@@ -174,6 +174,46 @@ class Metrics:
             ["agent", "operation", "outcome"],
             registry=r,
         )
+        self.tasks = Counter(
+            "agentspec_tasks",
+            "Durable A2A task events on this replica: queued, started, resumed (a later run), "
+            "completed, failed, canceled, input_required, handed_back (shutdown), lost (lease "
+            "taken over or the store failed mid-run), poisoned (failed after maxAttempts)",
+            ["agent", "event"],
+            registry=r,
+        )
+        self.tasks_running = Gauge(
+            "agentspec_tasks_running",
+            "Durable tasks this replica is running",
+            ["agent"],
+            registry=r,
+        )
+        self.task_queue_depth = Gauge(
+            "agentspec_task_queue_depth",
+            "Tasks waiting for a replica (new, handed back, or left by one that died), all "
+            "replicas together",
+            ["agent"],
+            registry=r,
+        )
+        self.task_queue_oldest = Gauge(
+            "agentspec_task_queue_oldest_seconds",
+            "How long the longest-waiting queued task has waited",
+            ["agent"],
+            registry=r,
+        )
+        self.task_journal_writes = Counter(
+            "agentspec_task_journal_writes",
+            "Steps recorded in durable tasks' journals",
+            ["agent"],
+            registry=r,
+        )
+        self.push_deliveries = Counter(
+            "agentspec_push_deliveries",
+            "Push notification deliveries by outcome: delivered, retried, dropped (gave up or "
+            "the config was deleted), refused (the host is not allowed)",
+            ["agent", "outcome"],
+            registry=r,
+        )
         self.token_rate = TokenRate(agent=agent)
         r.register(self.token_rate)
 

@@ -67,6 +67,10 @@ class ToolSpec:
     name: str
     description: str
     parameters: Mapping[str, Any]
+    retry_safe: bool = False
+    """Running the call twice does no harm (an MCP tool annotated ``idempotentHint`` or
+    ``readOnlyHint``; a partner, which deduplicates by message id): a durable task that
+    was interrupted during the call runs it again. Not shown to the model."""
 
     def to_openai(self) -> dict[str, Any]:
         return {

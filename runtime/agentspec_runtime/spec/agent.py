@@ -299,6 +299,44 @@ class MemorySpec(SpecModel):
         return self
 
 
+# --- durable tasks ---------------------------------------------------------------
+
+_PUSH_HOST = (
+    r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(:[0-9]{1,5})?$"
+)
+
+
+class TasksSpec(SpecModel):
+    """Durable A2A tasks: where they are kept, and how their work is leased and retried.
+
+    Every A2A task is queued, leased by a replica and checkpointed step by step; a replica
+    that dies leaves its tasks to another one, which resumes them without repeating done
+    steps. With ``storeUrlSecretRef`` the tasks live in PostgreSQL, shared by every replica.
+    Without it, in an SQLite file of the pod: one replica only (another replica answers
+    "task not found"), and a task survives a container restart but not the pod.
+    Changing the store restarts the pods.
+    """
+
+    store_url_secret_ref: SecretKeySelector | None = None
+    """Secret key holding the PostgreSQL URL (postgresql://user:password@host:5432/db)."""
+    retention_seconds: Annotated[int, Field(ge=1, le=31_536_000)] = 86_400
+    """How long a task is kept after it finished or last waited for input (default a day)."""
+    lease_seconds: Annotated[int, Field(ge=5, le=3600)] = 30
+    """A replica's hold on a task it runs, renewed while it works; when the replica dies,
+    another one resumes the task this long after its last renewal."""
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    """Runs of a task that may end without finishing (its replica died) before it fails."""
+    concurrency: Annotated[int, Field(ge=1, le=10_000)] = 64
+    """Tasks one replica runs at once; more wait in the queue (its depth is a metric)."""
+    push_allowed_hosts: Annotated[
+        list[Annotated[str, StringConstraints(max_length=260, pattern=_PUSH_HOST)]],
+        Field(max_length=MAX_LIST, json_schema_extra=LIST_SET),
+    ] = Field(default_factory=list)
+    """Hosts (host or host:port; *.example.com for subdomains) push notifications may be
+    sent to. Empty: push notifications are off (the card says so): a caller-supplied URL is
+    a request the agent would make on the caller's behalf, inside the cluster."""
+
+
 # --- runtime -------------------------------------------------------------------
 
 _MIN_LE_MAX = Invariant(
@@ -506,6 +544,8 @@ class AgentSpec(SpecModel):
     """Retrieval sources, each exposed to the model as a tool."""
     memory: MemorySpec = Field(default_factory=MemorySpec)
     """Conversation memory."""
+    tasks: TasksSpec = Field(default_factory=TasksSpec)
+    """Durable A2A tasks."""
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     """Pods, scaling, limits, auth and guard."""
 

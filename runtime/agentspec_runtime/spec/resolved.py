@@ -26,6 +26,7 @@ from .agent import (
     MemorySpec,
     ModelSpec,
     RateLimitSpec,
+    TasksSpec,
 )
 from .problems import Problem
 from .prompt import PLACEHOLDER, CanaryRelease, PromptVariable
@@ -107,6 +108,7 @@ class AgentConfig(SpecModel):
     partners: list[ResolvedPartner] = Field(default_factory=list)
     knowledge: list[KnowledgeSource] = Field(default_factory=list)
     memory: MemorySpec
+    tasks: TasksSpec = Field(default_factory=TasksSpec)
     rate_limit: RateLimitSpec | None = None
     auth: AuthSpec | None = None
     guard: GuardSpec | None = None
@@ -136,9 +138,9 @@ class AgentConfig(SpecModel):
             if value.value_from:
                 ref = value.value_from.secret_key_ref
                 refs[(ref.name, ref.key)] = ref
-        if self.memory.url_secret_ref:
-            ref = self.memory.url_secret_ref
-            refs[(ref.name, ref.key)] = ref
+        for extra in (self.memory.url_secret_ref, self.tasks.store_url_secret_ref):
+            if extra is not None:
+                refs[(extra.name, extra.key)] = extra
         return [refs[k] for k in sorted(refs)]
 
 
@@ -237,6 +239,7 @@ def resolve_agent(
         partners=[p for p in peers if p is not None],
         knowledge=spec.knowledge,
         memory=spec.memory,
+        tasks=spec.tasks,
         rate_limit=spec.runtime.rate_limit,
         auth=spec.runtime.auth,
         guard=spec.runtime.guard,
