@@ -4,12 +4,16 @@ its ServiceAccount, Role and RoleBinding, its Service, and the Deployment of the
 No I/O and no clock: the same inputs always give the same manifests, which is what makes
 server-side apply idempotent and drift visible.
 
-The pod template depends only on ``spec.runtime`` (image, resources, env) and the operator
-settings, never on the resolved config: prompt, model, MCP and partner changes reach the
-pods through the ConfigMap (hot reload) and must not roll them.
+The pod template depends only on ``spec.runtime`` (image, resources, env), ``spec.tasks``
+(the task store, which a runtime opens once) and the operator settings, never on the
+resolved config: prompt, model, MCP and partner changes reach the pods through the
+ConfigMap (hot reload) and must not roll them.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
 
 from agentspec_runtime.spec import AgentResource
 from agentspec_runtime.spec.agent import EnvVar, ResourceRequirements
@@ -37,6 +41,8 @@ from .settings import OperatorSettings
 # --- ConfigMap ------------------------------------------------------------------
 
 PROMPT_VERSION_ANNOTATION = "agentspec.io/prompt-version"
+TASKS_ANNOTATION = "agentspec.io/tasks-config"
+"""On the pod template: a hash of ``spec.tasks`` (but its push hosts), so a change rolls."""
 
 
 def prompt_version(config: AgentConfig) -> str:
@@ -238,8 +244,15 @@ def render_pod_template(
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - an emptyDir
     }
+    # The task store and its leases are fixed for a runtime's life: a change rolls the pods
+    # (the push host list is read live, so it does not).
+    tasks = agent.spec.tasks.model_dump(mode="json", by_alias=True, exclude={"push_allowed_hosts"})
+    tasks_hash = hashlib.sha256(json.dumps(tasks, sort_keys=True).encode()).hexdigest()[:16]
     return {
-        "metadata": {"labels": common_labels(owner.name)},
+        "metadata": {
+            "labels": common_labels(owner.name),
+            "annotations": {TASKS_ANNOTATION: tasks_hash},
+        },
         "spec": {
             "serviceAccountName": owner.name,
             # The runtime watches its ConfigMap and reads its Secrets through the API.

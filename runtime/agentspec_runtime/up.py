@@ -205,6 +205,9 @@ class Up:
             "AGENTSPEC_PUBLIC_URL": self.url(agent),
             "AGENTSPEC_LOG_LEVEL": os.environ.get("AGENTSPEC_LOG_LEVEL", "WARNING"),
             "AGENTSPEC_MEMORY": self.memory,
+            # durable A2A tasks in an SQLite file of this session (unless the spec names a
+            # PostgreSQL store): they survive the agent restarting, not the session
+            "AGENTSPEC_STATE_DIR": str(self.state / "agents" / agent),
         }
         argv = [
             sys.executable,

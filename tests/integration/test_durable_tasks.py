@@ -456,3 +456,38 @@ def test_push_notifications_arrive_after_the_accepting_replica_died(
         assert hook.states()[0] == "TASK_STATE_SUBMITTED"
     finally:
         hook.close()
+
+
+# -- the embedded default --------------------------------------------------------------------
+
+
+def test_without_a_store_tasks_live_in_sqlite_and_survive_the_process(
+    tmp_path: Path, mcp: McpTestServer
+) -> None:
+    """One replica, no PostgreSQL: the SQLite file under AGENTSPEC_STATE_DIR keeps the task
+    across a kill -9, and the restarted process resumes it."""
+    with FakeLLM() as llm:
+        llm.script(
+            Turn.tool_calls(ToolCall("slow_lookup", {"key": "local", "seconds": 3})),
+            Turn.text("resumed locally"),
+        )
+        docs = agent_docs(
+            name="worker",
+            llm_url=llm.base_url,
+            mcp=[{"name": "tools", "url": mcp.url}],
+            memory={"type": "none"},
+            tasks={"leaseSeconds": LEASE},
+        )
+        runtime = RuntimeProcess(config=write_docs(tmp_path / "worker.yaml", docs))
+        with runtime:
+            assert runtime.status()["tasks"]["shared"] is False
+            task = send(runtime.base_url, "look", message_id="m-local", wait=False)
+            wait_until(lambda: mcp.calls().get("slow_lookup:local") == 1, timeout=10, what="call")
+            runtime.kill()
+            runtime.start()
+            assert settled(runtime.base_url, task["id"], timeout=LEASE + 15) == (
+                "TASK_STATE_COMPLETED"
+            )
+            assert answer_of(runtime.base_url, task["id"]) == "resumed locally"
+        assert mcp.calls()["slow_lookup:local"] == 2
+        llm.assert_traffic_as_scripted()

@@ -150,8 +150,10 @@ def test_pod_template_is_the_documented_shape() -> None:
     template = render_pod_template(
         AgentRef(name="finance", namespace=NS, uid="uid-1"), agent=agent, settings=SETTINGS
     )
+    tasks_hash = template["metadata"]["annotations"]["agentspec.io/tasks-config"]
+    assert len(tasks_hash) == 16
     assert template == {
-        "metadata": {"labels": LABELS},
+        "metadata": {"labels": LABELS, "annotations": {"agentspec.io/tasks-config": tasks_hash}},
         "spec": {
             "serviceAccountName": "finance",
             "automountServiceAccountToken": True,
@@ -428,3 +430,20 @@ def test_the_mcp_probe_resolves_short_names_as_the_servers_namespace_would(
     url: str, seen: str
 ) -> None:
     assert as_seen_from(url, "team-a") == seen
+
+
+def test_a_new_task_store_rolls_the_pods_and_a_push_host_does_not() -> None:
+    def tasks_hash(**spec: object) -> str:
+        template = render_pod_template(
+            AgentRef(name="finance", namespace=NS, uid="uid-1"),
+            agent=_agent(**spec),
+            settings=SETTINGS,
+        )
+        value: str = template["metadata"]["annotations"]["agentspec.io/tasks-config"]
+        return value
+
+    default = tasks_hash()
+    store = {"storeUrlSecretRef": {"name": "pg", "key": "url"}}
+    assert tasks_hash(tasks=store) != default
+    assert tasks_hash(tasks={"leaseSeconds": 60}) != default
+    assert tasks_hash(tasks={"pushAllowedHosts": ["hooks.example.com"]}) == default

@@ -90,7 +90,8 @@ class Database:
 
 
 def scope_name(namespace: str, agent: str) -> str:
-    """A PostgreSQL schema (and channel prefix) for one agent: readable, at most 50 bytes."""
+    """A PostgreSQL schema (and channel prefix) for one agent: readable, at most 50 bytes
+    (a channel, ``<scope>.<name>``, must fit PostgreSQL's 63)."""
     name = re.sub(r"[^a-z0-9_]", "_", f"agentspec_{namespace}_{agent}".lower())
     if len(name) > 50:
         name = name[:41] + "_" + hashlib.sha256(name.encode()).hexdigest()[:8]

@@ -72,9 +72,10 @@ __all__ = [
     "owner_of",
 ]
 
-NOTIFY_CHANNEL = "agentspec_task"
-"""Payload: the task id whose state or events changed."""
-JOBS_CHANNEL = "agentspec_jobs"
+NOTIFY_CHANNEL = "task"
+"""Payload: the task id whose state or events changed. (Channels are prefixed with the
+database's scope, and PostgreSQL allows 63 bytes: the names are short.)"""
+JOBS_CHANNEL = "jobs"
 """Payload: ``queued`` (work to claim), ``push`` (deliveries due), ``stop:<task id>`` (the
 task was cancelled: whoever runs it stops)."""
 LEASE = "agentspec.lease"

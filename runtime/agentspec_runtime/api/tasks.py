@@ -267,6 +267,7 @@ class DurableRequestHandler(DefaultRequestHandler):
         except TaskStateError as e:
             raise InvalidParamsError(message=str(e)) from None
         except StoreUnavailableError as e:
+            log.warning("agent %s: a message was refused: %s", self.service.agent, e)
             raise InternalError(message="the task store is unavailable; try again") from e
         if fresh:
             self.service.metrics.tasks.labels(self.service.agent, "queued").inc()
