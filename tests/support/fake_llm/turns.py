@@ -32,6 +32,7 @@ __all__ = [
     "echo",
     "parse_call_arguments",
     "prompt_tokens",
+    "repeat_tool",
     "tool_then_answer",
 ]
 
@@ -361,6 +362,14 @@ def tool_then_answer(request: ChatRequest) -> Turn:
     if results:
         said = " | ".join(content_text(r.get("content")) for r in results)
         return Turn.text(f"The tool said: {said}")
+    name = _named_tool(request)
+    if name is not None:
+        return Turn.tool_calls(ToolCall(name, parse_call_arguments(request.last_user_text)))
+    return echo(request)
+
+
+def _named_tool(request: ChatRequest) -> str | None:
+    """The offered tool the user text names first (whole word), if any."""
     user_text = request.last_user_text
     best: tuple[int, str] | None = None
     for name in request.tool_names:
@@ -369,12 +378,27 @@ def tool_then_answer(request: ChatRequest) -> Turn:
         match = re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", user_text)
         if match and (best is None or match.start() < best[0]):
             best = (match.start(), name)
-    if best is not None:
-        return Turn.tool_calls(ToolCall(best[1], parse_call_arguments(user_text)))
-    return echo(request)
+    return best[1] if best is not None else None
 
 
-RESPONDERS: dict[str, Responder] = {"echo": echo, "tool_then_answer": tool_then_answer}
+def repeat_tool(request: ChatRequest) -> Turn:
+    """Like :func:`tool_then_answer`, but the tool is called ``times=N`` times, one call per
+    turn (``add a=1 b=2 times=3``: three turns with a call, then the answer)."""
+    arguments = parse_call_arguments(request.last_user_text)
+    times = int(arguments.pop("times", 1))
+    done = sum(1 for m in request.messages if m.get("role") == "tool")
+    name = _named_tool(request)
+    if name is None or done >= times:
+        said = " | ".join(content_text(r.get("content")) for r in request.trailing_tool_results)
+        return Turn.text(f"The tool said: {said}") if said else echo(request)
+    return Turn.tool_calls(ToolCall(name, arguments))
+
+
+RESPONDERS: dict[str, Responder] = {
+    "echo": echo,
+    "tool_then_answer": tool_then_answer,
+    "repeat_tool": repeat_tool,
+}
 
 Step: TypeAlias = Turn | Responder
 """One scripted step: a fixed turn, or a function computing the turn from the one request it
