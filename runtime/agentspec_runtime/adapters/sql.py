@@ -164,6 +164,7 @@ class _Postgres(Database):
         self._listen_conn: Any = None
         self._listen_lock = asyncio.Lock()
         self._listeners: dict[str, list[Listener]] = {}
+        self._listening: set[str] = set()  # channels the connection LISTENs on
         self._closed = False
 
     @classmethod
@@ -222,19 +223,22 @@ class _Postgres(Database):
         await self._ensure_listening()
 
     async def _ensure_listening(self) -> None:
+        """One connection LISTENs on every channel with a listener: opened (or reopened)
+        when missing, and told about channels added since."""
         import asyncpg
 
         async with self._listen_lock:
-            if self._listen_conn is not None and not self._listen_conn.is_closed():
-                return
+            conn = self._listen_conn
             try:
-                conn = await asyncpg.connect(self._url)
-                for channel in self._listeners:
+                if conn is None or conn.is_closed():
+                    conn = await asyncpg.connect(self._url)
+                    conn.add_termination_listener(self._lost)
+                    self._listen_conn, self._listening = conn, set()
+                for channel in set(self._listeners) - self._listening:
                     await conn.add_listener(f"{self._scope}.{channel}", self._dispatch)
+                    self._listening.add(channel)
             except Exception as e:
                 raise _translate(e) from e
-            conn.add_termination_listener(self._lost)
-            self._listen_conn = conn
 
     def _dispatch(self, _conn: Any, _pid: int, name: str, payload: str) -> None:
         for callback in list(self._listeners.get(name.removeprefix(f"{self._scope}."), ())):
