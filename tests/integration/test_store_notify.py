@@ -1,10 +1,13 @@
-"""The task store's notifications: what wakes a replica's workers and a caller following a task.
+"""The task store's database adapter: notifications and transactions under cancellation.
 
-In: the runtime's ``Database`` adapter over a real PostgreSQL server (and over SQLite).
+In: the runtime's ``Database`` adapter over a real PostgreSQL server and over SQLite.
 Asserted: a listener gets every channel's notifications, including a channel listened to
 after the connection was opened (workers listen to the jobs channel at start, a follower to
 the task channel later: that one was once missed, leaving every follower on its 1 s poll);
-after the listening connection is killed by the server, notifications arrive again.
+after the listening connection is killed by the server, notifications arrive again. SQLite:
+callers cancelled at any point of a transaction (a client gone, a cancelled task) leave the
+store usable (a BEGIN finishing after its caller was cancelled once left the connection in a
+transaction for good: every later write failed).
 """
 
 from __future__ import annotations
@@ -71,5 +74,32 @@ async def test_sqlite_notifies_in_process(tmp_path: Path) -> None:
         await db.notify("task", "t1")
         await db.notify("jobs", "queued")
         assert got == [("task", "t1"), ("jobs", "queued")]
+    finally:
+        await db.close()
+
+
+async def test_sqlite_stays_usable_after_cancelled_transactions(tmp_path: Path) -> None:
+    db = await connect(f"sqlite://{tmp_path / 'tasks.db'}")
+    try:
+        await db.execute("CREATE TABLE t (x INTEGER)")
+
+        async def writer() -> None:
+            while True:
+                async with db.transaction() as tx:
+                    await tx.execute("INSERT INTO t VALUES (1)")
+
+        async def reader() -> None:
+            while True:
+                await db.fetch("SELECT x FROM t")
+
+        for delay in (0, 0, 0.0001, 0.0005, 0.001, 0.005):
+            for work in (writer, reader):
+                task = asyncio.create_task(work())
+                await asyncio.sleep(delay)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await asyncio.wait_for(db.execute("INSERT INTO t VALUES (2)"), 5)
+        rows = await db.fetch("SELECT COUNT(*) FROM t WHERE x = 2")
+        assert rows[0][0] == 12
     finally:
         await db.close()

@@ -155,3 +155,18 @@ async def test_retired_snapshot_serves_its_leases_then_frees_resources() -> None
     await pool.drain()
     assert resource.closed == 1
     assert holder.retiring() == 0
+
+
+def test_a_resumed_task_gets_its_revision_while_a_retired_snapshot_still_serves() -> None:
+    holder = SnapshotHolder(ResourcePool())
+    holder.swap(snapshot("r1", []))
+    with holder.lease() as in_flight:
+        holder.swap(snapshot("r2", []))
+        with holder.lease("r1") as resumed:
+            assert resumed is in_flight, "r1 is still alive: the resumed task runs on it"
+        with holder.lease("r2") as current:
+            assert current.revision == "r2"
+    with holder.lease("r1") as later:  # r1 drained: nothing left of it here
+        assert later.revision == "r2"
+    with holder.lease("never-seen") as other:
+        assert other.revision == "r2"

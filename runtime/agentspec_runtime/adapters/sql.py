@@ -38,6 +38,11 @@ __all__ = ["Connection", "Database", "StoreUnavailableError", "connect", "scope_
 log = logging.getLogger(__name__)
 Row = Sequence[Any]
 Listener = Callable[[str], None]
+CONNECT_TIMEOUT = 10.0
+"""Seconds to open a connection or wait for a free one: a database gone from the network
+fails requests (503) and lease renewals quickly, instead of after TCP's own timeouts."""
+_SCHEMA_LOCK = 73_510_020  # pg_advisory lock key: replicas starting at once create it once
+LockClause = Literal["FOR UPDATE", "FOR SHARE", "FOR UPDATE SKIP LOCKED"]
 _PLACEHOLDER = re.compile(r"\?")
 
 
@@ -79,6 +84,11 @@ class Database:
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Connection]:
         raise NotImplementedError
 
+    def rows_locked(self, clause: LockClause) -> str:
+        """A row-locking clause to append to a SELECT on PostgreSQL; nothing on SQLite,
+        whose transactions (``BEGIN IMMEDIATE``) already exclude every other writer."""
+        return f" {clause}" if self.dialect == "postgres" else ""
+
     async def notify(self, channel: str, payload: str) -> None:
         raise NotImplementedError
 
@@ -91,11 +101,11 @@ class Database:
 
 def scope_name(namespace: str, agent: str) -> str:
     """A PostgreSQL schema (and channel prefix) for one agent: readable, at most 50 bytes
-    (a channel, ``<scope>.<name>``, must fit PostgreSQL's 63)."""
-    name = re.sub(r"[^a-z0-9_]", "_", f"agentspec_{namespace}_{agent}".lower())
-    if len(name) > 50:
-        name = name[:41] + "_" + hashlib.sha256(name.encode()).hexdigest()[:8]
-    return name
+    (a channel, ``<scope>.<name>``, must fit PostgreSQL's 63), and distinct for distinct
+    agents: the readable part folds characters (``team-a``/``bot`` and ``team``/``a-bot``
+    read alike), so a hash of the exact namespace and name always follows it."""
+    readable = re.sub(r"[^a-z0-9_]", "_", f"agentspec_{namespace}_{agent}".lower())[:41]
+    return f"{readable}_{hashlib.sha256(f'{namespace}/{agent}'.encode()).hexdigest()[:8]}"
 
 
 async def connect(url: str, *, scope: str = "agentspec", pool_size: int = 10) -> Database:
@@ -165,6 +175,7 @@ class _Postgres(Database):
         self._listen_lock = asyncio.Lock()
         self._listeners: dict[str, list[Listener]] = {}
         self._listening: set[str] = set()  # channels the connection LISTENs on
+        self._relistening: asyncio.Task[None] | None = None
         self._closed = False
 
     @classmethod
@@ -181,19 +192,27 @@ class _Postgres(Database):
                 max_size=pool_size,
                 server_settings={"search_path": scope},
                 command_timeout=30,
+                timeout=CONNECT_TIMEOUT,
             )
         except Exception as e:
             raise StoreUnavailableError(
                 f"cannot connect to the task store {public_url(dsn)}: {type(e).__name__}"
             ) from e
         db = cls(pool, location=public_url(dsn), url=dsn, scope=scope)
-        await db.execute(f'CREATE SCHEMA IF NOT EXISTS "{scope}"')
+        try:
+            async with db.transaction() as tx:
+                # replicas starting together: CREATE SCHEMA IF NOT EXISTS is not atomic
+                await tx.execute("SELECT pg_advisory_xact_lock(?)", _SCHEMA_LOCK)
+                await tx.execute(f'CREATE SCHEMA IF NOT EXISTS "{scope}"')
+        except BaseException:
+            await db.close()
+            raise
         return db
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         try:
-            conn = await self._pool.acquire()
+            conn = await self._pool.acquire(timeout=CONNECT_TIMEOUT)
         except Exception as e:
             raise _translate(e) from e
         try:
@@ -231,13 +250,17 @@ class _Postgres(Database):
             conn = self._listen_conn
             try:
                 if conn is None or conn.is_closed():
-                    conn = await asyncpg.connect(self._url)
+                    conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT)
                     conn.add_termination_listener(self._lost)
                     self._listen_conn, self._listening = conn, set()
                 for channel in set(self._listeners) - self._listening:
                     await conn.add_listener(f"{self._scope}.{channel}", self._dispatch)
                     self._listening.add(channel)
             except Exception as e:
+                if conn is not None:  # half set up: start over next time
+                    self._listen_conn = None
+                    with contextlib.suppress(Exception):
+                        await conn.close()
                 raise _translate(e) from e
 
     def _dispatch(self, _conn: Any, _pid: int, name: str, payload: str) -> None:
@@ -248,7 +271,8 @@ class _Postgres(Database):
         if self._closed:
             return
         log.warning("the task store's notification connection was lost; reconnecting")
-        asyncio.get_running_loop().create_task(self._relisten())
+        if self._relistening is None or self._relistening.done():
+            self._relistening = asyncio.get_running_loop().create_task(self._relisten())
 
     async def _relisten(self) -> None:
         delay = 0.5
@@ -330,20 +354,29 @@ class _Sqlite(Database):
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         async with self._lock:
+            # aiosqlite runs each statement in its thread even when the awaiting task is
+            # cancelled: a BEGIN or COMMIT whose caller was cancelled may still have opened
+            # (or failed to close) a transaction. Never start inside one left behind.
+            if self._conn.in_transaction:
+                await self._rollback()
             try:
-                await self._conn.execute("BEGIN IMMEDIATE")
-            except Exception as e:
-                raise _translate(e) from e
-            try:
+                await self._statement("BEGIN IMMEDIATE")
                 yield _SqliteConnection(self._conn)
+                await self._statement("COMMIT")
             except BaseException:
-                with contextlib.suppress(Exception):
-                    await self._conn.execute("ROLLBACK")
+                await self._rollback()
                 raise
-            try:
-                await self._conn.execute("COMMIT")
-            except Exception as e:
-                raise _translate(e) from e
+
+    async def _statement(self, sql: str) -> None:
+        try:
+            await self._conn.execute(sql)
+        except Exception as e:
+            raise _translate(e) from e
+
+    async def _rollback(self) -> None:
+        """Roll back whatever is open, even while the caller is being cancelled."""
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._conn.execute("ROLLBACK"))
 
     async def notify(self, channel: str, payload: str) -> None:
         for callback in list(self._listeners.get(channel, ())):

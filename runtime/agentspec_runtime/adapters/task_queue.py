@@ -79,9 +79,6 @@ class JobQueue:
     def lease(self, job: Job) -> tuple[str, int]:
         return (self.holder, job.epoch)
 
-    def _skip_locked(self) -> str:
-        return " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgres" else ""
-
     async def claim(self, *, limit: int = 1, task_id: str | None = None) -> list[Job]:
         """Lease up to ``limit`` jobs that are due (oldest first), or the one ``task_id``."""
         now = self._clock()
@@ -90,12 +87,13 @@ class JobQueue:
         if task_id is not None:
             args.append(task_id)
         args.append(limit)
+        skip = self.db.rows_locked("FOR UPDATE SKIP LOCKED")
         rows = await self.db.fetch(
             "UPDATE agentspec_jobs SET status = 'running', holder = ?, epoch = epoch + 1, "
             "lease_until = ?, attempts = attempts + 1, runs = runs + 1 WHERE task_id IN ("
             "SELECT task_id FROM agentspec_jobs WHERE (status = 'queued' OR (status = "
             f"'running' AND lease_until < ?)) {which}ORDER BY enqueued_at LIMIT ?"
-            f"{self._skip_locked()}) RETURNING task_id, owner, request, headers, epoch, "
+            f"{skip}) RETURNING task_id, owner, request, headers, epoch, "
             "attempts, runs, enqueued_at",
             *args,
         )
@@ -222,7 +220,7 @@ class StoreJournal:
             async with self.db.transaction() as tx:
                 ours = await tx.fetchrow(
                     "SELECT 1 FROM agentspec_jobs WHERE task_id = ? AND holder = ? AND epoch = ? "
-                    "AND status = 'running'",
+                    "AND status = 'running'" + self.db.rows_locked("FOR SHARE"),
                     self.task_id,
                     self._holder,
                     self._epoch,
@@ -274,7 +272,7 @@ class PushOutbox:
         """Lease deliveries that are due, oldest first (an expired lease: the replica that
         held them died, so they are due again)."""
         now = self._clock()
-        skip = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgres" else ""
+        skip = self.db.rows_locked("FOR UPDATE SKIP LOCKED")
         rows = await self.db.fetch(
             "UPDATE agentspec_push_outbox SET holder = ?, lease_until = ?, attempts = attempts + 1"
             " WHERE id IN (SELECT id FROM agentspec_push_outbox WHERE next_at <= ? AND "

@@ -171,9 +171,6 @@ class DurableTaskStore(VersionedTaskStore):
         self.db = db
         self._clock = clock
 
-    def _for_update(self) -> str:
-        return " FOR UPDATE" if self.db.dialect == "postgres" else ""
-
     async def save(
         self,
         task: Task,
@@ -189,7 +186,7 @@ class DurableTaskStore(VersionedTaskStore):
         async with self.db.transaction() as tx:
             row = await tx.fetchrow(
                 "SELECT version, state, owner, task FROM agentspec_tasks WHERE id = ?"
-                + self._for_update(),
+                + self.db.rows_locked("FOR UPDATE"),
                 task.id,
             )
             await self._check_fence(tx, task.id, context)
@@ -235,8 +232,11 @@ class DurableTaskStore(VersionedTaskStore):
         if lease is None:
             return  # not a queued worker's write: creating a task, cancelling it
         holder, epoch = lease
+        # FOR SHARE: the lease cannot pass to another replica before this write commits
         job = await tx.fetchrow(
-            "SELECT holder, epoch FROM agentspec_jobs WHERE task_id = ?", task_id
+            "SELECT holder, epoch FROM agentspec_jobs WHERE task_id = ?"
+            + self.db.rows_locked("FOR SHARE"),
+            task_id,
         )
         if job is None or (job[0], int(job[1])) != (holder, epoch):
             raise ConcurrentTaskModificationError(task_id)
@@ -378,7 +378,7 @@ class DurableTaskStore(VersionedTaskStore):
         async with self.db.transaction() as tx:
             row = await tx.fetchrow(
                 "SELECT version, state, task FROM agentspec_tasks WHERE id = ? AND owner = ?"
-                + self._for_update(),
+                + self.db.rows_locked("FOR UPDATE"),
                 message.task_id,
                 owner,
             )
@@ -432,11 +432,13 @@ class DurableTaskStore(VersionedTaskStore):
         async with self.db.transaction() as tx:
             row = await tx.fetchrow(
                 "SELECT version, state, owner, task FROM agentspec_tasks WHERE id = ?"
-                + self._for_update(),
+                + self.db.rows_locked("FOR UPDATE"),
                 task_id,
             )
             job = await tx.fetchrow(
-                "SELECT holder, epoch FROM agentspec_jobs WHERE task_id = ?", task_id
+                "SELECT holder, epoch FROM agentspec_jobs WHERE task_id = ?"
+                + self.db.rows_locked("FOR SHARE"),
+                task_id,
             )
             if row is None or job is None or (job[0], int(job[1])) != lease:
                 return False

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -321,6 +321,8 @@ class TaskWorker:
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._last_sweep = 0.0
+        self._claiming = 0
+        self._chores: set[asyncio.Task[None]] = set()
 
     @property
     def _spec(self) -> TasksSpec:
@@ -338,13 +340,29 @@ class TaskWorker:
             if run is not None:
                 run.stop("cancelled")
 
+    def _free(self) -> int:
+        """Room for more runs: what is running and what claims in flight may start."""
+        return self._spec.concurrency - len(self.running) - self._claiming
+
     def kick(self, task_id: str) -> None:
         """A task was just queued here: run it here when there is room, else let any
         replica have it."""
-        if not self._stopping and len(self.running) < self._spec.concurrency:
-            asyncio.get_running_loop().create_task(self._claim(task_id=task_id))
+        if not self._stopping and self._free() > 0:
+            self._claiming += 1  # reserved now: a burst of kicks cannot overrun
+            self._background(self._claim_reserved(1, task_id=task_id))
         else:
-            asyncio.get_running_loop().create_task(self._tell_others())
+            self._background(self._tell_others())
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Start work nobody awaits, kept referenced until it ends (errors are logged)."""
+        job = asyncio.get_running_loop().create_task(work)
+        self._chores.add(job)
+        job.add_done_callback(self._chore_done)
+
+    def _chore_done(self, job: asyncio.Task[None]) -> None:
+        self._chores.discard(job)
+        if not job.cancelled() and job.exception() is not None:
+            log.error("agent %s: task worker", self.service.agent, exc_info=job.exception())
 
     async def _tell_others(self) -> None:
         with contextlib.suppress(StoreUnavailableError):
@@ -363,15 +381,24 @@ class TaskWorker:
             except Exception:  # never let the loop die: no task would ever run again
                 log.exception("agent %s: task worker", self.service.agent)
 
-    async def _claim(self, *, task_id: str | None = None) -> None:
-        free = self._spec.concurrency - len(self.running)
+    async def _claim(self) -> None:
+        free = self._free()
         if free <= 0 or self._stopping:
             return
+        self._claiming += free
+        await self._claim_reserved(free)
+
+    async def _claim_reserved(self, free: int, *, task_id: str | None = None) -> None:
+        """Claim up to ``free`` jobs, room the caller reserved (released here)."""
         try:
+            if self._stopping:
+                return
             jobs = await self.service.queue.claim(limit=free, task_id=task_id)
         except StoreUnavailableError as e:
             log.warning("agent %s: claiming tasks: %s", self.service.agent, e)
             return
+        finally:
+            self._claiming -= free
         for job in jobs:
             run = _Run(job)
             self.running[job.task_id] = run
@@ -406,10 +433,11 @@ class TaskWorker:
             if await service.queue.finish(job, status=end or "done") and end:
                 metrics.tasks.labels(service.agent, end).inc()
         except asyncio.CancelledError:
-            if run.reason:
-                metrics.tasks.labels(service.agent, run.reason).inc()
-            else:
+            if not run.reason:
                 raise
+            metrics.tasks.labels(service.agent, run.reason).inc()
+            if run.reason == "lost":
+                await self._hand_back(job)
         except CheckpointError as e:
             metrics.tasks.labels(service.agent, "lost").inc()
             log.warning(
@@ -418,6 +446,7 @@ class TaskWorker:
                 job.task_id,
                 e,
             )
+            await self._hand_back(job)
         except Exception:
             metrics.tasks.labels(service.agent, "lost").inc()
             log.exception("agent %s: task %s stopped", service.agent, job.task_id)
@@ -430,6 +459,23 @@ class TaskWorker:
                 del self.running[job.task_id]
             self._wake.set()  # room for another
 
+    async def _hand_back(self, job: Job) -> None:
+        """After the store failed under a run: queue the task again at once, without counting
+        the run as an attempt (a database failover is not a poison task). Fenced: a no-op
+        when the lease already passed to another replica. Tried while the lease would last;
+        if the store stays down, the lease expires as if this replica had died."""
+        deadline = time.monotonic() + self._spec.lease_seconds
+        delay = 0.5
+        while True:
+            try:
+                await self.service.queue.release(job)
+                return
+            except StoreUnavailableError:
+                if time.monotonic() + delay >= deadline:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def _renew(self, run: _Run) -> None:
         queue = self.service.queue
         lease = float(self._spec.lease_seconds)
@@ -437,11 +483,12 @@ class TaskWorker:
         while True:
             await asyncio.sleep(lease / 3)
             try:
-                if not await queue.renew(run.job):
+                # bounded: a renewal that hangs must not outlive the lease it renews
+                if not await asyncio.wait_for(queue.renew(run.job), lease / 3):
                     run.stop("lost")
                     return
                 held_until = time.monotonic() + lease
-            except StoreUnavailableError:
+            except (StoreUnavailableError, TimeoutError):
                 if time.monotonic() >= held_until:  # another replica may have it now
                     run.stop("lost")
                     return
@@ -463,8 +510,8 @@ class TaskWorker:
             task = await manager.get_task()
         except StoreUnavailableError as e:
             raise CheckpointError(str(e)) from e
-        if task is None or task.status.state in TERMINAL:
-            return None
+        if task is None or task.status.state in SETTLED:
+            return None  # finished, or waiting for input (a new message queues it again)
         if job.attempts > self._spec.max_attempts:
             return await self._give_up(job, lease)
         service.metrics.tasks.labels(service.agent, "resumed" if job.runs > 1 else "started").inc()

@@ -20,6 +20,7 @@ from agentspec_runtime.spec.resolved import AgentConfig, unsupported_fields
 from . import telemetry as t
 from .assembly import Assembler, Builders
 from .errors import AgentspecError, ConfigError
+from .journal import Replay
 from .loop import AgentRequest, AgentResult, AgentRun
 from .ports import (
     McpBuilder,
@@ -128,13 +129,16 @@ class Engine:
         journal: TaskJournal | None = None,
     ) -> AgentResult:
         """Run one request on the snapshot current when it starts; a durable task's run
-        records its steps in ``journal`` and replays what an earlier run recorded there."""
+        records its steps in ``journal`` and replays what an earlier run recorded there,
+        on the revision that run started on while this process still serves it (else on
+        the current one; the result says which)."""
         started = time.perf_counter()
         outcome = "error"
         self.metrics.inflight.labels(self.agent).inc()
         try:
+            replay = None if journal is None else Replay(await journal.load())
             with (
-                self.holder.lease() as snapshot,
+                self.holder.lease(None if replay is None else replay.revision) as snapshot,
                 t.TRACER.start_as_current_span(
                     f"invoke_agent {self.agent}",
                     kind=SpanKind.INTERNAL,
@@ -148,7 +152,12 @@ class Engine:
             ):
                 try:
                     agent_run = AgentRun(
-                        snapshot, request, metrics=self.metrics, on_delta=on_delta, journal=journal
+                        snapshot,
+                        request,
+                        metrics=self.metrics,
+                        on_delta=on_delta,
+                        journal=journal,
+                        replay=replay,
                     )
                     span.set_attribute(t.PROMPT_VERSION, agent_run.prompt.version)
                     span.set_attribute(t.PROMPT_VARIANT, agent_run.prompt.variant)

@@ -125,13 +125,15 @@ class AgentRun:
         metrics: Metrics,
         on_delta: OnDelta | None = None,
         journal: TaskJournal | None = None,
+        replay: Replay | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.request = request
         self.metrics = metrics
         self.on_delta = on_delta
         self.journal = journal
-        self.replay = Replay([])
+        self.replay = replay or Replay([])
+        self._replay_loaded = replay is not None
         self.usage = Usage()
         self.tool_usage = Usage()
         """Tokens spent by tools on our behalf (partner agents), beside our own model's."""
@@ -168,7 +170,8 @@ class AgentRun:
 
     async def run(self) -> AgentResult:
         if self.journal is not None:
-            self.replay = Replay(await self.journal.load())
+            if not self._replay_loaded:
+                self.replay = Replay(await self.journal.load())
             if not self.replay.resumed:
                 await self._checkpoint(Started(self.snapshot.revision))
         store = self.snapshot.memory

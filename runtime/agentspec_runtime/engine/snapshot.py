@@ -190,10 +190,14 @@ class SnapshotHolder:
         return self._current
 
     @contextmanager
-    def lease(self) -> Iterator[Snapshot]:
+    def lease(self, revision: str | None = None) -> Iterator[Snapshot]:
+        """The current snapshot, or the one of ``revision`` while a retired one still
+        serves (a resumed task continues on the config it started on when it can)."""
         snapshot = self._current
         if snapshot is None:
             raise NotReadyError("no configuration loaded yet")
+        if revision is not None and snapshot.revision != revision:
+            snapshot = next((s for s in self._retired if s.revision == revision), snapshot)
         snapshot.leases += 1
         try:
             yield snapshot
