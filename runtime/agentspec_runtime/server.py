@@ -53,8 +53,10 @@ from .engine.ports import (
     ModelClient,
     PartnerConnection,
     SecretResolver,
+    TokenVerifier,
 )
 from .engine.telemetry import Metrics
+from .spec.agent import JwtAuthSpec
 from .spec.resolved import (
     AgentConfig,
     ResolvedMcpServer,
@@ -199,6 +201,13 @@ async def build_mcp(server: ResolvedMcpServer, endpoint: Endpoint) -> McpConnect
     from .adapters.mcp_tools import connect_mcp
 
     return await connect_mcp(server, endpoint)
+
+
+async def build_jwt(spec: JwtAuthSpec) -> TokenVerifier:
+    # Imported on first use: PyJWT and cryptography load only for agents that accept JWTs.
+    from .adapters.jwt_auth import JwtVerifier
+
+    return JwtVerifier(spec)
 
 
 def memory_builder(agent: str) -> MemoryBuilder:
@@ -410,6 +419,7 @@ class Runtime:
             build_mcp=build_mcp,
             build_partner=self._build_partner,
             build_memory=memory_builder(config.name),
+            build_jwt=build_jwt,
             memory_override=s.memory_override,
         )
         try:

@@ -445,7 +445,6 @@ def test_cross_namespace_partner_needs_consent(
 UNSUPPORTED_SPECS: dict[str, dict[str, Any]] = {
     "spec.knowledge": {"knowledge": [{"name": "kb", "documents": {"configMap": "docs"}}]},
     "spec.runtime.rateLimit": {"runtime": {"rateLimit": {"tokensPerMinute": 1000}}},
-    "spec.runtime.auth.jwt": {"runtime": {"auth": {"jwt": {"issuer": "https://id.example"}}}},
     "spec.runtime.guard": {"runtime": {"guard": {"denyPatterns": ["secret"]}}},
 }
 
@@ -454,7 +453,8 @@ UNSUPPORTED_SPECS: dict[str, dict[str, Any]] = {
 def test_a_field_the_engine_cannot_honour_stalls_the_agent_naming_it(
     k: NamespacedKubectl, field: str
 ) -> None:
-    """Fail closed: never accepted and ignored (an agent with only auth.jwt would serve anyone)."""
+    """Fail closed: never accepted and ignored (an agent whose guard is ignored would pass what
+    its owner meant to block)."""
     _applied(k, prompt_doc(), agent_doc("a", **UNSUPPORTED_SPECS[field]))
     message = _stalled_message(k, "a", f"{field}: not supported by this version of the engine")
     agent = get(k, "agentspec", "a")

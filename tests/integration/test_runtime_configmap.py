@@ -168,15 +168,16 @@ def test_invalid_config_at_start_up_fails_fast(tmp_path: Path) -> None:
 def test_a_field_the_engine_cannot_honour_is_refused_at_start_and_on_reload(
     tmp_path: Path,
 ) -> None:
-    """Fail closed: an agent with only ``auth.jwt`` must not start serving everyone, and a
-    guard added later must not be silently ignored (the last good config keeps serving)."""
+    """Fail closed: an agent with a rate limit it cannot enforce must not start serving
+    unlimited, and a guard added later must not be silently ignored (the last good config
+    keeps serving)."""
     path = tmp_path / "agent.yaml"
-    jwt = {"auth": {"jwt": {"issuer": "https://id.example"}}}
-    path.write_text(yaml.safe_dump_all(agent_docs(llm_url="http://127.0.0.1:9/v1", runtime=jwt)))
+    limit = {"rateLimit": {"tokensPerMinute": 1000}}
+    path.write_text(yaml.safe_dump_all(agent_docs(llm_url="http://127.0.0.1:9/v1", runtime=limit)))
     refused = RuntimeProcess(config=path).start(wait_ready=False)
     assert refused.process is not None
     assert refused.process.popen.wait(20) == 2
-    assert "spec.runtime.auth.jwt: not supported by this version of the engine" in refused.log()
+    assert "spec.runtime.rateLimit: not supported by this version of the engine" in refused.log()
     refused.stop()
 
     write_docs(path, agent_docs(llm_url="http://127.0.0.1:9/v1"))

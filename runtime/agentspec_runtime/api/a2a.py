@@ -96,14 +96,16 @@ def build_card(snapshot: Snapshot, *, base_url: str) -> AgentCard:
                 api_key_security_scheme=APIKeySecurityScheme(location="header", name="X-Api-Key")
             )
         )
-        card.security_schemes["bearer"].CopyFrom(
-            SecurityScheme(http_auth_security_scheme=HTTPAuthSecurityScheme(scheme="bearer"))
+        card.security_requirements.append(
+            SecurityRequirement(schemes={"apiKey": StringList(list=[])})
         )
-        card.security_requirements.extend(
-            [
-                SecurityRequirement(schemes={"apiKey": StringList(list=[])}),
-                SecurityRequirement(schemes={"bearer": StringList(list=[])}),
-            ]
+    if snapshot.api_keys or snapshot.jwt is not None:
+        bearer = HTTPAuthSecurityScheme(
+            scheme="bearer", bearer_format="JWT" if snapshot.jwt is not None else ""
+        )
+        card.security_schemes["bearer"].CopyFrom(SecurityScheme(http_auth_security_scheme=bearer))
+        card.security_requirements.append(
+            SecurityRequirement(schemes={"bearer": StringList(list=[])})
         )
     return card
 

@@ -1,9 +1,11 @@
-"""Inbound checks on the API port, before any handler: API keys and the hop limit.
+"""Inbound checks on the API port, before any handler: API keys, JWTs and the hop limit.
 
-Auth: when the agent's config names an API-key Secret, every request except the health
-probes and the agent card must carry one of its keys (``Authorization: Bearer <key>`` or
-``X-Api-Key``); anything else gets a bare 401 that reveals nothing. The consumer (the key's
-name in the Secret) is made available to the handlers.
+Auth: when the agent's config names an API-key Secret or accepts JWTs, every request except
+the health probes and the agent card must carry a credential: one of the Secret's keys
+(``Authorization: Bearer <key>`` or ``X-Api-Key``) or a JWT the issuer signed
+(``Authorization: Bearer <jwt>``). Anything else gets a bare 401 that reveals nothing (why a
+JWT was refused is logged at INFO, never sent). The consumer — the key's name in the Secret,
+or the JWT's consumer claim — is made available to the handlers.
 
 Hops: agents calling agents send ``X-Agentspec-Hops``; a request arriving with more hops
 than ``max_hops`` is refused with 508 (``HOP_LIMIT_STATUS``), which stops call cycles
@@ -14,15 +16,20 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentspec_runtime.engine.agent import Engine
+from agentspec_runtime.engine.errors import UnauthorizedError
+from agentspec_runtime.engine.snapshot import Snapshot
 from agentspec_runtime.engine.types import HOP_LIMIT_STATUS, HOPS_HEADER
 
 OPEN_PATHS = ("/healthz", "/readyz", "/.well-known/agent-card.json")
 """What kubelet probes and A2A discovery need; /status shows internals, so it needs a key."""
+
+log = logging.getLogger("agentspec.runtime.inbound")
 
 hops: ContextVar[int] = ContextVar("agentspec_hops", default=0)
 """Hops of the request being served (0 when it came from outside)."""
@@ -69,14 +76,8 @@ class InboundMiddleware:
             return
         who = None
         snapshot = self.engine.holder.current
-        if snapshot is not None and snapshot.api_keys:
-            bearer = _header(scope, b"authorization") or ""
-            presented = (
-                bearer[7:]
-                if bearer.lower().startswith("bearer ")
-                else (_header(scope, b"x-api-key") or "")
-            )
-            who = _match(snapshot.api_keys, presented) if presented else None
+        if snapshot is not None and (snapshot.api_keys or snapshot.jwt is not None):
+            who = await _consumer(snapshot, scope)
             if who is None:
                 await _reject(send, 401, "unauthorized", "unauthorized")
                 return
@@ -86,6 +87,28 @@ class InboundMiddleware:
         finally:
             hops.reset(hops_token)
             consumer.reset(consumer_token)
+
+
+async def _consumer(snapshot: Snapshot, scope: Scope) -> str | None:
+    """Who the request's credential names, or None when it names no one."""
+    bearer = _header(scope, b"authorization") or ""
+    presented = (
+        bearer[7:].strip()
+        if bearer.lower().startswith("bearer ")
+        else (_header(scope, b"x-api-key") or "")
+    )
+    if not presented:
+        return None
+    if snapshot.api_keys:
+        who = _match(snapshot.api_keys, presented)
+        if who is not None:
+            return who
+    if snapshot.jwt is not None and presented.count(".") == 2:
+        try:
+            return await snapshot.jwt.verify(presented)
+        except UnauthorizedError as e:
+            log.info("agent %s: JWT refused: %s", snapshot.config.name, e)
+    return None
 
 
 async def _reject(send: Send, status: int, message: str, code: str) -> None:

@@ -29,6 +29,7 @@ from .ports import (
     PartnerBuilder,
     SecretResolver,
     TaskJournal,
+    VerifierBuilder,
 )
 from .snapshot import ResourcePool, Snapshot, SnapshotHolder
 from .status import ReloadState, engine_status
@@ -51,6 +52,7 @@ class Engine:
         build_mcp: McpBuilder,
         build_partner: PartnerBuilder | None = None,
         build_memory: MemoryBuilder | None = None,
+        build_jwt: VerifierBuilder | None = None,
         memory_override: str | None = None,
     ) -> None:
         """``memory_override`` (local mode): every agent's memory goes in-process
@@ -63,7 +65,11 @@ class Engine:
         self.assembler = Assembler(
             secrets=secrets,
             builders=Builders(
-                model=build_model, mcp=build_mcp, partner=build_partner, memory=build_memory
+                model=build_model,
+                mcp=build_mcp,
+                partner=build_partner,
+                memory=build_memory,
+                jwt=build_jwt,
             ),
             pool=self.pool,
             memory_override=memory_override,

@@ -33,6 +33,8 @@ from .ports import (
     ModelClient,
     PartnerBuilder,
     SecretResolver,
+    TokenVerifier,
+    VerifierBuilder,
 )
 from .prompts import PromptSelector
 from .snapshot import ResourcePool, Snapshot, ToolSource
@@ -53,6 +55,7 @@ class Builders:
     mcp: McpBuilder
     partner: PartnerBuilder | None = None
     memory: MemoryBuilder | None = None
+    jwt: VerifierBuilder | None = None
 
 
 def _from_secrets(declared: list[NamedValue], resolved: dict[str, str]) -> tuple[str, ...]:
@@ -96,6 +99,7 @@ class Assembler:
                 sources=sources,
                 resource_keys=keys,
                 api_keys=await self._api_keys(config),
+                jwt=await self._jwt(config, keys),
                 memory=await self._memory(config, keys),
             )
         except BaseException:
@@ -184,6 +188,17 @@ class Assembler:
         if not keys:
             raise ConfigError(f"Secret {name!r} holds no API keys")
         return keys
+
+    async def _jwt(self, config: AgentConfig, keys: list[str]) -> TokenVerifier | None:
+        spec = config.auth.jwt if config.auth else None
+        if spec is None:
+            return None
+        build = self._builders.jwt
+        if build is None:
+            raise ConfigError("this runtime cannot verify JWTs (spec.runtime.auth.jwt)")
+        # one verifier (and its cached keys) per setting: a reload that keeps it keeps the keys
+        key = resource_key("jwt", spec.model_dump(mode="json"))
+        return await self._acquire(keys, key, lambda: build(spec))
 
     async def _values(self, values: list[NamedValue]) -> dict[str, str]:
         """Literal values as they are, Secret references read."""

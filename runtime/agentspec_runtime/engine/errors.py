@@ -106,6 +106,14 @@ class MemoryUnavailableError(AgentspecError):
     code = "memory_unavailable"
 
 
+class UnauthorizedError(AgentspecError):
+    """An inbound credential that is not valid here. The message says why, for the log;
+    the caller gets a bare 401."""
+
+    status = 401
+    code = "unauthorized"
+
+
 class CheckpointError(AgentspecError):
     """A step of a durable task could not be recorded (the task store did not answer), or
     this replica no longer holds the task (its lease was taken over, the task cancelled).

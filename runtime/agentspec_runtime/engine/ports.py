@@ -5,8 +5,9 @@ of them (``adapters/openai_model.py`` → :class:`ModelClient`, ``adapters/mcp_t
 :class:`McpConnection`, ``adapters/partners.py`` → :class:`PartnerConnection`,
 ``adapters/secrets.py`` → :class:`SecretResolver`, ``adapters/memory_store.py`` and
 ``adapters/redis_memory.py`` → :class:`MemoryStore`, ``adapters/task_queue.py`` →
-:class:`TaskJournal`), and the entry point (``server.py``)
-hands the engine a *builder* per port, so the engine never imports an adapter.
+:class:`TaskJournal`, ``adapters/jwt_auth.py`` → :class:`TokenVerifier`), and the entry
+point (``server.py``) hands the engine a *builder* per port, so the engine never imports an
+adapter.
 
 What every implementation must guarantee:
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from agentspec_runtime.spec._base import SecretKeySelector
+from agentspec_runtime.spec.agent import JwtAuthSpec
 from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer, ResolvedPartner
 
 from .journal import Entry
@@ -47,7 +49,9 @@ __all__ = [
     "PartnerConnection",
     "SecretResolver",
     "TaskJournal",
+    "TokenVerifier",
     "Tool",
+    "VerifierBuilder",
 ]
 
 
@@ -175,6 +179,21 @@ class MemoryStore(Protocol):
     async def aclose(self) -> None: ...
 
 
+class TokenVerifier(Protocol):
+    """Inbound bearer tokens (JWTs) checked against their issuer's published keys."""
+
+    async def verify(self, token: str) -> str:
+        """The consumer the token names; raises ``UnauthorizedError`` (why, for the log,
+        never for the caller) for any token that is not valid here."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """For /status: the issuer, when the keys were fetched, the last fetch error."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
 class TaskJournal(Protocol):
     """The step journal of one durable task (engine/journal.py says what is recorded).
 
@@ -211,3 +230,5 @@ PartnerBuilder = Callable[[ResolvedPartner, Endpoint], Awaitable[PartnerConnecti
 MemoryBuilder = Callable[[str | None], Awaitable[MemoryStore]]
 """Builds a conversation store: in-process for None, else for a Redis URL (secrets read);
 raises ``ConfigError`` when the store cannot be reached."""
+VerifierBuilder = Callable[[JwtAuthSpec], Awaitable[TokenVerifier]]
+"""Builds a JWT verifier for ``spec.runtime.auth.jwt`` (its keys are fetched on first use)."""

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from agentspec_runtime.spec.resolved import AgentConfig
 
 from .errors import NotReadyError
-from .ports import MemoryStore, ModelClient, Tool
+from .ports import MemoryStore, ModelClient, TokenVerifier, Tool
 from .prompts import PromptSelector
 from .types import tool_name
 
@@ -142,7 +142,9 @@ class Snapshot:
     sources: list[ToolSource]
     resource_keys: list[str]
     api_keys: dict[str, str] = field(default_factory=dict)
-    """Accepted inbound API keys -> consumer name; empty means no auth."""
+    """Accepted inbound API keys -> consumer name."""
+    jwt: TokenVerifier | None = None
+    """Inbound JWTs (``spec.runtime.auth.jwt``). With neither keys nor this: no auth."""
     memory: MemoryStore | None = None
     """Conversation memory (None: memory type none)."""
     loaded_at: float = field(default_factory=time.time)

@@ -52,5 +52,9 @@ def engine_status(agent: str, *, holder: SnapshotHolder, state: ReloadState) -> 
             ],
             tools=sorted(snapshot.tools()),
             memory=mem.describe(config.memory, snapshot.memory),
+            auth={
+                "apiKeys": len(snapshot.api_keys),
+                "jwt": None if snapshot.jwt is None else snapshot.jwt.status(),
+            },
         )
     return status

@@ -403,17 +403,35 @@ class RateLimitSpec(SpecModel):
         return self
 
 
+JwtAlgorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+]
+"""Asymmetric algorithms only: never ``none``, never an HMAC (whose secret would be the
+issuer's public key)."""
+_DEFAULT_JWT_ALGORITHMS: tuple[JwtAlgorithm, ...] = ("RS256", "ES256")
+
+
 class JwtAuthSpec(SpecModel):
-    """Accept bearer JWTs signed by an issuer."""
+    """Accept bearer JWTs signed by an issuer (API keys keep working alongside)."""
 
     issuer: HttpUrl
-    """Expected iss claim."""
-    audiences: Annotated[list[ShortText], Field(max_length=16, json_schema_extra=LIST_SET)] = Field(
-        default_factory=list
-    )
-    """Accepted aud claims. Empty: any."""
+    """Expected iss claim, exactly (also where the keys are discovered from:
+    <issuer>/.well-known/openid-configuration, unless jwksUrl is set)."""
+    audiences: Annotated[
+        list[ShortText], Field(min_length=1, max_length=16, json_schema_extra=LIST_SET)
+    ]
+    """Accepted aud claims; a token must name one of them (a token minted for another service
+    is refused here)."""
     jwks_url: HttpUrl | None = None
     """Where the signing keys are published. Empty: discovered from the issuer."""
+    algorithms: Annotated[
+        list[JwtAlgorithm], Field(min_length=1, max_length=10, json_schema_extra=LIST_SET)
+    ] = Field(default_factory=lambda: list(_DEFAULT_JWT_ALGORITHMS))
+    """Signature algorithms accepted."""
+    consumer_claim: Annotated[str, StringConstraints(min_length=1, max_length=128)] = "sub"
+    """The claim naming the consumer (tasks and conversations belong to it)."""
+    leeway_seconds: Annotated[int, Field(ge=0, le=300)] = 30
+    """Clock skew tolerated on exp, nbf and iat."""
 
 
 class AuthSpec(SpecModel):

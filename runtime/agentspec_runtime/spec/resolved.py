@@ -153,11 +153,6 @@ def _unsupported_set(config: AgentConfig) -> list[tuple[str, bool, str]]:
             config.rate_limit is not None,
             "token and request limits are not enforced yet",
         ),
-        (
-            "spec.runtime.auth.jwt",
-            config.auth is not None and config.auth.jwt is not None,
-            "JWTs are not verified yet (use apiKeysSecretRef)",
-        ),
         ("spec.runtime.guard", config.guard is not None, "content guards are not applied yet"),
     ]
 
