@@ -1,0 +1,116 @@
+"""Inbound auth: what checking an API key or verifying a JWT adds to a request.
+
+Run: .venv/bin/python -m bench.auth_bench [--requests N]
+
+One agent, three runtimes measured in the same run against an instant fake LLM: no auth (the
+baseline), API keys, and JWTs (RS256, keys fetched once from a JWKS the bench serves over
+HTTP; every request carries the same token, so each request pays one signature check and
+claim validation, not a fetch). Requests are ``/v1/chat/completions``, one at a time, with
+httpx; the runtime is pinned to core 0, the rest to core 1 (see runtime_bench).
+Target (issue 15): < 1 ms p50 added in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from tests.support.agent_files import agent_docs, write_docs
+from tests.support.fake_llm import FakeLLMProcess
+from tests.support.runtime_proc import RuntimeProcess
+
+from bench.runtime_bench import pct, pin
+
+
+def serve_jwks(document: dict[str, Any]) -> tuple[ThreadingHTTPServer, str]:
+    data = json.dumps(document).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/keys"
+
+
+def timed(url: str, headers: dict[str, str], n: int) -> list[float]:
+    body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}]}
+    out = []
+    with httpx.Client(timeout=30, headers=headers) as client:
+        for i in range(n + 50):
+            started = time.perf_counter()
+            response = client.post(f"{url}/v1/chat/completions", json=body)
+            elapsed = time.perf_counter() - started
+            response.raise_for_status()
+            if i >= 50:  # warm-up
+                out.append(elapsed)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=1000)
+    args = parser.parse_args()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    server, jwks_url = serve_jwks({"keys": [{**public, "kid": "bench", "use": "sig"}]})
+    issuer = "https://issuer.bench"
+    token = jwt.encode(
+        {"iss": issuer, "aud": "bench", "sub": "team-a", "exp": int(time.time()) + 3600},
+        key,
+        algorithm="RS256",
+        headers={"kid": "bench"},
+    )
+    jwt_auth = {"issuer": issuer, "audiences": ["bench"], "jwksUrl": jwks_url}
+    setups: dict[str, tuple[dict[str, Any] | None, dict[str, str]]] = {
+        "none (baseline)": (None, {}),
+        "API key": ({"auth": {"apiKeysSecretRef": "keys"}}, {"authorization": "Bearer key-a"}),
+        "JWT (RS256)": ({"auth": {"jwt": jwt_auth}}, {"authorization": f"Bearer {token}"}),
+    }
+    results: dict[str, list[float]] = {}
+    # a responder: any number of calls
+    with FakeLLMProcess(responder="text:ok") as llm, tempfile.TemporaryDirectory() as tmp:
+        assert llm._process is not None
+        pin(llm._process.pid, 1)
+        for name, (runtime, headers) in setups.items():
+            docs = agent_docs(
+                name="bench", llm_url=llm.base_url, runtime=runtime, memory={"type": "none"}
+            )
+            config = write_docs(Path(tmp) / "agent.yaml", docs)
+            env = {"AGENTSPEC_SECRET_KEYS_TEAM_A": "key-a"}
+            with RuntimeProcess(config=config, env=env) as agent:
+                assert agent.process is not None
+                pin(agent.process.popen.pid, 0)
+                results[name] = timed(agent.base_url, headers, args.requests)
+    server.shutdown()
+    base = results["none (baseline)"]
+    report = {}
+    for name, figures in results.items():
+        row = f"p50 {pct(figures, 0.5) * 1000:.2f} ms, p99 {pct(figures, 0.99) * 1000:.2f} ms"
+        if figures is not base:
+            added = (pct(figures, 0.5) - pct(base, 0.5)) * 1000
+            added99 = (pct(figures, 0.99) - pct(base, 0.99)) * 1000
+            row += f"; added p50 {added:+.2f} ms, p99 {added99:+.2f} ms"
+        report[name] = row
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
