@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +24,10 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.support.agent_files import agent_docs, write_docs
 from tests.support.fake_llm import FakeLLMProcess
+from tests.support.oidc_issuer import Issuer
 from tests.support.runtime_proc import RuntimeProcess
 
 from bench.runtime_bench import pct, pin
-
-
-def serve_jwks(document: dict[str, Any]) -> tuple[ThreadingHTTPServer, str]:
-    data = json.dumps(document).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/keys"
 
 
 def timed(url: str, headers: dict[str, str], n: int) -> list[float]:
@@ -69,8 +49,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     args = parser.parse_args()
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
-    server, jwks_url = serve_jwks({"keys": [{**public, "kid": "bench", "use": "sig"}]})
+    issuer_server = Issuer()
+    issuer_server.publish(("bench", key))
+    jwks_url = f"{issuer_server.url}/keys"
     issuer = "https://issuer.bench"
     token = jwt.encode(
         {"iss": issuer, "aud": "bench", "sub": "team-a", "exp": int(time.time()) + 3600},
@@ -99,7 +80,7 @@ def main() -> None:
                 assert agent.process is not None
                 pin(agent.process.popen.pid, 0)
                 results[name] = timed(agent.base_url, headers, args.requests)
-    server.shutdown()
+    issuer_server.close()
     base = results["none (baseline)"]
     report = {}
     for name, figures in results.items():

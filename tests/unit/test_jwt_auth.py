@@ -17,10 +17,8 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
@@ -31,62 +29,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from agentspec_runtime.adapters.jwt_auth import JwtVerifier
 from agentspec_runtime.engine.errors import UnauthorizedError
 from agentspec_runtime.spec.agent import JwtAuthSpec
-
-
-class Issuer:
-    """Serves a discovery document and a JWKS; counts the JWKS fetches."""
-
-    def __init__(self) -> None:
-        self.jwks: dict[str, Any] = {"keys": []}
-        self.discovery_issuer: str | None = None
-        self.fetches = 0
-        issuer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/.well-known/openid-configuration":
-                    body = {
-                        "issuer": issuer.discovery_issuer or issuer.url,
-                        "jwks_uri": f"{issuer.url}/keys",
-                    }
-                elif self.path == "/keys":
-                    issuer.fetches += 1
-                    body = issuer.jwks
-                else:
-                    self.send_error(404)
-                    return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def publish(self, *keys: tuple[str, Any]) -> None:
-        self.jwks = {
-            "keys": [
-                {**json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(key)), "kid": k}
-                for k, key, alg in ((kid, key.public_key(), _alg(key)) for kid, key in keys)
-            ]
-        }
-
-
-def _alg(key: Any) -> str:
-    return "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS256"
+from tests.support.oidc_issuer import Issuer, signing_alg
 
 
 @pytest.fixture
 def issuer() -> Iterator[Issuer]:
     server = Issuer()
     yield server
-    server.server.shutdown()
+    server.close()
 
 
 RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -100,7 +50,7 @@ def claims(issuer: Issuer, **extra: Any) -> dict[str, Any]:
 
 
 def token(key: Any, body: dict[str, Any], *, kid: str = "k1", alg: str | None = None) -> str:
-    return jwt.encode(body, key, algorithm=alg or _alg(key), headers={"kid": kid})
+    return jwt.encode(body, key, algorithm=alg or signing_alg(key), headers={"kid": kid})
 
 
 def forged(header: dict[str, Any], body: dict[str, Any], secret: bytes | None) -> str:

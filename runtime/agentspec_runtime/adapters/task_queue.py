@@ -30,7 +30,7 @@ from agentspec_runtime.engine import journal as j
 from agentspec_runtime.engine.errors import CheckpointError
 
 from .sql import Database, StoreUnavailableError
-from .task_store import INTERRUPTED, JOBS_CHANNEL, TERMINAL
+from .task_store import INTERRUPTED, JOBS_CHANNEL, TASK_TABLES, TERMINAL
 
 __all__ = ["Delivery", "Job", "JobQueue", "PushOutbox", "QueueStats", "StoreJournal"]
 
@@ -177,14 +177,7 @@ class JobQueue:
         states = ", ".join(str(s) for s in _IDLE_STATES)
         old = f"SELECT id FROM agentspec_tasks WHERE state IN ({states}) AND updated_at < ?"
         async with self.db.transaction() as tx:
-            for table in (
-                "agentspec_task_events",
-                "agentspec_jobs",
-                "agentspec_journal",
-                "agentspec_push_configs",
-                "agentspec_push_outbox",
-                "agentspec_message_ids",
-            ):
+            for table in TASK_TABLES:
                 await tx.execute(f"DELETE FROM {table} WHERE task_id IN ({old})", cutoff)
             return await tx.execute(
                 f"DELETE FROM agentspec_tasks WHERE state IN ({states}) AND updated_at < ?",

@@ -90,6 +90,15 @@ TERMINAL = frozenset(
 )
 INTERRUPTED = frozenset({TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED})
 """Waiting for the caller: a new message continues the task."""
+TASK_TABLES = (
+    "agentspec_task_events",
+    "agentspec_jobs",
+    "agentspec_journal",
+    "agentspec_push_configs",
+    "agentspec_push_outbox",
+    "agentspec_message_ids",
+)
+"""What else holds rows of a task (by ``task_id``): deleted with it."""
 _SCHEMA_LOCK = 73_510_021  # pg_advisory lock key: replicas starting at once create it once
 
 _TABLES = """
@@ -505,13 +514,7 @@ class DurableTaskStore(VersionedTaskStore):
                 owner_of(context),
             )
             if deleted:
-                for table in (
-                    "agentspec_task_events",
-                    "agentspec_jobs",
-                    "agentspec_journal",
-                    "agentspec_push_configs",
-                    "agentspec_push_outbox",
-                ):
+                for table in TASK_TABLES:
                     await tx.execute(f"DELETE FROM {table} WHERE task_id = ?", task_id)
 
 
