@@ -2,17 +2,19 @@
 
 Run: .venv/bin/python -m bench.auth_bench [--requests N]
 
-One agent, three runtimes measured in the same run against an instant fake LLM: no auth (the
-baseline), API keys, and JWTs (RS256, keys fetched once from a JWKS the bench serves over
+One agent, three runtimes running side by side against an instant fake LLM, their requests
+taking turns (so the machine's drift hits each alike): no auth (the baseline), API keys, and
+JWTs (RS256, keys fetched once from a JWKS the bench serves over
 HTTP; every request carries the same token, so each request pays one signature check and
 claim validation, not a fetch). Requests are ``/v1/chat/completions``, one at a time, with
-httpx; the runtime is pinned to core 0, the rest to core 1 (see runtime_bench).
+httpx; the runtimes are pinned to core 0, the rest to core 1 (see runtime_bench).
 Target (issue 15): < 1 ms p50 added in-process.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import time
@@ -30,17 +32,19 @@ from tests.support.runtime_proc import RuntimeProcess
 from bench.runtime_bench import pct, pin
 
 
-def timed(url: str, headers: dict[str, str], n: int) -> list[float]:
+def interleaved(targets: dict[str, tuple[str, dict[str, str]]], n: int) -> dict[str, list[float]]:
+    """``n`` requests to each target, taking turns (the machine's drift hits all alike)."""
     body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}]}
-    out = []
-    with httpx.Client(timeout=30, headers=headers) as client:
+    out: dict[str, list[float]] = {name: [] for name in targets}
+    with httpx.Client(timeout=30) as client:
         for i in range(n + 50):
-            started = time.perf_counter()
-            response = client.post(f"{url}/v1/chat/completions", json=body)
-            elapsed = time.perf_counter() - started
-            response.raise_for_status()
-            if i >= 50:  # warm-up
-                out.append(elapsed)
+            for name, (url, headers) in targets.items():
+                started = time.perf_counter()
+                response = client.post(f"{url}/v1/chat/completions", json=body, headers=headers)
+                elapsed = time.perf_counter() - started
+                response.raise_for_status()
+                if i >= 50:  # warm-up
+                    out[name].append(elapsed)
     return out
 
 
@@ -65,21 +69,25 @@ def main() -> None:
         "API key": ({"auth": {"apiKeysSecretRef": "keys"}}, {"authorization": "Bearer key-a"}),
         "JWT (RS256)": ({"auth": {"jwt": jwt_auth}}, {"authorization": f"Bearer {token}"}),
     }
-    results: dict[str, list[float]] = {}
-    # a responder: any number of calls
-    with FakeLLMProcess(responder="text:ok") as llm, tempfile.TemporaryDirectory() as tmp:
+    with (
+        FakeLLMProcess(responder="text:ok") as llm,  # a responder: any number of calls
+        tempfile.TemporaryDirectory() as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         assert llm._process is not None
         pin(llm._process.pid, 1)
+        targets: dict[str, tuple[str, dict[str, str]]] = {}
         for name, (runtime, headers) in setups.items():
             docs = agent_docs(
                 name="bench", llm_url=llm.base_url, runtime=runtime, memory={"type": "none"}
             )
-            config = write_docs(Path(tmp) / "agent.yaml", docs)
+            config = write_docs(Path(tmp) / f"{len(targets)}.yaml", docs)
             env = {"AGENTSPEC_SECRET_KEYS_TEAM_A": "key-a"}
-            with RuntimeProcess(config=config, env=env) as agent:
-                assert agent.process is not None
-                pin(agent.process.popen.pid, 0)
-                results[name] = timed(agent.base_url, headers, args.requests)
+            agent = stack.enter_context(RuntimeProcess(config=config, env=env))
+            assert agent.process is not None
+            pin(agent.process.popen.pid, 0)
+            targets[name] = (agent.base_url, headers)
+        results = interleaved(targets, args.requests)
     issuer_server.close()
     base = results["none (baseline)"]
     report = {}
