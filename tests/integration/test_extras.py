@@ -57,6 +57,10 @@ def venv_with(extra: str, path: Path) -> Path:
     return path / "bin"
 
 
+LAZY_ADAPTERS = ("mcp_tools", "redis_memory", "sql", "task_store", "task_queue", "jwt_auth")
+LAZY_LIBRARIES = ("mcp", "redis", "asyncpg", "aiosqlite", "jwt", "cryptography")
+
+
 def importable(bin_dir: Path, module: str) -> bool:
     probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
     return subprocess.run([str(bin_dir / "python"), "-c", probe], check=False).returncode == 0
@@ -66,6 +70,16 @@ def importable(bin_dir: Path, module: str) -> bool:
 def test_the_runtime_extra_alone_serves_an_agent(tmp_path: Path) -> None:
     bin_dir = venv_with("runtime", tmp_path / "venv")
     assert not importable(bin_dir, "kopf")
+    # what the runtime imports only when a spec needs it (a missing one would fail the first
+    # agent using that feature, not the start)
+    lazy = [f"agentspec_runtime.adapters.{m}" for m in LAZY_ADAPTERS] + list(LAZY_LIBRARIES)
+    probe = subprocess.run(
+        [str(bin_dir / "python"), "-c", f"import {', '.join(lazy)}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
     with FakeLLM() as llm:
         llm.script(Turn.text("hello from the model"))
         config = write_docs(tmp_path / "agent.yaml", agent_docs(llm_url=llm.base_url))
