@@ -103,6 +103,7 @@ class Reconciler:
         self.optional_present: set[ChildKey] = set()
         """Optional children (PDB, HPA, ScaledObject) known to exist; seeded by a LIST."""
         self._stalled_event: dict[Key, str] = {}
+        self._advised: dict[Key, str] = {}  # the TasksNotShared warning last posted
         self._secrets_ok: dict[tuple[str, str, str | None], float] = {}
         self.reconciles = 0
 
@@ -126,6 +127,7 @@ class Reconciler:
             del self._applied[child]
         self._deployments.pop(key, None)
         self._stalled_event.pop(key, None)
+        self._advised.pop(key, None)
         self.world.forget(AGENTS, key)
 
     def resync(self) -> None:
@@ -198,6 +200,14 @@ class Reconciler:
                 reason="Resolved",
                 message="every reference resolved; config applied",
             )
+        advice = _tasks_advice(agent)
+        if advice is not None and self._advised.get(key) != advice:
+            self._advised[key] = advice
+            await self.kube.post_event(
+                _involved(body), warning=True, reason="TasksNotShared", message=advice
+            )
+        elif advice is None:
+            self._advised.pop(key, None)
         return None
 
     def _resolve(self, agent: AgentResource, *, namespace: str) -> AgentConfig:
@@ -407,3 +417,20 @@ def _involved(body: Json) -> dict[str, Any]:
         "uid": meta.get("uid"),
         "resourceVersion": meta.get("resourceVersion"),
     }
+
+
+def _tasks_advice(agent: AgentResource) -> str | None:
+    """A warning when the agent may run several pods but keeps its A2A tasks in each pod's
+    SQLite file: the agent works (its OpenAI API is unaffected), but a task is visible only on
+    the pod that took it. Not a refusal: scaling out a stateless agent is legitimate."""
+    spec = agent.spec
+    scaling = spec.runtime.autoscaling
+    most = max(spec.runtime.replicas, scaling.max_replicas if scaling is not None else 0)
+    if most <= 1 or spec.tasks.store_url_secret_ref is not None:
+        return None
+    return (
+        f"the agent may run {most} pods but spec.tasks.storeUrlSecretRef is not set: each pod "
+        "keeps its own A2A tasks, so GetTask, SubscribeToTask and CancelTask reaching another "
+        "pod answer 'task not found' and a pod's tasks do not survive it; set a PostgreSQL "
+        "store to share them"
+    )

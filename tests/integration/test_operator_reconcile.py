@@ -485,3 +485,18 @@ def test_a_secret_must_name_the_agents_it_may_be_given_to(k: NamespacedKubectl) 
     assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["db"],
             "verbs": ["get", "list", "watch"]} in role["rules"]  # fmt: skip
     assert "hunter2" not in json.dumps(k.json("get", "configmap,agentspec,events"))
+
+
+def test_several_pods_without_a_shared_task_store_get_a_warning(k: NamespacedKubectl) -> None:
+    """Served (the OpenAI API needs no shared store), but told: A2A tasks would split per pod."""
+    _applied(k, prompt_doc(), agent_doc("one"), agent_doc("many", runtime={"replicas": 2}))
+    _wait_reconciled(k, "many")
+    eventually(
+        lambda: any(
+            "spec.tasks.storeUrlSecretRef is not set" in m for m in _warning_events(k, "many")
+        ),
+        timeout=PROPAGATION,
+        what="the TasksNotShared warning",
+    )
+    _wait_reconciled(k, "one")
+    assert _warning_events(k, "one") == [], "one replica keeps its tasks: nothing to warn about"
