@@ -36,7 +36,7 @@ from agentspec_runtime.spec.resolved import (
 from .errors import OperatorError, PermanentError
 from .kube import KEDA_CRD, Kube, SecretInfo
 from .render import OPTIONAL_KINDS, optional_kinds_wanted, render_children
-from .render_workload import PROMPT_VERSION_ANNOTATION, prompt_version
+from .render_workload import PROMPT_VERSION_ANNOTATION, prompt_version, secret_names
 from .settings import OperatorSettings
 from .status import agent_status, prompt_template_status, same_status, stalled_reason
 from .world import AGENTS, PROMPTS, Json, Key, World
@@ -104,7 +104,8 @@ class Reconciler:
         """Optional children (PDB, HPA, ScaledObject) known to exist; seeded by a LIST."""
         self._stalled_event: dict[Key, str] = {}
         self._advised: dict[Key, str] = {}  # the TasksNotShared warning last posted
-        self._secrets_ok: dict[tuple[str, str, str | None], float] = {}
+        self._secrets_ok: dict[tuple[str, str, str, str | None], float] = {}
+        """(namespace, agent, Secret, key) -> when it last passed the checks."""
         self.reconciles = 0
 
     # --- drift bookkeeping -------------------------------------------------------------
@@ -253,21 +254,23 @@ class Reconciler:
         write an AgentSpec must not be able to make the operator hand its pods any Secret of
         the namespace (to send as a bearer token to a URL the spec names)."""
         problems: list[Problem] = []
-        wanted: list[tuple[str, str | None]] = [(r.name, r.key) for r in config.secret_refs()]
+        # every Secret the agent's Role will grant (secret_names: the one list), and the keys
+        # its config and its pods' env read
+        wanted: list[tuple[str, str | None]] = [(n, None) for n in secret_names(agent, config)]
+        wanted += [(r.name, r.key) for r in config.secret_refs()]
         wanted += [
             (e.secret_key_ref.name, e.secret_key_ref.key)
             for e in agent.spec.runtime.env
             if e.secret_key_ref
         ]
-        auth = agent.spec.runtime.auth
-        if auth is not None and auth.api_keys_secret_ref:
-            wanted.append((auth.api_keys_secret_ref, None))
         now = self._monotonic()
         found: dict[str, SecretInfo | None] = {}
         name = agent.metadata.name
         # no field in these problems: one Secret may back several fields
         for secret, key in sorted(set(wanted), key=lambda w: (w[0], w[1] or "")):
-            if self._secrets_ok.get((namespace, secret, key), -1e9) > now - SECRET_CACHE_SECONDS:
+            # per agent: the Secret's consent names agents, so one agent's pass is not another's
+            checked = (namespace, name, secret, key)
+            if self._secrets_ok.get(checked, -1e9) > now - SECRET_CACHE_SECONDS:
                 continue
             if secret not in found:
                 found[secret] = await self.kube.secret(namespace=namespace, name=secret)
@@ -291,7 +294,7 @@ class Reconciler:
                     Problem("ReferenceNotFound", "", f"Secret {secret!r} has no key {key!r}")
                 )
             else:
-                self._secrets_ok[(namespace, secret, key)] = now
+                self._secrets_ok[checked] = now
         return problems
 
     async def _apply_children(

@@ -485,6 +485,10 @@ def test_a_secret_must_name_the_agents_it_may_be_given_to(k: NamespacedKubectl) 
     assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["db"],
             "verbs": ["get", "list", "watch"]} in role["rules"]  # fmt: skip
     assert "hunter2" not in json.dumps(k.json("get", "configmap,agentspec,events"))
+    # right after 'a' passed: another agent naming the same Secret key is checked on its own
+    k.apply(agent_doc("c", model={"model": "m", "headers": [header]}))
+    _stalled_message(k, "c", "Secret 'db' does not allow agent 'c'")
+    assert k("get", "role", "c", "--ignore-not-found", "-o", "name").stdout.strip() == ""
 
 
 def test_several_pods_without_a_shared_task_store_get_a_warning(k: NamespacedKubectl) -> None:
