@@ -246,7 +246,7 @@ def render_pod_template(
     }
     # The task store and its leases are fixed for a runtime's life: a change rolls the pods
     # (the push host list is read live, so it does not).
-    tasks = agent.spec.tasks.model_dump(mode="json", by_alias=True, exclude={"push_allowed_hosts"})
+    tasks = agent.spec.tasks.fixed_for_the_process()
     tasks_hash = hashlib.sha256(json.dumps(tasks, sort_keys=True).encode()).hexdigest()[:16]
     return {
         "metadata": {

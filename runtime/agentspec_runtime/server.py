@@ -483,6 +483,7 @@ class Runtime:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        await db.close()  # after the servers: GetTask and friends answer until the end
         await engine.aclose()
         return 0
 
@@ -566,10 +567,7 @@ class Runtime:
             return
         with contextlib.suppress(ConfigError):  # recorded by the engine
             await engine.load(config)
-            fixed = ("push_allowed_hosts",)  # read live; the rest is fixed for the process
-            if config.tasks.model_dump(exclude=set(fixed)) != tasks.spec.model_dump(
-                exclude=set(fixed)
-            ):
+            if config.tasks.fixed_for_the_process() != tasks.spec.fixed_for_the_process():
                 tasks.restart_pending = True
                 log.warning(
                     "agent %s: spec.tasks changed: the task store and leases change when the "

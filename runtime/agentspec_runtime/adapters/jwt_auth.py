@@ -225,7 +225,3 @@ def _parse_keys(document: dict[str, Any]) -> list[_Key]:
     if not keys:
         raise ValueError("the JWKS has no usable signing key")
     return keys
-
-
-async def build_verifier(spec: JwtAuthSpec) -> JwtVerifier:
-    return JwtVerifier(spec)

@@ -160,7 +160,11 @@ class _PgConnection:
 
 
 def _translate(error: Exception) -> StoreUnavailableError:
-    return StoreUnavailableError(f"the task store failed ({type(error).__name__}: {error})")
+    """The engine's error, naming only the kind of failure: the driver's text may quote the
+    row it failed on, and a handler may pass this message to a caller. The text goes to the
+    log here, once, where operators look."""
+    log.warning("the task store failed: %s: %s", type(error).__name__, error)
+    return StoreUnavailableError(f"the task store failed ({type(error).__name__})")
 
 
 class _Postgres(Database):

@@ -30,7 +30,7 @@ from agentspec_runtime.engine import journal as j
 from agentspec_runtime.engine.errors import CheckpointError
 
 from .sql import Database, StoreUnavailableError
-from .task_store import INTERRUPTED, JOBS_CHANNEL, TASK_TABLES, TERMINAL
+from .task_store import INTERRUPTED, JOBS_CHANNEL, TASK_TABLES, TERMINAL, holds_lease
 
 __all__ = ["Delivery", "Job", "JobQueue", "PushOutbox", "QueueStats", "StoreJournal"]
 
@@ -211,14 +211,8 @@ class StoreJournal:
         self._next += 1  # taken before the await: concurrent tool calls get their own steps
         try:
             async with self.db.transaction() as tx:
-                ours = await tx.fetchrow(
-                    "SELECT 1 FROM agentspec_jobs WHERE task_id = ? AND holder = ? AND epoch = ? "
-                    "AND status = 'running'" + self.db.rows_locked("FOR SHARE"),
-                    self.task_id,
-                    self._holder,
-                    self._epoch,
-                )
-                if ours is None:
+                lease = (self._holder, self._epoch)
+                if not await holds_lease(self.db, tx, self.task_id, lease, running=True):
                     raise CheckpointError(
                         f"task {self.task_id} is no longer this replica's (cancelled, or taken "
                         "over after its lease expired)"

@@ -134,6 +134,22 @@ CREATE TABLE IF NOT EXISTS agentspec_message_ids (
 """
 
 
+async def holds_lease(
+    db: Database, tx: Connection, task_id: str, lease: tuple[str, int], *, running: bool = False
+) -> bool:
+    """The job is still ``lease``'s (holder and epoch; ``running`` too when asked), and stays
+    so until ``tx`` ends: the row is held FOR SHARE, so no replica can claim it before this
+    write commits. Every write a worker makes is fenced by this."""
+    job = await tx.fetchrow(
+        "SELECT holder, epoch, status FROM agentspec_jobs WHERE task_id = ?"
+        + db.rows_locked("FOR SHARE"),
+        task_id,
+    )
+    if job is None or (job[0], int(job[1])) != tuple(lease):
+        return False
+    return not running or job[2] == "running"
+
+
 async def create_schema(db: Database) -> None:
     """Create the tables if missing; replicas starting together take turns (PostgreSQL)."""
     if db.dialect == "postgres":
@@ -240,14 +256,7 @@ class DurableTaskStore(VersionedTaskStore):
         lease = context.state.get(LEASE)
         if lease is None:
             return  # not a queued worker's write: creating a task, cancelling it
-        holder, epoch = lease
-        # FOR SHARE: the lease cannot pass to another replica before this write commits
-        job = await tx.fetchrow(
-            "SELECT holder, epoch FROM agentspec_jobs WHERE task_id = ?"
-            + self.db.rows_locked("FOR SHARE"),
-            task_id,
-        )
-        if job is None or (job[0], int(job[1])) != (holder, epoch):
+        if not await holds_lease(self.db, tx, task_id, lease):
             raise ConcurrentTaskModificationError(task_id)
 
     async def _write(
@@ -444,12 +453,7 @@ class DurableTaskStore(VersionedTaskStore):
                 + self.db.rows_locked("FOR UPDATE"),
                 task_id,
             )
-            job = await tx.fetchrow(
-                "SELECT holder, epoch FROM agentspec_jobs WHERE task_id = ?"
-                + self.db.rows_locked("FOR SHARE"),
-                task_id,
-            )
-            if row is None or job is None or (job[0], int(job[1])) != lease:
+            if row is None or not await holds_lease(self.db, tx, task_id, lease):
                 return False
             task = Task.FromString(bytes(row[3]))
             if int(row[1]) in TERMINAL:

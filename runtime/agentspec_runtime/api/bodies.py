@@ -154,25 +154,42 @@ class _DisconnectedError(Exception):
 
 
 async def _refuse(send: Send, error: BadBodyError, *, json_rpc: bool) -> None:
-    if json_rpc:
-        code = -32700 if error.code == "invalid_json" else -32600
-        payload: Any = {
-            "jsonrpc": "2.0",
-            "id": None,
-            "error": {"code": code, "message": str(error), "data": {"reason": error.code}},
-        }
-    else:
-        payload = {
-            "error": {
-                "message": str(error),
-                "type": "invalid_request_error",
-                "param": None,
-                "code": error.code,
-            }
-        }
+    close = [(b"connection", b"close")] if error.status == 408 else []
+    if not json_rpc:
+        await send_error(send, error.status, str(error), error.code, headers=close)
+        return
+    code = -32700 if error.code == "invalid_json" else -32600
+    payload = {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": code, "message": str(error), "data": {"reason": error.code}},
+    }
+    await send_json(send, error.status, payload, headers=close)
+
+
+async def send_error(
+    send: Send, status: int, message: str, code: str, *, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """An OpenAI-shaped error answered below the framework (middleware, before routing)."""
+    payload = {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    }
+    await send_json(send, status, payload, headers=headers)
+
+
+async def send_json(
+    send: Send, status: int, payload: Any, *, headers: list[tuple[bytes, bytes]]
+) -> None:
     body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if error.status == 408:
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

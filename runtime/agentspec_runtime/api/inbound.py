@@ -15,12 +15,12 @@ than ``max_hops`` is refused with 508 (``HOP_LIMIT_STATUS``), which stops call c
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from agentspec_runtime.api.bodies import send_error
 from agentspec_runtime.engine.agent import Engine
 from agentspec_runtime.engine.errors import UnauthorizedError
 from agentspec_runtime.engine.snapshot import Snapshot
@@ -112,25 +112,5 @@ async def _consumer(snapshot: Snapshot, scope: Scope) -> str | None:
 
 
 async def _reject(send: Send, status: int, message: str, code: str) -> None:
-    body = json.dumps(
-        {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": None,
-                "code": code,
-            }
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *([(b"www-authenticate", b"Bearer")] if status == 401 else []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    challenge = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+    await send_error(send, status, message, code, headers=challenge)

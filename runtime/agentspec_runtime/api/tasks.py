@@ -33,7 +33,7 @@ import httpx
 from a2a.auth.user import UnauthenticatedUser, User
 from a2a.helpers import new_text_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext
-from a2a.server.cluster import StoredTask
+from a2a.server.cluster import ConcurrentTaskModificationError, StoredTask
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event, EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
@@ -290,10 +290,8 @@ class _StoreEvents(EventQueue):
             await self.manager.process(event)
         except StoreUnavailableError as e:
             raise CheckpointError(f"the task's state could not be saved: {e}") from e
-        except Exception as e:  # a conflict: the task moved on without us (cancel, takeover)
-            if type(e).__name__ == "ConcurrentTaskModificationError":
-                raise CheckpointError("the task is no longer this replica's") from e
-            raise
+        except ConcurrentTaskModificationError as e:  # the task moved on (cancel, takeover)
+            raise CheckpointError("the task is no longer this replica's") from e
 
 
 @dataclass
@@ -751,9 +749,10 @@ class TaskService:
         await self.dispatcher.start()
 
     async def stop(self, grace: float) -> None:
+        """Stop running and delivering; the store stays open for the requests still being
+        answered (the owner closes ``db`` once the servers have stopped)."""
         await self.worker.stop(grace)
         await self.dispatcher.stop()
-        await self.db.close()
 
     def status(self) -> dict[str, Any]:
         stats = self.last_stats

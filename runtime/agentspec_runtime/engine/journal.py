@@ -141,7 +141,7 @@ class Replay:
     def __init__(self, entries: list[Entry]) -> None:
         self.revision: str | None = None
         self.turns: dict[int, ModelTurn] = {}
-        self.started: dict[str, str] = {}
+        self.started: set[str] = set()  # keys of tool calls that started
         self.finished: dict[str, ToolFinished] = {}
         self.remembered = False
         for entry in entries:
@@ -150,7 +150,7 @@ class Replay:
             elif isinstance(entry, TurnTaken):
                 self.turns[entry.iteration] = entry.turn
             elif isinstance(entry, ToolStarted):
-                self.started[entry.key] = entry.name
+                self.started.add(entry.key)
             elif isinstance(entry, ToolFinished):
                 self.finished[entry.key] = entry
             else:

@@ -132,8 +132,9 @@ class AgentRun:
         self.metrics = metrics
         self.on_delta = on_delta
         self.journal = journal
+        if journal is not None and replay is None:
+            raise ValueError("a journaled run needs its journal's replay (Engine.run loads it)")
         self.replay = replay or Replay([])
-        self._replay_loaded = replay is not None
         self.usage = Usage()
         self.tool_usage = Usage()
         """Tokens spent by tools on our behalf (partner agents), beside our own model's."""
@@ -169,11 +170,8 @@ class AgentRun:
         )
 
     async def run(self) -> AgentResult:
-        if self.journal is not None:
-            if not self._replay_loaded:
-                self.replay = Replay(await self.journal.load())
-            if not self.replay.resumed:
-                await self._checkpoint(Started(self.snapshot.revision))
+        if self.journal is not None and not self.replay.resumed:
+            await self._checkpoint(Started(self.snapshot.revision))
         store = self.snapshot.memory
         if store is not None:
             await self._recall(store)

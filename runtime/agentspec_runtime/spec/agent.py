@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -335,6 +335,11 @@ class TasksSpec(SpecModel):
     """Hosts (host or host:port; *.example.com for subdomains) push notifications may be
     sent to. Empty: push notifications are off (the card says so): a caller-supplied URL is
     a request the agent would make on the caller's behalf, inside the cluster."""
+
+    def fixed_for_the_process(self) -> dict[str, Any]:
+        """The settings a runtime reads once at start (the store, leases, limits): a change
+        to them needs new pods (the operator rolls them); the rest is read live."""
+        return self.model_dump(mode="json", by_alias=True, exclude={"push_allowed_hosts"})
 
 
 # --- runtime -------------------------------------------------------------------
