@@ -183,15 +183,13 @@ async def run(args: argparse.Namespace) -> int:
         hold = loop.create_task(elector.hold(lost, stop))
         # Any end of the renew loop but a stop (lost Lease, an exception) stops reconciling;
         # the fence has already refused every write since the last renewal grew too old.
+        # (hold sets lost only on its way out, so this covers a lost Lease too)
         hold.add_done_callback(lambda _: stop.set())
-        lost_watch = loop.create_task(lost.wait())
-        lost_watch.add_done_callback(lambda _: stop.set())
     try:
         await _operate(args, stop, fence=fence)
     finally:
         if elector is not None:
             hold.cancel()
-            lost_watch.cancel()
             if not lost.is_set():
                 await elector.release()
             await elector.kube.close()
