@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from tests.support.a2a_client import rpc, send, subscribe
 from tests.support.agent_files import agent_docs, write_docs
 from tests.support.fake_llm import FakeLLM, Turn
 from tests.support.procs import wait_until
@@ -22,18 +21,6 @@ KEYS = {
     "AGENTSPEC_SECRET_AGENT_KEYS_TEAM_A": "key-a",
     "AGENTSPEC_SECRET_AGENT_KEYS_TEAM_B": "key-b",
 }
-
-
-def rpc(runtime: RuntimeProcess, key: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
-    response = httpx.post(
-        f"{runtime.base_url}/a2a",
-        headers={"a2a-version": "1.0", "authorization": f"Bearer {key}"},
-        json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def not_found(answer: dict[str, Any]) -> bool:
@@ -51,30 +38,24 @@ def test_another_consumer_cannot_see_or_touch_a_task_and_finished_tasks_expire(
             tasks={"retentionSeconds": 1},
         )
         with RuntimeProcess(config=write_docs(tmp_path / "agent.yaml", docs), env=KEYS) as runtime:
-            message = {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "plan?"}]}
-            task = rpc(runtime, "key-a", "SendMessage", {"message": message})["result"]["task"]
+            url = runtime.base_url
+            task = send(url, "plan?", message_id="m1", key="key-a")
             assert task["status"]["state"] == "TASK_STATE_COMPLETED"
-            own = rpc(runtime, "key-a", "GetTask", {"id": task["id"]})
+            own = rpc(url, "GetTask", key="key-a", params={"id": task["id"]})
             assert own["result"]["id"] == task["id"]
 
-            assert not_found(rpc(runtime, "key-b", "GetTask", {"id": task["id"]}))
-            assert not_found(rpc(runtime, "key-b", "CancelTask", {"id": task["id"]}))
-            listed = rpc(runtime, "key-b", "ListTasks", {})["result"]
+            assert not_found(rpc(url, "GetTask", key="key-b", params={"id": task["id"]}))
+            assert not_found(rpc(url, "CancelTask", key="key-b", params={"id": task["id"]}))
+            listed = rpc(url, "ListTasks", key="key-b", params={})["result"]
             assert listed.get("tasks", []) == []
-            subscribe = httpx.post(
-                f"{runtime.base_url}/a2a",
-                headers={"a2a-version": "1.0", "authorization": "Bearer key-b"},
-                json={"jsonrpc": "2.0", "id": 2, "method": "SubscribeToTask",
-                      "params": {"id": task["id"]}},
-                timeout=30,
-            )  # fmt: skip
-            assert "the secret plan" not in subscribe.text
-            assert "-32001" in subscribe.text or "-32004" in subscribe.text, subscribe.text
-            mine = rpc(runtime, "key-a", "ListTasks", {})["result"]["tasks"]
+            refused = subscribe(url, task["id"], key="key-b")
+            assert "the secret plan" not in str(refused)
+            assert refused[0]["error"]["code"] in (-32001, -32004), refused
+            mine = rpc(url, "ListTasks", key="key-a", params={})["result"]["tasks"]
             assert [t["id"] for t in mine] == [task["id"]]
 
             wait_until(
-                lambda: not_found(rpc(runtime, "key-a", "GetTask", {"id": task["id"]})),
+                lambda: not_found(rpc(url, "GetTask", key="key-a", params={"id": task["id"]})),
                 timeout=10,
                 what="the finished task to be evicted after its retention",
             )

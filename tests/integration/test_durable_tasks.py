@@ -357,6 +357,8 @@ def test_consumers_cannot_see_each_others_tasks_in_the_shared_store(
             for method in ("GetTask", "CancelTask"):
                 assert rpc(b, method, {"id": task["id"]}, key="key-b")["error"]["code"] == -32001
             assert rpc(b, "ListTasks", {}, key="key-b")["result"].get("tasks", []) == []
+            mine = rpc(b, "ListTasks", {}, key="key-a")["result"]["tasks"]
+            assert [t["id"] for t in mine] == [task["id"]], "the owner lists it on any replica"
             refused = subscribe(b, task["id"], key="key-b")
             assert refused[0]["error"]["code"] in (-32001, -32004)
             # the same message id from another consumer is another message

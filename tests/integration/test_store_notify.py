@@ -58,6 +58,7 @@ async def test_postgres_listens_on_channels_added_later_and_after_reconnect(
             "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
         )
         assert killed, "no listening connection found"
+        assert all(row[0] for row in killed), "a listening connection survived"
         await _heard(other, "task", "t2", task)
         await _heard(other, "jobs", "again", jobs)
     finally:

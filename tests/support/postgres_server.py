@@ -4,26 +4,29 @@ Owns: finding the server binaries (``/usr/lib/postgresql/<v>/bin``), ``initdb`` 
 directory owned by the ``postgres`` user (PostgreSQL refuses to run as root), starting
 ``postgres`` on a free loopback port with durability turned off (the data is thrown away),
 and handing out a fresh database per test. The server runs as ``postgres`` and still dies
-with its parent (the death signal is set after the user switch, which would clear it).
+with its parent (``procs.start_process(user=...)``).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import pwd
 import shutil
-import signal
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
-from .procs import ExitedEarlyError, Managed, ManagedProcess, free_ports, owned_tmp_dir, wait_until
+from .procs import (
+    ExitedEarlyError,
+    Managed,
+    ManagedProcess,
+    die_with_parent,
+    free_ports,
+    owned_tmp_dir,
+    start_process,
+    wait_until,
+)
 
 __all__ = ["PostgresServer", "postgres_bin_dir"]
-
-_PR_SET_PDEATHSIG = 1
 
 
 def postgres_bin_dir() -> Path:
@@ -32,24 +35,6 @@ def postgres_bin_dir() -> Path:
     if not versions:
         raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
     return versions[-1].parent
-
-
-def _as_user(name: str | None) -> Callable[[], None]:
-    """Run the child as ``name`` (None: as we are), dying with its parent."""
-    user = pwd.getpwnam(name) if name is not None else None
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    parent = os.getpid()
-
-    def setup() -> None:
-        if user is not None:
-            os.setgroups([])
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)  # after setuid
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return setup
 
 
 class PostgresServer(Managed):
@@ -75,7 +60,7 @@ class PostgresServer(Managed):
         subprocess.run(
             [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
              "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"],
-            preexec_fn=_as_user(self.user),
+            preexec_fn=die_with_parent(os.getpid(), user=self.user),
             capture_output=True,
             check=True,
         )  # fmt: skip
@@ -89,19 +74,7 @@ class PostgresServer(Managed):
         log = self.dir / "postgres.log"
         log.touch()
         os.chown(log, account.pw_uid, account.pw_gid)
-        self.process = ManagedProcess(
-            "postgres",
-            subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log.open("ab"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_as_user(self.user),  # noqa: PLW1509
-            ),
-            log,
-        )
-        process = self.process
+        process = self.process = start_process("postgres", argv, log_path=log, user=self.user)
 
         def ready() -> bool:
             if not process.running():
@@ -111,7 +84,11 @@ class PostgresServer(Managed):
         try:
             wait_until(ready, timeout=30, what="postgres to accept connections")
         except ExitedEarlyError:
+            self.stop()
             raise RuntimeError(process.describe_failure("exited during start-up")) from None
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:

@@ -23,6 +23,7 @@ import ctypes
 import ctypes.util
 import inspect
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -101,10 +102,17 @@ def _load_prctl() -> Callable[..., int] | None:
 _PRCTL = _load_prctl()
 
 
-def die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """A ``preexec_fn``: the child gets SIGKILL when ``parent_pid`` (its forking thread) dies."""
+def die_with_parent(parent_pid: int, *, user: str | None = None) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGKILL when ``parent_pid`` (its forking thread) dies;
+    with ``user``, it runs as that account (switched first: a user switch clears the death
+    signal)."""
+    account = pwd.getpwnam(user) if user is not None else None  # looked up before the fork
 
     def setup() -> None:
+        if account is not None:
+            os.setgroups([])
+            os.setgid(account.pw_gid)
+            os.setuid(account.pw_uid)
         if _PRCTL is not None:
             _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         # If the parent died between fork and prctl no death signal will ever arrive: the
@@ -268,10 +276,12 @@ def start_process(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    user: str | None = None,
 ) -> ManagedProcess:
     """Start ``argv`` as a leak-proof child (see the module docstring), output to ``log_path``.
 
-    ``env`` (default: this process's environment) is passed without ``OPENAI_*`` variables.
+    ``env`` (default: this process's environment) is passed without ``OPENAI_*`` variables;
+    ``user``: run as that account (as root, for servers that refuse root).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
@@ -286,7 +296,7 @@ def start_process(
             start_new_session=True,
             # The hook imports nothing and takes no Python-level locks (prctl was resolved
             # before the fork), which is what makes preexec_fn risky in threaded parents.
-            preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509
+            preexec_fn=die_with_parent(os.getpid(), user=user),  # noqa: PLW1509
         )
     return ManagedProcess(name=name, popen=popen, log_path=log_path)
 
