@@ -1,14 +1,18 @@
-"""Inbound auth: what checking an API key or verifying a JWT adds to a request.
+"""Traffic policy: what checking an API key, verifying a JWT and charging rate limits add
+to a request.
 
 Run: .venv/bin/python -m bench.auth_bench [--requests N]
 
-One agent, three runtimes running side by side against an instant fake LLM, their requests
-taking turns (so the machine's drift hits each alike): no auth (the baseline), API keys, and
-JWTs (RS256, keys fetched once from a JWKS the bench serves over
-HTTP; every request carries the same token, so each request pays one signature check and
-claim validation, not a fetch). Requests are ``/v1/chat/completions``, one at a time, with
-httpx; the runtimes are pinned to core 0, the rest to core 1 (see runtime_bench).
-Target (issue 15): < 1 ms p50 added in-process.
+One agent, runtimes running side by side against an instant fake LLM, their requests taking
+turns (so the machine's drift hits each alike): no auth (the baseline), API keys, JWTs
+(RS256, keys fetched once from a JWKS the bench serves over HTTP; every request carries the
+same token, so each request pays one signature check and claim validation, not a fetch), and
+API keys plus token and request budgets (never exhausted, so every request pays the door's
+charge and one reservation and settlement) kept in-process and in a real Redis. The Redis
+case has its own baseline (memory in the same Redis, no limits), since putting the budgets
+in Redis means memory is there too. Requests are ``/v1/chat/completions``, one at a time,
+with httpx; the runtimes are pinned to core 0, the rest to core 1 (see runtime_bench).
+Targets (issue 15): < 1 ms p50 added in-process, < 2 ms with Redis.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.support.agent_files import agent_docs, write_docs
 from tests.support.fake_llm import FakeLLMProcess
 from tests.support.oidc_issuer import Issuer
+from tests.support.redis_server import RedisServer
 from tests.support.runtime_proc import RuntimeProcess
 
 from bench.runtime_bench import pct, pin
@@ -64,23 +69,45 @@ def main() -> None:
         headers={"kid": "bench"},
     )
     jwt_auth = {"issuer": issuer, "audiences": ["bench"], "jwksUrl": jwks_url}
-    setups: dict[str, tuple[dict[str, Any] | None, dict[str, str]]] = {
-        "none (baseline)": (None, {}),
-        "API key": ({"auth": {"apiKeysSecretRef": "keys"}}, {"authorization": "Bearer key-a"}),
-        "JWT (RS256)": ({"auth": {"jwt": jwt_auth}}, {"authorization": f"Bearer {token}"}),
+    redis = RedisServer().start()
+    in_redis = {"type": "redis", "url": redis.url_for_db(0)}
+    key_a = {"authorization": "Bearer key-a"}
+    keys = {"apiKeysSecretRef": "keys"}
+    limits = {
+        "tokensPerMinute": 10**12,
+        "requestsPerMinute": 10**9,
+        "priorityClasses": [{"name": "gold", "consumers": ["team-b"], "tokensPerMinute": 10**12}],
+    }
+    no_memory = {"type": "none"}
+    setups: dict[str, tuple[dict[str, Any] | None, dict[str, Any], dict[str, str]]] = {
+        "none (baseline)": (None, no_memory, {}),
+        "API key": ({"auth": keys}, no_memory, key_a),
+        "JWT (RS256)": (
+            {"auth": {"jwt": jwt_auth}},
+            no_memory,
+            {"authorization": f"Bearer {token}"},
+        ),
+        "API key + rate limit (in-process)": (
+            {"auth": keys, "rateLimit": limits},
+            no_memory,
+            key_a,
+        ),
+        "memory in Redis (Redis baseline)": (None, in_redis, {}),
+        "API key + rate limit (Redis)": ({"auth": keys, "rateLimit": limits}, in_redis, key_a),
     }
     with (
         FakeLLMProcess(responder="text:ok") as llm,  # a responder: any number of calls
         tempfile.TemporaryDirectory() as tmp,
         contextlib.ExitStack() as stack,
     ):
+        stack.callback(redis.stop)
         assert llm._process is not None
         pin(llm._process.pid, 1)
+        assert redis.pid is not None
+        pin(redis.pid, 1)
         targets: dict[str, tuple[str, dict[str, str]]] = {}
-        for name, (runtime, headers) in setups.items():
-            docs = agent_docs(
-                name="bench", llm_url=llm.base_url, runtime=runtime, memory={"type": "none"}
-            )
+        for name, (runtime, memory, headers) in setups.items():
+            docs = agent_docs(name="bench", llm_url=llm.base_url, runtime=runtime, memory=memory)
             config = write_docs(Path(tmp) / f"{len(targets)}.yaml", docs)
             env = {"AGENTSPEC_SECRET_KEYS_TEAM_A": "key-a"}
             agent = stack.enter_context(RuntimeProcess(config=config, env=env))
@@ -89,9 +116,9 @@ def main() -> None:
             targets[name] = (agent.base_url, headers)
         results = interleaved(targets, args.requests)
     issuer_server.close()
-    base = results["none (baseline)"]
     report = {}
     for name, figures in results.items():
+        base = results["memory in Redis (Redis baseline)" if "Redis" in name else "none (baseline)"]
         row = f"p50 {pct(figures, 0.5) * 1000:.2f} ms, p99 {pct(figures, 0.99) * 1000:.2f} ms"
         if figures is not base:
             added = (pct(figures, 0.5) - pct(base, 0.5)) * 1000

@@ -103,7 +103,7 @@ class Reconciler:
         self.optional_present: set[ChildKey] = set()
         """Optional children (PDB, HPA, ScaledObject) known to exist; seeded by a LIST."""
         self._stalled_event: dict[Key, str] = {}
-        self._advised: dict[Key, str] = {}  # the TasksNotShared warning last posted
+        self._advised: dict[Key, dict[str, str]] = {}  # the *NotShared warnings last posted
         self._secrets_ok: dict[tuple[str, str, str, str | None], float] = {}
         """(namespace, agent, Secret, key) -> when it last passed the checks."""
         self.reconciles = 0
@@ -201,15 +201,21 @@ class Reconciler:
                 reason="Resolved",
                 message="every reference resolved; config applied",
             )
-        advice = _tasks_advice(agent)
-        if advice is not None and self._advised.get(key) != advice:
-            self._advised[key] = advice
-            await self.kube.post_event(
-                _involved(body), warning=True, reason="TasksNotShared", message=advice
-            )
-        elif advice is None:
-            self._advised.pop(key, None)
+        await self._advise(key, body, _sharing_advice(agent))
         return None
+
+    async def _advise(self, key: Key, body: dict[str, Any], advice: dict[str, str]) -> None:
+        """Post each warning once (again when its message changes); forget the ones that
+        no longer apply."""
+        posted = self._advised.setdefault(key, {})
+        for reason, message in advice.items():
+            if posted.get(reason) != message:
+                posted[reason] = message
+                await self.kube.post_event(
+                    _involved(body), warning=True, reason=reason, message=message
+                )
+        for reason in set(posted) - set(advice):
+            del posted[reason]
 
     def _resolve(self, agent: AgentResource, *, namespace: str) -> AgentConfig:
         spec = agent.spec
@@ -422,18 +428,28 @@ def _involved(body: Json) -> dict[str, Any]:
     }
 
 
-def _tasks_advice(agent: AgentResource) -> str | None:
-    """A warning when the agent may run several pods but keeps its A2A tasks in each pod's
-    SQLite file: the agent works (its OpenAI API is unaffected), but a task is visible only on
-    the pod that took it. Not a refusal: scaling out a stateless agent is legitimate."""
+def _sharing_advice(agent: AgentResource) -> dict[str, str]:
+    """Warnings (reason -> message) when the agent may run several pods but keeps state each
+    pod should share in the pod: its A2A tasks in SQLite (a task is visible only on the pod
+    that took it), its consumers' budgets in memory (each pod admits the whole budget). Not a
+    refusal: the agent works, and scaling out is legitimate; the operator says what it costs."""
     spec = agent.spec
     scaling = spec.runtime.autoscaling
     most = max(spec.runtime.replicas, scaling.max_replicas if scaling is not None else 0)
-    if most <= 1 or spec.tasks.store_url_secret_ref is not None:
-        return None
-    return (
-        f"the agent may run {most} pods but spec.tasks.storeUrlSecretRef is not set: each pod "
-        "keeps its own A2A tasks, so GetTask, SubscribeToTask and CancelTask reaching another "
-        "pod answer 'task not found' and a pod's tasks do not survive it; set a PostgreSQL "
-        "store to share them"
-    )
+    advice: dict[str, str] = {}
+    if most <= 1:
+        return advice
+    if spec.tasks.store_url_secret_ref is None:
+        advice["TasksNotShared"] = (
+            f"the agent may run {most} pods but spec.tasks.storeUrlSecretRef is not set: each "
+            "pod keeps its own A2A tasks, so GetTask, SubscribeToTask and CancelTask reaching "
+            "another pod answer 'task not found' and a pod's tasks do not survive it; set a "
+            "PostgreSQL store to share them"
+        )
+    if spec.runtime.rate_limit is not None and spec.memory.type != "redis":
+        advice["RateLimitNotShared"] = (
+            f"the agent may run {most} pods but its memory is not in Redis: each pod keeps its "
+            "own spec.runtime.rateLimit budgets, so a consumer may spend up to "
+            f"{most} times its budget; put memory in Redis to share them"
+        )
+    return advice

@@ -46,12 +46,14 @@ from .engine.errors import ConfigError
 from .engine.memory import IN_PROCESS
 from .engine.ports import (
     Endpoint,
+    LimiterBuilder,
     McpConnection,
     MemoryBuilder,
     MemoryStore,
     ModelBuilder,
     ModelClient,
     PartnerConnection,
+    RateLimiter,
     SecretResolver,
     TokenVerifier,
 )
@@ -220,6 +222,19 @@ def memory_builder(agent: str) -> MemoryBuilder:
         from .adapters.redis_memory import connect_redis_memory
 
         return await connect_redis_memory(url, client_name=f"agentspec-{agent}")
+
+    return build
+
+
+def limiter_builder(agent: str) -> LimiterBuilder:
+    async def build(url: str | None) -> RateLimiter:
+        if url is None:
+            from .adapters.rate_limits import InProcessLimiter
+
+            return InProcessLimiter()
+        from .adapters.redis_limits import connect_redis_limiter
+
+        return await connect_redis_limiter(url, client_name=f"agentspec-{agent}-limits")
 
     return build
 
@@ -420,6 +435,7 @@ class Runtime:
             build_partner=self._build_partner,
             build_memory=memory_builder(config.name),
             build_jwt=build_jwt,
+            build_limiter=limiter_builder(config.name),
             memory_override=s.memory_override,
         )
         try:

@@ -444,7 +444,6 @@ def test_cross_namespace_partner_needs_consent(
 
 UNSUPPORTED_SPECS: dict[str, dict[str, Any]] = {
     "spec.knowledge": {"knowledge": [{"name": "kb", "documents": {"configMap": "docs"}}]},
-    "spec.runtime.rateLimit": {"runtime": {"rateLimit": {"tokensPerMinute": 1000}}},
     "spec.runtime.guard": {"runtime": {"guard": {"denyPatterns": ["secret"]}}},
 }
 
@@ -491,16 +490,25 @@ def test_a_secret_must_name_the_agents_it_may_be_given_to(k: NamespacedKubectl) 
     assert k("get", "role", "c", "--ignore-not-found", "-o", "name").stdout.strip() == ""
 
 
-def test_several_pods_without_a_shared_task_store_get_a_warning(k: NamespacedKubectl) -> None:
-    """Served (the OpenAI API needs no shared store), but told: A2A tasks would split per pod."""
-    _applied(k, prompt_doc(), agent_doc("one"), agent_doc("many", runtime={"replicas": 2}))
-    _wait_reconciled(k, "many")
-    eventually(
-        lambda: any(
-            "spec.tasks.storeUrlSecretRef is not set" in m for m in _warning_events(k, "many")
-        ),
-        timeout=PROPAGATION,
-        what="the TasksNotShared warning",
+def test_several_pods_without_shared_state_get_a_warning(k: NamespacedKubectl) -> None:
+    """Served (the OpenAI API needs no shared store), but told: A2A tasks would split per pod,
+    and budgets kept per pod would let a consumer spend one per pod."""
+    limited = {"replicas": 2, "rateLimit": {"tokensPerMinute": 1000}}
+    _applied(
+        k,
+        prompt_doc(),
+        agent_doc("one", runtime={"rateLimit": {"tokensPerMinute": 1000}}),
+        agent_doc("many", runtime=limited),
     )
+    _wait_reconciled(k, "many")
+    for wanted, what in (
+        ("spec.tasks.storeUrlSecretRef is not set", "the TasksNotShared warning"),
+        ("a consumer may spend up to 2 times its budget", "the RateLimitNotShared warning"),
+    ):
+        eventually(
+            lambda w=wanted: any(w in m for m in _warning_events(k, "many")),  # type: ignore[misc]
+            timeout=PROPAGATION,
+            what=what,
+        )
     _wait_reconciled(k, "one")
-    assert _warning_events(k, "one") == [], "one replica keeps its tasks: nothing to warn about"
+    assert _warning_events(k, "one") == [], "one replica keeps its state: nothing to warn about"

@@ -168,16 +168,18 @@ def test_invalid_config_at_start_up_fails_fast(tmp_path: Path) -> None:
 def test_a_field_the_engine_cannot_honour_is_refused_at_start_and_on_reload(
     tmp_path: Path,
 ) -> None:
-    """Fail closed: an agent with a rate limit it cannot enforce must not start serving
-    unlimited, and a guard added later must not be silently ignored (the last good config
-    keeps serving)."""
+    """Fail closed: an agent with a guard it cannot apply must not start serving unguarded,
+    and a guard added later must not be silently ignored (the last good config keeps
+    serving)."""
     path = tmp_path / "agent.yaml"
-    limit = {"rateLimit": {"tokensPerMinute": 1000}}
-    path.write_text(yaml.safe_dump_all(agent_docs(llm_url="http://127.0.0.1:9/v1", runtime=limit)))
+    guarded = {"guard": {"denyPatterns": ["card number"]}}
+    path.write_text(
+        yaml.safe_dump_all(agent_docs(llm_url="http://127.0.0.1:9/v1", runtime=guarded))
+    )
     refused = RuntimeProcess(config=path).start(wait_ready=False)
     assert refused.process is not None
     assert refused.process.popen.wait(20) == 2
-    assert "spec.runtime.rateLimit: not supported by this version of the engine" in refused.log()
+    assert "spec.runtime.guard: not supported by this version of the engine" in refused.log()
     refused.stop()
 
     write_docs(path, agent_docs(llm_url="http://127.0.0.1:9/v1"))

@@ -61,9 +61,9 @@ CASES = [
     (
         "unsupported",
         edit_agents(
-            lambda d: finance(d)["spec"].update(runtime={"rateLimit": {"tokensPerMinute": 9}})
+            lambda d: finance(d)["spec"].update(runtime={"guard": {"denyPatterns": ["x"]}})
         ),
-        "document 3 (AgentSpec/finance): spec.runtime.rateLimit: not supported by this version "
+        "document 3 (AgentSpec/finance): spec.runtime.guard: not supported by this version "
         "of the engine",
     ),
     (

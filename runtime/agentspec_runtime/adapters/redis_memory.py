@@ -20,14 +20,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
-from agentspec_runtime.engine.errors import ConfigError, MemoryUnavailableError
+from agentspec_runtime.engine.errors import MemoryUnavailableError
 from agentspec_runtime.engine.memory import MAX_TURNS, History, Summary, Turn
 from agentspec_runtime.engine.types import Message
 
+from .redis_conn import open_redis
 from .urls import redis_location
 
 _APPEND = """
@@ -122,21 +121,6 @@ def _keys(key: str) -> list[str]:
 
 
 async def connect_redis_memory(url: str, *, client_name: str) -> RedisMemoryStore:
-    """A store on ``url``, checked with a PING: an unreachable Redis rejects the config (the
-    last good one keeps serving) instead of failing every request after it."""
-    where = redis_location(url)
-    client = redis.Redis.from_url(
-        url,
-        socket_timeout=5,
-        socket_connect_timeout=3,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2),
-        health_check_interval=30,
-        client_name=client_name,
-    )
-    try:
-        await client.ping()
-    except RedisError as e:
-        await client.aclose()
-        detail = str(e).replace(url, where)
-        raise ConfigError(f"memory: Redis at {where} cannot be reached: {detail}") from e
-    return RedisMemoryStore(client, where=where)
+    """A store on ``url`` (checked with a PING: see ``redis_conn``)."""
+    client = await open_redis(url, client_name=client_name, purpose="memory")
+    return RedisMemoryStore(client, where=redis_location(url))

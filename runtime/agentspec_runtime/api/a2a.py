@@ -55,6 +55,7 @@ from agentspec_runtime.api.openai_api import outbound_headers, retry_after
 from agentspec_runtime.api.tasks import JOURNAL, DurableRequestHandler, TaskService, user_for
 from agentspec_runtime.engine.agent import Engine
 from agentspec_runtime.engine.errors import AgentspecError, CheckpointError, MissingVariableError
+from agentspec_runtime.engine.limits import TASK_WAIT_SECONDS
 from agentspec_runtime.engine.loop import AgentRequest
 from agentspec_runtime.engine.snapshot import Snapshot
 from agentspec_runtime.engine.types import A2A_USAGE_KEY
@@ -158,6 +159,7 @@ class EngineExecutor(AgentExecutor):
             headers=outbound_headers(),  # the hop count the request arrived with, +1
             consumer=consumer.get(),
             task_id=task.id,
+            budget_wait=TASK_WAIT_SECONDS,  # a task is asynchronous: it queues for its budget
         )
         answer = _Answer(updater)
         try:

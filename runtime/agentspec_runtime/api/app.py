@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from agentspec_runtime.api.a2a import Card, a2a_routes
+from agentspec_runtime.api.admission import AdmissionMiddleware
 from agentspec_runtime.api.bodies import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY, BodyGuard
 from agentspec_runtime.api.inbound import InboundMiddleware
 from agentspec_runtime.api.openai_api import ChatCompletions
@@ -76,6 +77,8 @@ def api_app(
             # auth and the hop limit first: no body is read for a request that is refused
             Middleware(InboundMiddleware, engine=engine, max_hops=max_hops),
             Middleware(BodyGuard, max_body=max_body, timeout=body_timeout),
+            # then the consumer's request budget (rateLimit), the A2A method read from the body
+            Middleware(AdmissionMiddleware, engine=engine),
         ],
     )
 

@@ -423,6 +423,7 @@ def _engine_error(error: AgentspecError) -> JSONResponse:
     after = retry_after(error)
     if after is not None:
         response.headers["Retry-After"] = str(after)
+    response.headers.update(getattr(error, "headers", {}))  # a rate limit's x-ratelimit-*
     return response
 
 

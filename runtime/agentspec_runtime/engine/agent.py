@@ -23,6 +23,7 @@ from .errors import AgentspecError, ConfigError
 from .journal import Replay
 from .loop import AgentRequest, AgentResult, AgentRun
 from .ports import (
+    LimiterBuilder,
     McpBuilder,
     MemoryBuilder,
     ModelBuilder,
@@ -53,6 +54,7 @@ class Engine:
         build_partner: PartnerBuilder | None = None,
         build_memory: MemoryBuilder | None = None,
         build_jwt: VerifierBuilder | None = None,
+        build_limiter: LimiterBuilder | None = None,
         memory_override: str | None = None,
     ) -> None:
         """``memory_override`` (local mode): every agent's memory goes in-process
@@ -70,6 +72,7 @@ class Engine:
                 partner=build_partner,
                 memory=build_memory,
                 jwt=build_jwt,
+                limiter=build_limiter,
             ),
             pool=self.pool,
             memory_override=memory_override,

@@ -26,12 +26,14 @@ from . import memory as mem
 from .errors import ConfigError
 from .ports import (
     Endpoint,
+    LimiterBuilder,
     McpBuilder,
     MemoryBuilder,
     MemoryStore,
     ModelBuilder,
     ModelClient,
     PartnerBuilder,
+    RateLimiter,
     SecretResolver,
     TokenVerifier,
     VerifierBuilder,
@@ -56,6 +58,7 @@ class Builders:
     partner: PartnerBuilder | None = None
     memory: MemoryBuilder | None = None
     jwt: VerifierBuilder | None = None
+    limiter: LimiterBuilder | None = None
 
 
 def _from_secrets(declared: list[NamedValue], resolved: dict[str, str]) -> tuple[str, ...]:
@@ -101,6 +104,7 @@ class Assembler:
                 api_keys=await self._api_keys(config),
                 jwt=await self._jwt(config, keys),
                 memory=await self._memory(config, keys),
+                limiter=await self._limiter(config, keys),
             )
         except BaseException:
             for key in keys:
@@ -162,22 +166,39 @@ class Assembler:
         )
 
     async def _memory(self, config: AgentConfig, keys: list[str]) -> MemoryStore | None:
-        spec = config.memory
-        if spec.type == "none":
+        if config.memory.type == "none":
             return None
         build = self._builders.memory
         if build is None:
             raise ConfigError("this runtime has no conversation memory")
-        url: str | None = None
-        if self._memory_override is not None:
-            url = None if self._memory_override == mem.IN_PROCESS else self._memory_override
-        elif spec.type == "redis":
-            if spec.url is not None:
-                url = spec.url
-            elif spec.url_secret_ref is not None:
-                url = await self._secrets.get(spec.url_secret_ref)
+        url = await self._redis_url(config)
         # one store per location: a reload that keeps it keeps every conversation
         return await self._acquire(keys, resource_key("memory", url), lambda: build(url))
+
+    async def _limiter(self, config: AgentConfig, keys: list[str]) -> RateLimiter | None:
+        """The consumers' budgets live where the conversations do: in Redis when memory is
+        (shared by every replica), else in this process. One limiter per location, kept
+        across reloads: a budget change never resets what was spent."""
+        if config.rate_limit is None:
+            return None
+        build = self._builders.limiter
+        if build is None:
+            raise ConfigError("this runtime cannot enforce spec.runtime.rateLimit")
+        url = await self._redis_url(config) if config.memory.type != "none" else None
+        return await self._acquire(keys, resource_key("limiter", url), lambda: build(url))
+
+    async def _redis_url(self, config: AgentConfig) -> str | None:
+        """The Redis the agent's memory uses (None: in this process)."""
+        if self._memory_override is not None:
+            return None if self._memory_override == mem.IN_PROCESS else self._memory_override
+        spec = config.memory
+        if spec.type != "redis":
+            return None
+        if spec.url is not None:
+            return spec.url
+        if spec.url_secret_ref is not None:
+            return await self._secrets.get(spec.url_secret_ref)
+        return None
 
     async def _api_keys(self, config: AgentConfig) -> dict[str, str]:
         """Accepted inbound API keys -> consumer (the key's name in the Secret)."""

@@ -19,6 +19,8 @@ Messages are the engine's own, stable and safe to show a caller: never the upstr
     ├── ToolError             one tool call failed: told to the model, never a crash
     ├── ConfigError           a config update is invalid: reject it, keep the last good one
     ├── NotReadyError         no config loaded yet, or draining: answer 503
+    ├── RateLimitedError      the consumer's budget is spent: 429 + Retry-After + x-ratelimit-*
+    ├── LimiterUnavailableError  the shared budgets cannot be read: answer 503 (fail closed)
     ├── MemoryUnavailableError  the conversation store cannot be read: answer 503, retry
     └── CheckpointError       a durable task's journal cannot be written, or this replica
                               lost the task: stop running it (it resumes elsewhere)
@@ -121,3 +123,28 @@ class CheckpointError(AgentspecError):
 
     status = 503
     code = "task_checkpoint_failed"
+
+
+class RateLimitedError(AgentspecError):
+    """The consumer's token or request budget (``spec.runtime.rateLimit``) is spent.
+    ``headers``: what the caller is told (Retry-After and OpenAI's x-ratelimit-*)."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float | None, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = headers
+
+
+class LimiterUnavailableError(AgentspecError):
+    """The store of the shared budgets (Redis) did not answer. Requests are refused rather
+    than served unmetered: a limit that lapses when Redis does is no limit."""
+
+    status = 503
+    code = "rate_limiter_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

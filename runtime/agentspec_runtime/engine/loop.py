@@ -25,6 +25,7 @@ from typing import Any
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from . import limits
 from . import memory as mem
 from . import telemetry as t
 from .errors import MemoryUnavailableError, ModelError, ToolError
@@ -90,6 +91,9 @@ class AgentRequest:
     consumer, so another key cannot read a conversation by guessing its context id."""
     task_id: str | None = None
     """The durable task this run belongs to (A2A), which keys its tools' call keys."""
+    budget_wait: float = 0.0
+    """How long a model call may wait for the consumer's token budget (rateLimit) before
+    the run fails with a 429: 0 for a caller waiting on the line, longer for a task."""
 
 
 @dataclass
@@ -321,6 +325,29 @@ class AgentRun:
         return Finish(turn.content or "", reason)
 
     async def _complete(
+        self, specs: list[ToolSpec], *, messages: list[Message], stream: bool
+    ) -> ModelTurn:
+        reservation = await limits.reserve(
+            self.snapshot,
+            self.request.consumer,
+            limits.estimate(messages, specs, self.params.max_tokens)
+            if self.snapshot.limiter is not None
+            else 0,
+            wait=self.request.budget_wait,
+            metrics=self.metrics,
+        )
+        if reservation is None:
+            return await self._call(specs, messages=messages, stream=stream)
+        try:
+            turn = await self._call(specs, messages=messages, stream=stream)
+        except ModelError:
+            await reservation.settle(0)  # the endpoint refused or failed: nothing was produced
+            raise
+        # cancelled mid-call: the reservation stands (tokens may have been produced)
+        await reservation.settle(turn.usage.total)
+        return turn
+
+    async def _call(
         self, specs: list[ToolSpec], *, messages: list[Message], stream: bool
     ) -> ModelTurn:
         started = time.perf_counter()

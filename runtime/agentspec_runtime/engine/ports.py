@@ -5,7 +5,8 @@ of them (``adapters/openai_model.py`` → :class:`ModelClient`, ``adapters/mcp_t
 :class:`McpConnection`, ``adapters/partners.py`` → :class:`PartnerConnection`,
 ``adapters/secrets.py`` → :class:`SecretResolver`, ``adapters/memory_store.py`` and
 ``adapters/redis_memory.py`` → :class:`MemoryStore`, ``adapters/task_queue.py`` →
-:class:`TaskJournal`, ``adapters/jwt_auth.py`` → :class:`TokenVerifier`), and the entry
+:class:`TaskJournal`, ``adapters/jwt_auth.py`` → :class:`TokenVerifier`,
+``adapters/rate_limits.py`` and ``adapters/redis_limits.py`` → :class:`RateLimiter`), and the entry
 point (``server.py``) hands the engine a *builder* per port, so the engine never imports an
 adapter.
 
@@ -39,6 +40,8 @@ from .types import Message, ModelParams, ModelTurn, OnDelta, ToolResult, ToolSpe
 
 __all__ = [
     "Endpoint",
+    "LimiterBuilder",
+    "Limits",
     "McpBuilder",
     "McpConnection",
     "MemoryBuilder",
@@ -47,6 +50,8 @@ __all__ = [
     "ModelClient",
     "PartnerBuilder",
     "PartnerConnection",
+    "RateDecision",
+    "RateLimiter",
     "SecretResolver",
     "TaskJournal",
     "TokenVerifier",
@@ -194,6 +199,54 @@ class TokenVerifier(Protocol):
     async def aclose(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """One consumer's budgets over the sliding window (None: that dimension is unlimited)."""
+
+    tokens: int | None
+    requests: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """What a limiter decided, with what the caller is told (OpenAI's x-ratelimit-*).
+
+    ``retry_after``: seconds until the refused charge would fit (0 when admitted; ``inf``
+    when it can never fit). ``*_reset``: seconds until the window holds nothing of this
+    consumer's any more. ``reservation`` names the token charge, to settle afterwards."""
+
+    allowed: bool
+    limits: Limits
+    tokens_remaining: int | None
+    requests_remaining: int | None
+    retry_after: float
+    tokens_reset: float
+    requests_reset: float
+    reservation: str | None = None
+
+
+class RateLimiter(Protocol):
+    """Budgets per consumer over a sliding window, charged atomically (every replica that
+    shares the store sees one budget). Raises ``LimiterUnavailableError`` when its store
+    does not answer."""
+
+    @property
+    def location(self) -> str:
+        """Where the windows live (``in-process`` or a Redis URL without credentials)."""
+        ...
+
+    async def charge(self, key: str, limits: Limits, *, tokens: int, requests: int) -> RateDecision:
+        """Charge ``tokens`` and ``requests`` to ``key`` if both fit its ``limits``, else
+        nothing. A token charge is a reservation: settle it with the real figure."""
+        ...
+
+    async def settle(self, key: str, reservation: str, tokens: int) -> None:
+        """Replace a reservation by what was really spent (a refund, or an extra charge)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
 class TaskJournal(Protocol):
     """The step journal of one durable task (engine/journal.py says what is recorded).
 
@@ -232,3 +285,6 @@ MemoryBuilder = Callable[[str | None], Awaitable[MemoryStore]]
 raises ``ConfigError`` when the store cannot be reached."""
 VerifierBuilder = Callable[[JwtAuthSpec], Awaitable[TokenVerifier]]
 """Builds a JWT verifier for ``spec.runtime.auth.jwt`` (its keys are fetched on first use)."""
+LimiterBuilder = Callable[[str | None], Awaitable[RateLimiter]]
+"""Builds a rate limiter: in-process for None, else on a Redis URL (secrets read); raises
+``ConfigError`` when Redis cannot be reached."""

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from agentspec_runtime.spec.resolved import AgentConfig
 
 from .errors import NotReadyError
-from .ports import MemoryStore, ModelClient, TokenVerifier, Tool
+from .ports import MemoryStore, ModelClient, RateLimiter, TokenVerifier, Tool
 from .prompts import PromptSelector
 from .types import tool_name
 
@@ -147,6 +147,8 @@ class Snapshot:
     """Inbound JWTs (``spec.runtime.auth.jwt``). With neither keys nor this: no auth."""
     memory: MemoryStore | None = None
     """Conversation memory (None: memory type none)."""
+    limiter: RateLimiter | None = None
+    """Where the consumers' budgets are kept (None: no ``spec.runtime.rateLimit``)."""
     loaded_at: float = field(default_factory=time.time)
     leases: int = 0
     retired: bool = False

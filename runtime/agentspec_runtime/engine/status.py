@@ -56,5 +56,13 @@ def engine_status(agent: str, *, holder: SnapshotHolder, state: ReloadState) -> 
                 "apiKeys": len(snapshot.api_keys),
                 "jwt": None if snapshot.jwt is None else snapshot.jwt.status(),
             },
+            rateLimit=None
+            if snapshot.limiter is None or config.rate_limit is None
+            else {
+                "store": snapshot.limiter.location,
+                "tokensPerMinute": config.rate_limit.tokens_per_minute,
+                "requestsPerMinute": config.rate_limit.requests_per_minute,
+                "priorityClasses": [c.name for c in config.rate_limit.priority_classes],
+            },
         )
     return status

@@ -150,6 +150,14 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.rate_limit = Counter(
+            "agentspec_rate_limit_decisions",
+            "Rate-limit decisions by priority class: a request at the door (kind request) or a "
+            "model call's token reservation (kind tokens); outcome admitted, queued (a task "
+            "waits for its budget) or rejected",
+            ["agent", "priority_class", "kind", "outcome"],
+            registry=r,
+        )
         self.inflight = Gauge(
             "agentspec_inflight_requests",
             "Requests being served",

@@ -372,39 +372,50 @@ class AutoscalingSpec(SpecModel):
 
 
 class PriorityClass(SpecModel):
-    """A class of consumers with its own token budget."""
+    """A class of consumers with its own budgets (each consumer of the class gets them)."""
 
     name: ShortText
-    """Class name, matched against the consumer's priority."""
-    tokens_per_minute: Annotated[int, Field(ge=1)]
-    """Token budget per minute for each consumer of this class."""
-    priority: Annotated[int, Field(ge=0, le=100)] = 50
-    """Higher classes are served first when the agent is saturated."""
+    """Class name."""
+    consumers: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=253)]],
+        Field(min_length=1, max_length=MAX_LIST, json_schema_extra=LIST_SET),
+    ]
+    """Consumers in this class: API-key names (the key's name in the Secret) or JWT consumer
+    claims (for example system:serviceaccount:<ns>:<agent>)."""
+    tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
+    """Token budget per consumer per minute (empty: the default)."""
+    requests_per_minute: Annotated[int, Field(ge=1)] | None = None
+    """Request budget per consumer per minute (empty: the default)."""
 
 
 class RateLimitSpec(SpecModel):
-    """Token-based limits per consumer, cluster-wide when memory is in Redis."""
+    """Token and request budgets per consumer over a sliding minute, shared by every replica
+    when memory is in Redis (in the replica's own memory otherwise). The consumer is the
+    authenticated caller (an API key's name or the JWT's consumer claim); without auth every
+    caller shares the budget of the consumer "anonymous". A header cannot choose the consumer
+    or the class: a client would pick a fresh one per request."""
 
     tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
-    """Default token budget per consumer per minute."""
+    """Default token budget per consumer per minute (input plus output tokens)."""
     requests_per_minute: Annotated[int, Field(ge=1)] | None = None
     """Default request budget per consumer per minute."""
-    consumer_header: Annotated[str, StringConstraints(min_length=1, max_length=128)] = (
-        "x-agentspec-consumer"
-    )
-    """Request header naming the consumer (falls back to the API key's name)."""
-    priority_header: Annotated[str, StringConstraints(min_length=1, max_length=128)] = (
-        "x-agentspec-priority"
-    )
-    """Request header naming the consumer's priority class."""
     priority_classes: Annotated[
         list[PriorityClass], Field(max_length=16, json_schema_extra=list_map("name"))
     ] = Field(default_factory=list)
-    """Priority classes with their own budgets."""
+    """Classes of consumers with their own budgets."""
 
     @model_validator(mode="after")
     def _check(self) -> RateLimitSpec:
         unique_keys(self.priority_classes, "name", field="priorityClasses")
+        seen: dict[str, str] = {}
+        for cls in self.priority_classes:
+            for who in cls.consumers:
+                if who in seen:
+                    raise ValueError(
+                        f"priorityClasses: consumer {who!r} is in both {seen[who]!r} and "
+                        f"{cls.name!r}"
+                    )
+                seen[who] = cls.name
         return self
 
 

@@ -148,11 +148,6 @@ def _unsupported_set(config: AgentConfig) -> list[tuple[str, bool, str]]:
     """(field, set in this config, why it cannot be honoured yet)."""
     return [
         ("spec.knowledge", bool(config.knowledge), "retrieval sources are not built yet"),
-        (
-            "spec.runtime.rateLimit",
-            config.rate_limit is not None,
-            "token and request limits are not enforced yet",
-        ),
         ("spec.runtime.guard", config.guard is not None, "content guards are not applied yet"),
     ]
 
