@@ -8,7 +8,8 @@ turns (so the machine's drift hits each alike): no auth (the baseline), API keys
 (RS256, keys fetched once from a JWKS the bench serves over HTTP; every request carries the
 same token, so each request pays one signature check and claim validation, not a fetch), and
 API keys plus token and request budgets (never exhausted, so every request pays the door's
-charge and one reservation and settlement) kept in-process and in a real Redis. The Redis
+charge and one reservation and settlement) kept in-process and in a real Redis, and those
+plus the content guard's deny patterns (RE2, on the input and the output). The Redis
 case has its own baseline (memory in the same Redis, no limits), since putting the budgets
 in Redis means memory is there too. Requests are ``/v1/chat/completions``, one at a time,
 with httpx; the runtimes are pinned to core 0, the rest to core 1 (see runtime_bench).
@@ -79,6 +80,9 @@ def main() -> None:
         "priorityClasses": [{"name": "gold", "consumers": ["team-b"], "tokensPerMinute": 10**12}],
     }
     no_memory = {"type": "none"}
+    # the guard's in-process checks (a classifier is a network call, measured by its endpoint)
+    guard = {"denyPatterns": [r"\b\d{4}-\d{4}-\d{4}-\d{4}\b", "(?i)internal use only"]}
+    everything = {"auth": keys, "rateLimit": limits, "guard": guard}
     setups: dict[str, tuple[dict[str, Any] | None, dict[str, Any], dict[str, str]]] = {
         "none (baseline)": (None, no_memory, {}),
         "API key": ({"auth": keys}, no_memory, key_a),
@@ -92,8 +96,10 @@ def main() -> None:
             no_memory,
             key_a,
         ),
+        "API key + rate limit + guard (in-process)": (everything, no_memory, key_a),
         "memory in Redis (Redis baseline)": (None, in_redis, {}),
         "API key + rate limit (Redis)": ({"auth": keys, "rateLimit": limits}, in_redis, key_a),
+        "API key + rate limit + guard (Redis)": (everything, in_redis, key_a),
     }
     with (
         FakeLLMProcess(responder="text:ok") as llm,  # a responder: any number of calls

@@ -45,6 +45,7 @@ from .engine.agent import Engine
 from .engine.errors import ConfigError
 from .engine.memory import IN_PROCESS
 from .engine.ports import (
+    ContentGuard,
     Endpoint,
     LimiterBuilder,
     McpConnection,
@@ -58,7 +59,7 @@ from .engine.ports import (
     TokenVerifier,
 )
 from .engine.telemetry import Metrics
-from .spec.agent import JwtAuthSpec
+from .spec.agent import GuardSpec, JwtAuthSpec
 from .spec.resolved import (
     AgentConfig,
     ResolvedMcpServer,
@@ -224,6 +225,15 @@ def memory_builder(agent: str) -> MemoryBuilder:
         return await connect_redis_memory(url, client_name=f"agentspec-{agent}")
 
     return build
+
+
+async def build_guard(
+    spec: GuardSpec, moderation_key: str | None, model_key: str | None
+) -> ContentGuard:
+    # Imported on first use: RE2 loads only for agents with a guard.
+    from .adapters.content_guard import build_content_guard
+
+    return await build_content_guard(spec, moderation_key, model_key)
 
 
 def limiter_builder(agent: str) -> LimiterBuilder:
@@ -436,6 +446,7 @@ class Runtime:
             build_memory=memory_builder(config.name),
             build_jwt=build_jwt,
             build_limiter=limiter_builder(config.name),
+            build_guard=build_guard,
             memory_override=s.memory_override,
         )
         try:

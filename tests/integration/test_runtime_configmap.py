@@ -168,34 +168,36 @@ def test_invalid_config_at_start_up_fails_fast(tmp_path: Path) -> None:
 def test_a_field_the_engine_cannot_honour_is_refused_at_start_and_on_reload(
     tmp_path: Path,
 ) -> None:
-    """Fail closed: an agent with a guard it cannot apply must not start serving unguarded,
-    and a guard added later must not be silently ignored (the last good config keeps
-    serving)."""
+    """Fail closed: an agent with knowledge it cannot retrieve must not start serving as if it
+    had none, and knowledge added later must not be silently ignored (the last good config
+    keeps serving)."""
     path = tmp_path / "agent.yaml"
-    guarded = {"guard": {"denyPatterns": ["card number"]}}
-    path.write_text(
-        yaml.safe_dump_all(agent_docs(llm_url="http://127.0.0.1:9/v1", runtime=guarded))
-    )
+
+    def with_knowledge(name: str) -> list[dict[str, Any]]:
+        docs = agent_docs(llm_url="http://127.0.0.1:9/v1")
+        docs[-1]["spec"]["knowledge"] = [{"name": name, "documents": {"configMap": "docs"}}]
+        return docs
+
+    path.write_text(yaml.safe_dump_all(with_knowledge("policies")))
     refused = RuntimeProcess(config=path).start(wait_ready=False)
     assert refused.process is not None
     assert refused.process.popen.wait(20) == 2
-    assert "spec.runtime.guard: not supported by this version of the engine" in refused.log()
+    assert "spec.knowledge: not supported by this version of the engine" in refused.log()
     refused.stop()
 
     write_docs(path, agent_docs(llm_url="http://127.0.0.1:9/v1"))
     with RuntimeProcess(config=path) as runtime:
         good = runtime.status()["configRevision"]
-        guard = {"guard": {"denyPatterns": ["secret"]}}
-        write_docs(path, agent_docs(llm_url="http://127.0.0.1:9/v1", runtime=guard))
+        write_docs(path, with_knowledge("handbook"))
         wait_until(
             lambda: runtime.status()["lastReloadError"] is not None,
             timeout=10,
-            what="the guarded config to be rejected",
+            what="the config with knowledge to be rejected",
         )
         status = runtime.status()
         assert status["lastReloadError"] == (
-            "spec.runtime.guard: not supported by this version of the engine (content guards "
-            "are not applied yet); remove the field"
+            "spec.knowledge: not supported by this version of the engine (retrieval sources "
+            "are not built yet); remove the field"
         )
         assert status["configRevision"] == good
         assert runtime.get("/readyz")[0] == 200

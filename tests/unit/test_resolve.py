@@ -122,6 +122,28 @@ def test_canary_and_mcp_servers_resolve_with_secret_refs_only() -> None:
     assert "replace-me" not in config.to_json()
 
 
+def test_the_guards_keys_are_secret_refs_too() -> None:
+    """The runtime's Role must grant them, and the pod read them, like every other key."""
+    docs = load("mcp-assistant")
+    agent = find(docs, "AgentSpec", "registry-assistant")
+    agent["spec"].setdefault("runtime", {})["guard"] = {
+        "moderationUrl": "https://moderation.example/v1/moderations",
+        "moderationApiKeySecretRef": {"name": "moderation", "key": "token"},
+        "model": {
+            "model": "llama-guard",
+            "baseUrl": "http://guard.example/v1",
+            "apiKeySecretRef": {"name": "guard-model", "key": "api-key"},
+        },
+    }
+    config = resolve(docs, "registry-assistant")
+    assert [(r.name, r.key) for r in config.secret_refs()] == [
+        ("docs-search-credentials", "api-key"),
+        ("guard-model", "api-key"),
+        ("model-credentials", "api-key"),
+        ("moderation", "token"),
+    ]
+
+
 def test_pinned_version_and_label_ignore_the_release() -> None:
     docs = load("mcp-assistant")
     agent = find(docs, "AgentSpec", "registry-assistant")

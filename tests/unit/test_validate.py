@@ -61,9 +61,11 @@ CASES = [
     (
         "unsupported",
         edit_agents(
-            lambda d: finance(d)["spec"].update(runtime={"guard": {"denyPatterns": ["x"]}})
+            lambda d: finance(d)["spec"].update(
+                knowledge=[{"name": "kb", "documents": {"configMap": "docs"}}]
+            )
         ),
-        "document 3 (AgentSpec/finance): spec.runtime.guard: not supported by this version "
+        "document 3 (AgentSpec/finance): spec.knowledge: not supported by this version "
         "of the engine",
     ),
     (

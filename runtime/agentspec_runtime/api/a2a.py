@@ -54,7 +54,12 @@ from agentspec_runtime.api.inbound import consumer
 from agentspec_runtime.api.openai_api import outbound_headers, retry_after
 from agentspec_runtime.api.tasks import JOURNAL, DurableRequestHandler, TaskService, user_for
 from agentspec_runtime.engine.agent import Engine
-from agentspec_runtime.engine.errors import AgentspecError, CheckpointError, MissingVariableError
+from agentspec_runtime.engine.errors import (
+    AgentspecError,
+    CheckpointError,
+    ContentBlockedError,
+    MissingVariableError,
+)
 from agentspec_runtime.engine.limits import TASK_WAIT_SECONDS
 from agentspec_runtime.engine.loop import AgentRequest
 from agentspec_runtime.engine.snapshot import Snapshot
@@ -175,6 +180,9 @@ class EngineExecutor(AgentExecutor):
         except MissingVariableError as e:
             await updater.requires_input(say(str(e)))
             return
+        except ContentBlockedError as e:  # blocked mid-stream: what was streamed was clean
+            await self._rejected(updater, say(str(e)), e.stage, e.category)
+            return
         except AgentspecError as e:
             # the HTTP API's status and Retry-After, for callers that can act on them
             failure: dict[str, Any] = {
@@ -191,6 +199,9 @@ class EngineExecutor(AgentExecutor):
         except Exception:  # a bug must still end the task, or callers wait for it forever
             log.exception("agent %s: A2A task %s failed", self.engine.agent, task.id)
             await updater.failed(say("the agent failed unexpectedly"))
+            return
+        if result.blocked is not None:
+            await self._rejected(updater, say(result.content), *result.blocked)
             return
         if not answer.sent and result.content:
             # nothing streamed in this run (a resumed task whose last turn was recorded):
@@ -210,6 +221,15 @@ class EngineExecutor(AgentExecutor):
         if result.started_revision not in (None, result.revision):
             metadata["agentspec.io/startedOnRevision"] = result.started_revision
         await updater.update_status(TaskState.TASK_STATE_COMPLETED, metadata=metadata)
+
+    @staticmethod
+    async def _rejected(updater: TaskUpdater, refusal: Message, stage: str, category: str) -> None:
+        """The content guard's refusal: the task is rejected, saying why (never the text)."""
+        await updater.update_status(
+            TaskState.TASK_STATE_REJECTED,
+            message=refusal,
+            metadata={"agentspec.io/guard": {"stage": stage, "category": category}},
+        )
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         assert context.task_id is not None

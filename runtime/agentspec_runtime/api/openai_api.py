@@ -377,6 +377,8 @@ class ChatCompletions:
 
 
 def _finish(result: AgentResult) -> str:
+    if result.finish_reason == "content_filter":  # the guard's refusal: OpenAI's word for it
+        return "content_filter"
     return "length" if result.finish_reason == "max_iterations" else "stop"
 
 

@@ -23,6 +23,7 @@ from .errors import AgentspecError, ConfigError
 from .journal import Replay
 from .loop import AgentRequest, AgentResult, AgentRun
 from .ports import (
+    GuardBuilder,
     LimiterBuilder,
     McpBuilder,
     MemoryBuilder,
@@ -55,6 +56,7 @@ class Engine:
         build_memory: MemoryBuilder | None = None,
         build_jwt: VerifierBuilder | None = None,
         build_limiter: LimiterBuilder | None = None,
+        build_guard: GuardBuilder | None = None,
         memory_override: str | None = None,
     ) -> None:
         """``memory_override`` (local mode): every agent's memory goes in-process
@@ -73,6 +75,7 @@ class Engine:
                 memory=build_memory,
                 jwt=build_jwt,
                 limiter=build_limiter,
+                guard=build_guard,
             ),
             pool=self.pool,
             memory_override=memory_override,

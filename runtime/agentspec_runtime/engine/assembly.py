@@ -25,7 +25,9 @@ from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer, Reso
 from . import memory as mem
 from .errors import ConfigError
 from .ports import (
+    ContentGuard,
     Endpoint,
+    GuardBuilder,
     LimiterBuilder,
     McpBuilder,
     MemoryBuilder,
@@ -59,6 +61,7 @@ class Builders:
     memory: MemoryBuilder | None = None
     jwt: VerifierBuilder | None = None
     limiter: LimiterBuilder | None = None
+    guard: GuardBuilder | None = None
 
 
 def _from_secrets(declared: list[NamedValue], resolved: dict[str, str]) -> tuple[str, ...]:
@@ -105,6 +108,7 @@ class Assembler:
                 jwt=await self._jwt(config, keys),
                 memory=await self._memory(config, keys),
                 limiter=await self._limiter(config, keys),
+                guard=await self._guard(config, keys),
             )
         except BaseException:
             for key in keys:
@@ -186,6 +190,26 @@ class Assembler:
             raise ConfigError("this runtime cannot enforce spec.runtime.rateLimit")
         url = await self._redis_url(config) if config.memory.type != "none" else None
         return await self._acquire(keys, resource_key("limiter", url), lambda: build(url))
+
+    async def _guard(self, config: AgentConfig, keys: list[str]) -> ContentGuard | None:
+        spec = config.guard
+        if spec is None:
+            return None
+        build = self._builders.guard
+        if build is None:
+            raise ConfigError("this runtime cannot apply spec.runtime.guard")
+        moderation_key = (
+            await self._secrets.get(spec.moderation_api_key_secret_ref)
+            if spec.moderation_api_key_secret_ref
+            else None
+        )
+        model_key = (
+            await self._secrets.get(spec.model.api_key_secret_ref)
+            if spec.model and spec.model.api_key_secret_ref
+            else None
+        )
+        key = resource_key("guard", spec.model_dump(mode="json"), moderation_key, model_key)
+        return await self._acquire(keys, key, lambda: build(spec, moderation_key, model_key))
 
     async def _redis_url(self, config: AgentConfig) -> str | None:
         """The Redis the agent's memory uses (None: in this process)."""

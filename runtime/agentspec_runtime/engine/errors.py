@@ -21,6 +21,8 @@ Messages are the engine's own, stable and safe to show a caller: never the upstr
     ├── NotReadyError         no config loaded yet, or draining: answer 503
     ├── RateLimitedError      the consumer's budget is spent: 429 + Retry-After + x-ratelimit-*
     ├── LimiterUnavailableError  the shared budgets cannot be read: answer 503 (fail closed)
+    ├── ContentBlockedError   the content guard blocked the input or output (the refusal)
+    ├── GuardUnavailableError the moderation endpoint or guard model did not answer: 503
     ├── MemoryUnavailableError  the conversation store cannot be read: answer 503, retry
     └── CheckpointError       a durable task's journal cannot be written, or this replica
                               lost the task: stop running it (it resumes elsewhere)
@@ -144,6 +146,31 @@ class LimiterUnavailableError(AgentspecError):
 
     status = 503
     code = "rate_limiter_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ContentBlockedError(AgentspecError):
+    """The content guard (``spec.runtime.guard``) blocked a text. The message is the
+    agent's refusal; ``stage`` (input, output) and ``category`` say why — never the text."""
+
+    status = 400
+    code = "content_blocked"
+
+    def __init__(self, refusal: str, *, stage: str, category: str) -> None:
+        super().__init__(refusal)
+        self.stage = stage
+        self.category = category
+
+
+class GuardUnavailableError(AgentspecError):
+    """A check of the content guard (moderation endpoint, guard model) did not answer, and
+    the guard fails closed: the text is neither passed nor blocked as if it were bad."""
+
+    status = 503
+    code = "guard_unavailable"
 
     def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
         super().__init__(message)

@@ -25,10 +25,10 @@ from typing import Any
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from . import limits
+from . import guard, limits
 from . import memory as mem
 from . import telemetry as t
-from .errors import MemoryUnavailableError, ModelError, ToolError
+from .errors import ContentBlockedError, MemoryUnavailableError, ModelError, ToolError
 from .journal import (
     INTERRUPTED,
     Entry,
@@ -113,6 +113,8 @@ class AgentResult:
     started_revision: str | None = None
     """A resumed task: the config revision its first run started on (``revision`` is the one
     it finished on; they differ when the config changed in between)."""
+    blocked: tuple[str, str] | None = None
+    """The content guard blocked the run: (stage, category); ``content`` is the refusal."""
 
 
 MAX_TOOL_RESULT_CHARS = 64_000
@@ -135,6 +137,11 @@ class AgentRun:
         self.request = request
         self.metrics = metrics
         self.on_delta = on_delta
+        self.screen = guard.Screen(snapshot, metrics) if snapshot.guard is not None else None
+        if self.screen is not None and self.screen.on("output") and on_delta is not None:
+            self.screen.stream = guard.GuardedStream(self.screen, on_delta)
+            self.on_delta = self.screen.stream.add
+        self.raw_on_delta = on_delta
         self.journal = journal
         if journal is not None and replay is None:
             raise ValueError("a journaled run needs its journal's replay (Engine.run loads it)")
@@ -174,8 +181,33 @@ class AgentRun:
         )
 
     async def run(self) -> AgentResult:
+        try:
+            return await self._run()
+        except ContentBlockedError as e:
+            if self.screen is None or self.screen.streamed:
+                raise  # part of the answer is out: the stream ends with the error
+            if self.raw_on_delta is not None:
+                await self.raw_on_delta(str(e))
+            return AgentResult(
+                content=str(e),
+                finish_reason="content_filter",
+                usage=self.usage,
+                iterations=0,
+                tool_calls=self.tool_calls,
+                prompt=self.prompt,
+                revision=self.snapshot.revision,
+                model=self.model_name,
+                tool_usage=self.tool_usage,
+                started_revision=self.replay.revision,
+                blocked=(e.stage, e.category),
+            )
+
+    async def _run(self) -> AgentResult:
         if self.journal is not None and not self.replay.resumed:
             await self._checkpoint(Started(self.snapshot.revision))
+        if self.screen is not None and self.screen.on("input"):
+            self.input = [await self._screened(m) for m in self.input]
+            self.messages = [self.messages[0], *self.input]
         store = self.snapshot.memory
         if store is not None:
             await self._recall(store)
@@ -187,11 +219,19 @@ class AgentRun:
                 step = await self._call_model(step)
             else:
                 step = await self._run_tools(step)
+        content = step.content
+        if self.screen is not None and self.screen.on("output"):
+            stream = self.screen.stream
+            if stream is not None and stream.text:
+                await stream.finish()  # everything streamed, this answer included, checked
+                content = self.screen.patterns(content, "output")  # the same masks
+            else:
+                content = await self.screen.text(content, "output")
         if store is not None and not self.replay.remembered:
-            await self._record(store, step.content)
+            await self._record(store, content)
             await self._checkpoint(Remembered())
         return AgentResult(
-            content=step.content,
+            content=content,
             finish_reason=step.reason,
             usage=self.usage,
             iterations=iteration,
@@ -203,6 +243,24 @@ class AgentRun:
             recalled_turns=self.recalled_turns,
             started_revision=self.replay.revision,
         )
+
+    async def _screened(self, message: Message) -> Message:
+        """A caller's message through the input guard (its text parts, masked or refused)."""
+        assert self.screen is not None
+        if message.get("role") != "user":
+            return message
+        content = message.get("content")
+        if isinstance(content, str):
+            return {**message, "content": await self.screen.text(content, "input")}
+        if isinstance(content, list):
+            parts = [
+                {**p, "text": await self.screen.text(p["text"], "input")}
+                if isinstance(p, dict) and isinstance(p.get("text"), str)
+                else p
+                for p in content
+            ]
+            return {**message, "content": parts}
+        return message
 
     async def _checkpoint(self, entry: Entry) -> None:
         if self.journal is not None:

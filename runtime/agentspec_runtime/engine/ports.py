@@ -6,7 +6,8 @@ of them (``adapters/openai_model.py`` → :class:`ModelClient`, ``adapters/mcp_t
 ``adapters/secrets.py`` → :class:`SecretResolver`, ``adapters/memory_store.py`` and
 ``adapters/redis_memory.py`` → :class:`MemoryStore`, ``adapters/task_queue.py`` →
 :class:`TaskJournal`, ``adapters/jwt_auth.py`` → :class:`TokenVerifier`,
-``adapters/rate_limits.py`` and ``adapters/redis_limits.py`` → :class:`RateLimiter`), and the entry
+``adapters/rate_limits.py`` and ``adapters/redis_limits.py`` → :class:`RateLimiter`,
+``adapters/content_guard.py`` → :class:`ContentGuard`), and the entry
 point (``server.py``) hands the engine a *builder* per port, so the engine never imports an
 adapter.
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from agentspec_runtime.spec._base import SecretKeySelector
-from agentspec_runtime.spec.agent import JwtAuthSpec
+from agentspec_runtime.spec.agent import GuardSpec, JwtAuthSpec
 from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer, ResolvedPartner
 
 from .journal import Entry
@@ -39,7 +40,10 @@ from .memory import History, Summary
 from .types import Message, ModelParams, ModelTurn, OnDelta, ToolResult, ToolSpec
 
 __all__ = [
+    "ContentGuard",
     "Endpoint",
+    "GuardBuilder",
+    "GuardVerdict",
     "LimiterBuilder",
     "Limits",
     "McpBuilder",
@@ -247,6 +251,41 @@ class RateLimiter(Protocol):
     async def aclose(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class GuardVerdict:
+    """A classifier's answer about one text: flagged or not, and under which category."""
+
+    flagged: bool
+    check: str
+    """``moderation`` or ``model``."""
+    category: str | None = None
+
+
+class ContentGuard(Protocol):
+    """The checks of ``spec.runtime.guard``: deny patterns (linear-time regular expressions)
+    and classifiers (a moderation endpoint, a guard model)."""
+
+    def matches(self, text: str) -> list[tuple[int, int, int]]:
+        """Every denyPatterns match: (start, end, pattern index), in characters."""
+        ...
+
+    @property
+    def classifies(self) -> bool:
+        """Whether there is a classifier (else :meth:`classify` always passes)."""
+        ...
+
+    async def classify(self, text: str, *, stage: str) -> GuardVerdict | None:
+        """The first flagging verdict of the classifiers, or None when every one passes.
+        Raises ``GuardUnavailableError`` when one cannot answer."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """For /status: the checks and each classifier's last error."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
 class TaskJournal(Protocol):
     """The step journal of one durable task (engine/journal.py says what is recorded).
 
@@ -288,3 +327,6 @@ VerifierBuilder = Callable[[JwtAuthSpec], Awaitable[TokenVerifier]]
 LimiterBuilder = Callable[[str | None], Awaitable[RateLimiter]]
 """Builds a rate limiter: in-process for None, else on a Redis URL (secrets read); raises
 ``ConfigError`` when Redis cannot be reached."""
+GuardBuilder = Callable[[GuardSpec, str | None, str | None], Awaitable[ContentGuard]]
+"""Builds the content guard from its spec and the API keys of the moderation endpoint and the
+guard model (secrets read); raises ``ConfigError`` for a pattern RE2 cannot compile."""

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from agentspec_runtime.spec.resolved import AgentConfig
 
 from .errors import NotReadyError
-from .ports import MemoryStore, ModelClient, RateLimiter, TokenVerifier, Tool
+from .ports import ContentGuard, MemoryStore, ModelClient, RateLimiter, TokenVerifier, Tool
 from .prompts import PromptSelector
 from .types import tool_name
 
@@ -149,6 +149,8 @@ class Snapshot:
     """Conversation memory (None: memory type none)."""
     limiter: RateLimiter | None = None
     """Where the consumers' budgets are kept (None: no ``spec.runtime.rateLimit``)."""
+    guard: ContentGuard | None = None
+    """The content guard's checks (None: no ``spec.runtime.guard``)."""
     loaded_at: float = field(default_factory=time.time)
     leases: int = 0
     retired: bool = False

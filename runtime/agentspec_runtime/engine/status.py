@@ -56,6 +56,7 @@ def engine_status(agent: str, *, holder: SnapshotHolder, state: ReloadState) -> 
                 "apiKeys": len(snapshot.api_keys),
                 "jwt": None if snapshot.jwt is None else snapshot.jwt.status(),
             },
+            guard=None if snapshot.guard is None else snapshot.guard.status(),
             rateLimit=None
             if snapshot.limiter is None or config.rate_limit is None
             else {

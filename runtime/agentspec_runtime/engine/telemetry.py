@@ -158,6 +158,14 @@ class Metrics:
             ["agent", "priority_class", "kind", "outcome"],
             registry=r,
         )
+        self.guard = Counter(
+            "agentspec_guard_decisions",
+            "Content guard decisions by stage (input, output), action (allow, block, redact, "
+            "error_closed, error_open) and category (denyPatterns[i], moderation:<category>, "
+            "model:<category>)",
+            ["agent", "stage", "action", "category"],
+            registry=r,
+        )
         self.inflight = Gauge(
             "agentspec_inflight_requests",
             "Requests being served",

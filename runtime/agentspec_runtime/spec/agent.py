@@ -459,18 +459,54 @@ class AuthSpec(SpecModel):
     """Accept JWT bearer tokens."""
 
 
+GuardStage = Literal["input", "output"]
+_BOTH_STAGES: tuple[GuardStage, ...] = ("input", "output")
+
+
+class GuardModelSpec(SpecModel):
+    """An OpenAI-compatible chat model that classifies text, like Llama Guard: it answers
+    ``safe``, or ``unsafe`` and a category on the next line or after a space."""
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    """Model name sent to the endpoint."""
+    base_url: HttpUrl
+    """OpenAI-compatible base URL (.../v1)."""
+    api_key_secret_ref: SecretKeySelector | None = None
+    """Secret key holding the endpoint's API key."""
+
+
 class GuardSpec(SpecModel):
-    """Checks on the agent's output before it is returned."""
+    """Checks on what goes into the model and what comes out of it."""
 
     deny_patterns: Annotated[
         list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]],
         Field(max_length=MAX_LIST),
     ] = Field(default_factory=list)
-    """Regular expressions; an answer matching one is blocked or redacted."""
+    """Regular expressions in RE2 syntax (no backreferences or lookaround: matching takes
+    linear time, so no text can make the agent hang); a text matching one is blocked or
+    redacted."""
     moderation_url: HttpUrl | None = None
-    """OpenAI-compatible /moderations endpoint consulted for every answer."""
+    """An OpenAI-compatible moderations endpoint (POST, the /v1/moderations shape); a text it
+    flags is blocked."""
+    moderation_api_key_secret_ref: SecretKeySelector | None = None
+    """Secret key holding the moderation endpoint's API key."""
+    model: GuardModelSpec | None = None
+    """A guard model; a text it calls unsafe is blocked."""
     action: Literal["block", "redact"] = "block"
-    """block replaces the answer with a refusal; redact masks the matches."""
+    """What a denyPatterns match does: block replaces the answer with the refusal; redact
+    masks the matches. The moderation endpoint and the guard model always block."""
+    stages: Annotated[list[GuardStage], Field(min_length=1, json_schema_extra=LIST_SET)] = Field(
+        default_factory=lambda: list(_BOTH_STAGES)
+    )
+    """What is checked: the caller's input (before the model sees it), the output (before
+    the caller sees it), or both."""
+    failure_mode: Literal["closed", "open"] = "closed"
+    """When the moderation endpoint or the guard model cannot answer: closed refuses the
+    request (503), open lets the text through (counted and logged)."""
+    refusal: Annotated[str, StringConstraints(min_length=1, max_length=1024)] = (
+        "I can't help with that."
+    )
+    """The answer that replaces a blocked one."""
 
 
 _ENV_ONE_VALUE = Invariant(
@@ -533,7 +569,7 @@ class RuntimeSpec(SpecModel):
     auth: AuthSpec | None = None
     """Inbound authentication."""
     guard: GuardSpec | None = None
-    """Output guard."""
+    """Content guard on input and output."""
 
     @model_validator(mode="after")
     def _check(self) -> RuntimeSpec:

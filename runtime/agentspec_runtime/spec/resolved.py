@@ -138,7 +138,13 @@ class AgentConfig(SpecModel):
             if value.value_from:
                 ref = value.value_from.secret_key_ref
                 refs[(ref.name, ref.key)] = ref
-        for extra in (self.memory.url_secret_ref, self.tasks.store_url_secret_ref):
+        guard = self.guard
+        for extra in (
+            self.memory.url_secret_ref,
+            self.tasks.store_url_secret_ref,
+            guard.moderation_api_key_secret_ref if guard else None,
+            guard.model.api_key_secret_ref if guard and guard.model else None,
+        ):
             if extra is not None:
                 refs[(extra.name, extra.key)] = extra
         return [refs[k] for k in sorted(refs)]
@@ -148,7 +154,6 @@ def _unsupported_set(config: AgentConfig) -> list[tuple[str, bool, str]]:
     """(field, set in this config, why it cannot be honoured yet)."""
     return [
         ("spec.knowledge", bool(config.knowledge), "retrieval sources are not built yet"),
-        ("spec.runtime.guard", config.guard is not None, "content guards are not applied yet"),
     ]
 
 

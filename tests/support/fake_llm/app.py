@@ -61,6 +61,10 @@ class DroppableHttpTools(HttpToolsProtocol):
 # -- the script ----------------------------------------------------------------------------
 
 
+MODERATION_WORDS = {"grenade": "violence", "weapon": "violence", "slur": "harassment"}
+"""The fake moderation endpoint's lexicon: word -> category."""
+
+
 class ScriptState:
     """Script queue, request records and problems; shared by the server and the test thread.
 
@@ -74,6 +78,7 @@ class ScriptState:
         self._steps: deque[Step] = deque()
         self._requests: list[ChatRequest] = []
         self._problems: list[str] = []
+        self._moderated: list[str] = []
         self._changed = threading.Condition()
         self._numbers = itertools.count(1)
 
@@ -86,6 +91,7 @@ class ScriptState:
             self._steps.clear()
             self._requests.clear()
             self._problems.clear()
+            self._moderated.clear()
             self._numbers = itertools.count(1)
 
     @property
@@ -96,6 +102,13 @@ class ScriptState:
     def requests(self) -> list[ChatRequest]:
         with self._changed:
             return list(self._requests)
+
+    def moderated(self, text: str | None = None) -> list[str]:
+        """Record a moderation input (``text``); every one received so far."""
+        with self._changed:
+            if text is not None:
+                self._moderated.append(text)
+            return list(self._moderated)
 
     def problems(self) -> list[str]:
         with self._changed:
@@ -350,6 +363,8 @@ class FakeLLMApp:
         body = await _read_body(receive)
         if method == "POST" and path.endswith("/chat/completions"):
             await self._chat(scope, receive, send, body)
+        elif method == "POST" and path.endswith("/moderations"):
+            await self._moderate(body, send)
         elif method == "GET" and path.endswith("/models"):
             data = [
                 {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models
@@ -360,6 +375,26 @@ class FakeLLMApp:
         else:
             error = _not_found(f"no route {method} {path}")
             await _send_json(send, 404, _error_body(error))
+
+    async def _moderate(self, body: bytes, send: Send) -> None:
+        """OpenAI's /v1/moderations, deterministic: a text is flagged under the category of
+        each word of :data:`MODERATION_WORDS` it contains."""
+        try:
+            text = json.loads(body)["input"]
+            if not isinstance(text, str):
+                raise TypeError("input must be a string")
+        except (ValueError, KeyError, TypeError) as e:
+            await _send_json(send, 400, _error_body(_not_found(f"bad moderation body: {e}")))
+            return
+        self.state.moderated(text)
+        lowered = text.lower()
+        categories = {
+            c: any(w in lowered for w, cc in MODERATION_WORDS.items() if cc == c)
+            for c in sorted(set(MODERATION_WORDS.values()))
+        }
+        result = {"flagged": any(categories.values()), "categories": categories}
+        payload = {"id": "modr-fake", "model": "fake-moderation", "results": [result]}
+        await _send_json(send, 200, json.dumps(payload).encode())
 
     async def _admin(self, method: str, path: str, body: bytes, send: Send) -> None:
         out: Any

@@ -239,6 +239,11 @@ class FakeLLM(Managed):
         return self._state.requests()
 
     @property
+    def moderated(self) -> list[str]:
+        """The inputs of the moderation requests received so far, oldest first."""
+        return self._state.moderated()
+
+    @property
     def last_request(self) -> ChatRequest:
         requests = self._state.requests()
         if not requests:

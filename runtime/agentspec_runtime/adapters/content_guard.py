@@ -1,0 +1,181 @@
+"""The content guard's checks: RE2 deny patterns, an OpenAI-shaped moderation endpoint and a
+guard model (``spec.runtime.guard``).
+
+Patterns are compiled with google-re2: matching is linear in the text, so neither a crafted
+pattern nor a crafted answer can make the agent spin (Python's ``re`` backtracks: ``(a+)+b``
+against 30 ``a``s takes minutes). Each pattern may use at most ``MAX_PATTERN_MEMORY`` bytes
+of automaton. Classifiers are called over HTTP (httpx, no redirects, ``TIMEOUT`` seconds);
+any failure to get a verdict — refused connection, timeout, non-2xx, an answer that is not
+the expected shape — is ``GuardUnavailableError``, whose handling (closed or open) is the
+engine's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import httpx
+import re2
+
+from agentspec_runtime.engine.errors import ConfigError, GuardUnavailableError
+from agentspec_runtime.engine.ports import GuardVerdict
+from agentspec_runtime.spec.agent import GuardSpec
+
+from .urls import public_url
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 10.0
+MAX_PATTERN_MEMORY = 8 << 20
+
+
+def _compile(patterns: list[str]) -> list[Any]:
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = MAX_PATTERN_MEMORY
+    compiled = []
+    for i, pattern in enumerate(patterns):
+        try:
+            compiled.append(re2.compile(pattern, options))
+        except re2.error as e:
+            detail = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
+            raise ConfigError(
+                f"spec.runtime.guard.denyPatterns[{i}]: not a valid RE2 pattern ({detail}); "
+                "RE2 has no backreferences or lookaround"
+            ) from e
+    return compiled
+
+
+def _bearer(key: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"} if key else {}
+
+
+class _Classifier:
+    def __init__(self, name: str, url: str) -> None:
+        self.name = name
+        self.url = url
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+
+    def failed(self, why: str) -> GuardUnavailableError:
+        self.last_error, self.last_error_at = why, time.time()
+        log.warning("content guard: %s at %s failed: %s", self.name, public_url(self.url), why)
+        return GuardUnavailableError(f"the content guard's {self.name} check did not answer")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "url": public_url(self.url),
+            "lastError": self.last_error,
+            "lastErrorAt": self.last_error_at,
+        }
+
+
+class HttpContentGuard:
+    def __init__(
+        self, spec: GuardSpec, *, moderation_key: str | None, model_key: str | None
+    ) -> None:
+        self._patterns = _compile(spec.deny_patterns)
+        self._spec = spec
+        self._http = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
+        self._moderation = (
+            _Classifier("moderation", spec.moderation_url) if spec.moderation_url else None
+        )
+        self._moderation_headers = (
+            {"authorization": f"Bearer {moderation_key}"} if moderation_key else {}
+        )
+        self._model = (
+            _Classifier("model", spec.model.base_url.rstrip("/") + "/chat/completions")
+            if spec.model
+            else None
+        )
+        self._model_headers = _bearer(model_key)
+
+    def matches(self, text: str) -> list[tuple[int, int, int]]:
+        found = []
+        for i, pattern in enumerate(self._patterns):
+            found += [
+                (m.start(), m.end(), i) for m in pattern.finditer(text) if m.end() > m.start()
+            ]
+        return found
+
+    @property
+    def classifies(self) -> bool:
+        return self._moderation is not None or self._model is not None
+
+    async def classify(self, text: str, *, stage: str) -> GuardVerdict | None:
+        checks = []
+        if self._moderation is not None:
+            checks.append(self._moderate(self._moderation, text))
+        if self._model is not None:
+            checks.append(self._ask_model(self._model, text, stage))
+        for verdict in await asyncio.gather(*checks):
+            if verdict.flagged:
+                return verdict
+        return None
+
+    async def _post(
+        self, classifier: _Classifier, body: dict[str, Any], headers: dict[str, str]
+    ) -> Any:
+        try:
+            response = await self._http.post(classifier.url, json=body, headers=headers)
+        except httpx.HTTPError as e:
+            raise classifier.failed(type(e).__name__) from e
+        if response.status_code != 200:
+            raise classifier.failed(f"HTTP {response.status_code}")
+        try:
+            return response.json()
+        except ValueError as e:
+            raise classifier.failed("the answer is not JSON") from e
+
+    async def _moderate(self, classifier: _Classifier, text: str) -> GuardVerdict:
+        data = await self._post(classifier, {"input": text}, self._moderation_headers)
+        try:
+            result = data["results"][0]
+            flagged = bool(result["flagged"])
+            categories = result.get("categories") or {}
+        except (KeyError, IndexError, TypeError) as e:
+            raise classifier.failed("the answer is not a moderation result") from e
+        category = next((str(c) for c, on in categories.items() if on is True), "flagged")
+        return GuardVerdict(flagged, "moderation", category if flagged else None)
+
+    async def _ask_model(self, classifier: _Classifier, text: str, stage: str) -> GuardVerdict:
+        assert self._spec.model is not None
+        body = {
+            "model": self._spec.model.model,
+            "messages": [{"role": "user" if stage == "input" else "assistant", "content": text}],
+            "temperature": 0,
+            "max_tokens": 20,
+        }
+        data = await self._post(classifier, body, self._model_headers)
+        try:
+            answer = str(data["choices"][0]["message"]["content"] or "").strip()
+        except (KeyError, IndexError, TypeError) as e:
+            raise classifier.failed("the answer is not a chat completion") from e
+        words = answer.split()
+        if words and words[0].lower() == "safe":
+            return GuardVerdict(False, "model")
+        if words and words[0].lower() == "unsafe":
+            return GuardVerdict(True, "model", words[1][:64] if len(words) > 1 else "unsafe")
+        raise classifier.failed("the guard model answered neither safe nor unsafe")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "denyPatterns": len(self._patterns),
+            "action": self._spec.action,
+            "stages": list(self._spec.stages),
+            "failureMode": self._spec.failure_mode,
+            "moderation": None if self._moderation is None else self._moderation.status(),
+            "model": None if self._model is None else self._model.status(),
+        }
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+async def build_content_guard(
+    spec: GuardSpec, moderation_key: str | None, model_key: str | None
+) -> HttpContentGuard:
+    return HttpContentGuard(spec, moderation_key=moderation_key, model_key=model_key)
