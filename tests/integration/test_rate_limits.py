@@ -132,22 +132,31 @@ def test_a_consumer_gets_its_class_budget_else_the_default() -> None:
             "tokensPerMinute": 1000,
             "requestsPerMinute": 10,
             "priorityClasses": [
-                {"name": "gold", "consumers": ["team-a"], "tokensPerMinute": 5000},
+                {"name": "gold", "consumers": ["team-a"], "tokensPerMinute": 5000, "priority": 90},
                 {
                     "name": "batch",
                     "consumers": ["system:serviceaccount:ns:etl"],
                     "requestsPerMinute": 2,
+                    "priority": 10,
                 },
             ],
         }
     )
-    assert limits.budget_of(spec, "team-a") == ("gold", Limits(tokens=5000, requests=10))
-    assert limits.budget_of(spec, "system:serviceaccount:ns:etl") == (
-        "batch",
-        Limits(tokens=1000, requests=2),
+    assert limits.budget_of(spec, "team-a") == limits.Budget(
+        "gold", 90, Limits(tokens=5000, requests=10)
     )
-    assert limits.budget_of(spec, "someone") == ("default", Limits(tokens=1000, requests=10))
-    assert limits.budget_of(spec, None) == ("default", Limits(tokens=1000, requests=10))
+    assert limits.budget_of(spec, "system:serviceaccount:ns:etl") == limits.Budget(
+        "batch", 10, Limits(tokens=1000, requests=2)
+    )
+    default = limits.Budget("default", 0, Limits(tokens=1000, requests=10))
+    assert limits.budget_of(spec, "someone") == default
+    assert limits.budget_of(spec, None) == default
+    # while the model pushes back, every class below the highest gets its share
+    assert limits.budget_of(spec, "team-a", 0.25).limits == Limits(tokens=5000, requests=10)
+    assert limits.budget_of(spec, "x", 0.25).limits == Limits(tokens=250, requests=2)
+    assert limits.budget_of(spec, "system:serviceaccount:ns:etl", 0.1).limits == Limits(
+        tokens=100, requests=1
+    )
     with pytest.raises(ValueError, match="consumer 'a' is in both 'x' and 'y'"):
         RateLimitSpec.model_validate(
             {

@@ -52,7 +52,12 @@ class AdmissionMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            decision = await limits.admit(snapshot, consumer.get(), self.engine.metrics)
+            decision = await limits.admit(
+                snapshot,
+                consumer.get(),
+                self.engine.metrics,
+                pressure=self.engine.pressure.factor(),
+            )
         except (RateLimitedError, LimiterUnavailableError) as e:
             await _refuse(scope, send, e)
             return

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agentspec_runtime.spec.resolved import AgentConfig, unsupported_fields
 
+from . import limits
 from . import telemetry as t
 from .assembly import Assembler, Builders
-from .errors import AgentspecError, ConfigError
+from .errors import AgentspecError, ConfigError, RateLimitedError
 from .journal import Replay
 from .loop import AgentRequest, AgentResult, AgentRun
 from .ports import (
@@ -33,6 +36,7 @@ from .ports import (
     TaskJournal,
     VerifierBuilder,
 )
+from .priority import Pressure, PriorityGate
 from .snapshot import ResourcePool, Snapshot, SnapshotHolder
 from .status import ReloadState, engine_status
 from .telemetry import Metrics
@@ -64,6 +68,11 @@ class Engine:
         self.agent = agent
         self.metrics = metrics
         self.pool = ResourcePool()
+        self.gate = PriorityGate()
+        """Runs at once and the queue by priority (rateLimit.maxConcurrency)."""
+        self.pressure = Pressure()
+        """How much the lower classes' budgets are shrunk while the model pushes back."""
+        metrics.pressure.labels(agent).set_function(self.pressure.factor)
         self.holder = SnapshotHolder(self.pool)
         self.state = ReloadState()
         self.assembler = Assembler(
@@ -170,10 +179,12 @@ class Engine:
                         on_delta=on_delta,
                         journal=journal,
                         replay=replay,
+                        pressure=self.pressure,
                     )
                     span.set_attribute(t.PROMPT_VERSION, agent_run.prompt.version)
                     span.set_attribute(t.PROMPT_VARIANT, agent_run.prompt.variant)
-                    result = await agent_run.run()
+                    async with self._slot(snapshot, request):
+                        result = await agent_run.run()
                 except AgentspecError as e:
                     span.set_status(Status(StatusCode.ERROR, str(e)))
                     raise
@@ -188,6 +199,33 @@ class Engine:
                 time.perf_counter() - started
             )
 
+    @asynccontextmanager
+    async def _slot(self, snapshot: Snapshot, request: AgentRequest) -> AsyncIterator[None]:
+        """A place among the runs at once (rateLimit.maxConcurrency), by the consumer's
+        priority; a task may wait as long as it may wait for its budget."""
+        spec = snapshot.config.rate_limit
+        if spec is None or spec.max_concurrency is None:
+            yield
+            return
+        budget = limits.budget_of(spec, request.consumer)
+        waits = self.gate.running >= spec.max_concurrency or self.gate.queued > 0
+        entered = False
+        try:
+            async with self.gate.slot(
+                limit=spec.max_concurrency,
+                priority=budget.priority,
+                wait=max(spec.queue_timeout_seconds, request.budget_wait),
+                max_queued=spec.max_queued,
+            ):
+                entered = True
+                outcome = "queued" if waits else "admitted"
+                self.metrics.rate_limit.labels(self.agent, budget.name, "slot", outcome).inc()
+                yield
+        except RateLimitedError:
+            if not entered:  # refused a slot (not a run that hit its budget)
+                self.metrics.rate_limit.labels(self.agent, budget.name, "slot", "rejected").inc()
+            raise
+
     # -- state --------------------------------------------------------------------------
 
     @property
@@ -195,7 +233,14 @@ class Engine:
         return self.holder.current is not None
 
     def status(self) -> dict[str, Any]:
-        return engine_status(self.agent, holder=self.holder, state=self.state)
+        status = engine_status(self.agent, holder=self.holder, state=self.state)
+        if status.get("rateLimit") is not None:
+            status["rateLimit"].update(
+                pressure=round(self.pressure.factor(), 3),
+                running=self.gate.running,
+                queued=self.gate.queued,
+            )
+        return status
 
     async def aclose(self) -> None:
         self.holder.close()

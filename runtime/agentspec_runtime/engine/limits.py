@@ -26,7 +26,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from agentspec_runtime.spec.agent import RateLimitSpec
 
@@ -51,16 +52,32 @@ TASK_WAIT_SECONDS = 120.0
 """How long a durable task's model call waits for its consumer's budget before it fails."""
 
 
-def budget_of(spec: RateLimitSpec, consumer: str | None) -> tuple[str, Limits]:
-    """The consumer's class label and budgets."""
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A consumer's class, priority and effective budgets."""
+
+    name: str
+    priority: int
+    limits: Limits
+
+
+def budget_of(spec: RateLimitSpec, consumer: str | None, pressure: float = 1.0) -> Budget:
+    """The consumer's class and budgets; below the highest class, scaled by ``pressure``
+    (engine/priority.py: the model pushing back shrinks them)."""
     who = consumer or ANONYMOUS
+    name, priority = DEFAULT_CLASS, spec.default_priority
+    tokens, requests = spec.tokens_per_minute, spec.requests_per_minute
     for cls in spec.priority_classes:
         if who in cls.consumers:
-            return cls.name, Limits(
-                tokens=cls.tokens_per_minute or spec.tokens_per_minute,
-                requests=cls.requests_per_minute or spec.requests_per_minute,
-            )
-    return DEFAULT_CLASS, Limits(tokens=spec.tokens_per_minute, requests=spec.requests_per_minute)
+            name, priority = cls.name, cls.priority
+            tokens = cls.tokens_per_minute or tokens
+            requests = cls.requests_per_minute or requests
+            break
+    top = max([spec.default_priority, *(c.priority for c in spec.priority_classes)])
+    if priority < top and pressure < 1.0:
+        tokens = None if tokens is None else max(1, int(tokens * pressure))
+        requests = None if requests is None else max(1, int(requests * pressure))
+    return Budget(name, priority, Limits(tokens=tokens, requests=requests))
 
 
 def window_key(snapshot: Snapshot, consumer: str | None) -> str:
@@ -120,13 +137,19 @@ def _count(metrics: Metrics, cls: str, kind: str, outcome: str) -> None:
     metrics.rate_limit.labels(metrics.agent, cls, kind, outcome).inc()
 
 
-async def admit(snapshot: Snapshot, consumer: str | None, metrics: Metrics) -> RateDecision | None:
+async def admit(
+    snapshot: Snapshot, consumer: str | None, metrics: Metrics, *, pressure: float = 1.0
+) -> RateDecision | None:
     """Charge one request at the door; refused while either budget is spent. None when the
     agent has no limits. Raises ``RateLimitedError`` or ``LimiterUnavailableError``."""
     spec, limiter = snapshot.config.rate_limit, snapshot.limiter
     if spec is None or limiter is None:
         return None
-    cls, limits = budget_of(spec, consumer)
+    budget = budget_of(spec, consumer, pressure)
+    cls, limits = budget.name, budget.limits
+    for dimension, value in (("tokens", limits.tokens), ("requests", limits.requests)):
+        if value is not None:
+            metrics.effective_budget.labels(metrics.agent, cls, dimension).set(value)
     if limits.tokens is None and limits.requests is None:
         return None
     decision = await limiter.charge(
@@ -168,7 +191,13 @@ class Reservation:
 
 
 async def reserve(
-    snapshot: Snapshot, consumer: str | None, tokens: int, *, wait: float, metrics: Metrics
+    snapshot: Snapshot,
+    consumer: str | None,
+    tokens: int,
+    *,
+    wait: float,
+    metrics: Metrics,
+    pressure: Callable[[], float] = lambda: 1.0,
 ) -> Reservation | None:
     """Hold ``tokens`` of the consumer's budget before a model call (capped at the whole
     budget: a call estimated above it waits for an empty window and pays what it spends).
@@ -176,15 +205,18 @@ async def reserve(
     spec, limiter = snapshot.config.rate_limit, snapshot.limiter
     if spec is None or limiter is None:
         return None
-    cls, limits = budget_of(spec, consumer)
-    if limits.tokens is None:
+    if budget_of(spec, consumer).limits.tokens is None:
         return None
     key = window_key(snapshot, consumer)
-    only_tokens = Limits(tokens=limits.tokens, requests=None)
-    cost = max(1, min(tokens, limits.tokens))
     deadline = time.monotonic() + wait
     while True:
-        decision = await limiter.charge(key, only_tokens, tokens=cost, requests=0)
+        budget = budget_of(spec, consumer, pressure())  # the pressure may ease while waiting
+        cls, limit = budget.name, budget.limits.tokens
+        assert limit is not None
+        cost = max(1, min(tokens, limit))
+        decision = await limiter.charge(
+            key, Limits(tokens=limit, requests=None), tokens=cost, requests=0
+        )
         if decision.allowed and decision.reservation is not None:
             _count(metrics, cls, "tokens", "admitted")
             return Reservation(snapshot, key, decision.reservation)

@@ -28,7 +28,14 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import guard, limits
 from . import memory as mem
 from . import telemetry as t
-from .errors import ContentBlockedError, MemoryUnavailableError, ModelError, ToolError
+from .errors import (
+    ContentBlockedError,
+    MemoryUnavailableError,
+    ModelError,
+    ModelRateLimitedError,
+    ModelUnavailableError,
+    ToolError,
+)
 from .journal import (
     INTERRUPTED,
     Entry,
@@ -40,6 +47,7 @@ from .journal import (
     TurnTaken,
 )
 from .ports import MemoryStore, TaskJournal, Tool
+from .priority import Pressure
 from .prompts import RenderedPrompt
 from .snapshot import Snapshot
 from .telemetry import Metrics
@@ -132,8 +140,10 @@ class AgentRun:
         on_delta: OnDelta | None = None,
         journal: TaskJournal | None = None,
         replay: Replay | None = None,
+        pressure: Pressure | None = None,
     ) -> None:
         self.snapshot = snapshot
+        self.pressure = pressure
         self.request = request
         self.metrics = metrics
         self.on_delta = on_delta
@@ -393,6 +403,7 @@ class AgentRun:
             else 0,
             wait=self.request.budget_wait,
             metrics=self.metrics,
+            pressure=self.pressure.factor if self.pressure is not None else lambda: 1.0,
         )
         if reservation is None:
             return await self._call(specs, messages=messages, stream=stream)
@@ -430,6 +441,8 @@ class AgentRun:
             except ModelError as e:
                 outcome = type(e).__name__
                 span.set_status(Status(StatusCode.ERROR, str(e)))
+                if isinstance(e, ModelRateLimitedError | ModelUnavailableError):
+                    self._pushback()  # the model pushes back: lower classes get less
                 raise
             except asyncio.CancelledError:
                 outcome = "cancelled"
@@ -439,9 +452,16 @@ class AgentRun:
                 span.set_status(Status(StatusCode.ERROR, type(e).__name__))
                 raise
             finally:
+                elapsed = time.perf_counter() - started
                 self.metrics.model_seconds.labels(
                     self.metrics.agent, self.model_name, outcome
-                ).observe(time.perf_counter() - started)
+                ).observe(elapsed)
+                slow = (
+                    self.snapshot.config.rate_limit
+                    and self.snapshot.config.rate_limit.slow_model_seconds
+                )
+                if slow and elapsed > slow:
+                    self._pushback()
             span.set_attribute(t.RESPONSE_MODEL, turn.model or self.model_name)
             span.set_attribute(t.INPUT_TOKENS, turn.usage.input_tokens)
             span.set_attribute(t.OUTPUT_TOKENS, turn.usage.output_tokens)
@@ -453,6 +473,10 @@ class AgentRun:
             output_tokens=turn.usage.output_tokens,
         )
         return turn
+
+    def _pushback(self) -> None:
+        if self.pressure is not None and self.snapshot.config.rate_limit is not None:
+            self.pressure.pushback()
 
     def _outgoing_headers(self) -> dict[str, str]:
         """Static request headers plus the W3C trace context of the current span."""

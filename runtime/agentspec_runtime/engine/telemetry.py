@@ -158,6 +158,20 @@ class Metrics:
             ["agent", "priority_class", "kind", "outcome"],
             registry=r,
         )
+        self.effective_budget = Gauge(
+            "agentspec_rate_limit_effective_budget",
+            "The budget per minute a class's consumers get now (dimension tokens or "
+            "requests): the configured one, shrunk below the highest class while the model "
+            "pushes back",
+            ["agent", "priority_class", "dimension"],
+            registry=r,
+        )
+        self.pressure = Gauge(
+            "agentspec_rate_limit_pressure",
+            "The factor applied to the budgets of the classes below the highest (1: none)",
+            ["agent"],
+            registry=r,
+        )
         self.guard = Counter(
             "agentspec_guard_decisions",
             "Content guard decisions by stage (input, output), action (allow, block, redact, "

@@ -386,6 +386,9 @@ class PriorityClass(SpecModel):
     """Token budget per consumer per minute (empty: the default)."""
     requests_per_minute: Annotated[int, Field(ge=1)] | None = None
     """Request budget per consumer per minute (empty: the default)."""
+    priority: Annotated[int, Field(ge=0, le=100)] = 50
+    """Higher classes are served first when the agent is saturated (maxConcurrency), and
+    keep their whole budget while the model pushes back (lower classes' budgets shrink)."""
 
 
 class RateLimitSpec(SpecModel):
@@ -402,7 +405,19 @@ class RateLimitSpec(SpecModel):
     priority_classes: Annotated[
         list[PriorityClass], Field(max_length=16, json_schema_extra=list_map("name"))
     ] = Field(default_factory=list)
-    """Classes of consumers with their own budgets."""
+    """Classes of consumers with their own budgets and priority."""
+    default_priority: Annotated[int, Field(ge=0, le=100)] = 0
+    """Priority of the consumers no class lists."""
+    max_concurrency: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    """Runs at once per replica; beyond it, runs queue by priority. Empty: no limit."""
+    max_queued: Annotated[int, Field(ge=0, le=100_000)] = 100
+    """Runs that may wait for a slot per replica; when full, a higher class pushes out the
+    newest run of the lowest class (429)."""
+    queue_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10
+    """Longest a request waits for a slot before a 429."""
+    slow_model_seconds: Annotated[float, Field(gt=0, le=3600)] | None = None
+    """A model call slower than this counts as the model pushing back (as its 429s and 503s
+    do): the budgets of the classes below the highest shrink until it stops."""
 
     @model_validator(mode="after")
     def _check(self) -> RateLimitSpec:
