@@ -20,7 +20,7 @@ CONTAINER = "agent"
 MANAGED_BY = "agentspec-operator"
 AGENT_LABEL = "agentspec.io/agent"
 # The runtime reads these; an AgentSpec cannot override them (it would lose its config).
-RESERVED_ENV = ("AGENT_NAME", "POD_NAMESPACE", "POD_NAME", "AGENTSPEC_CONFIGMAP")
+RESERVED_ENV = ("AGENT_NAME", "POD_NAMESPACE", "POD_NAME", "POD_UID", "AGENTSPEC_CONFIGMAP")
 
 
 @dataclass(frozen=True)

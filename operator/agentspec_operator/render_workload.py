@@ -97,7 +97,8 @@ def render_service_account(owner: AgentRef) -> Manifest:
 
 
 def render_role(owner: AgentRef, *, agent: AgentResource, config: AgentConfig) -> Manifest:
-    """Least privilege: its own ConfigMap(s) and Secrets by name, and Events.
+    """Least privilege: its own ConfigMap(s) and Secrets by name, tokens of its own
+    ServiceAccount when it has partners, and Events.
 
     A rule with empty ``resourceNames`` would grant every object of the kind, so the Secret
     rule is left out entirely when the agent references no Secret.
@@ -116,6 +117,16 @@ def render_role(owner: AgentRef, *, agent: AgentResource, config: AgentConfig) -
     if secrets:
         rules.append(
             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": secrets, "verbs": read}
+        )
+    if config.partners:
+        # its ServiceAccount's tokens for its partners' audiences (workload identity)
+        rules.append(
+            {
+                "apiGroups": [""],
+                "resources": ["serviceaccounts/token"],
+                "resourceNames": [owner.name],
+                "verbs": ["create"],
+            }
         )
     rules.append(
         {
@@ -190,6 +201,8 @@ def _env(owner: AgentRef, spec_env: list[EnvVar], settings: OperatorSettings) ->
         {"name": "AGENT_NAME", "value": owner.name},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        # the tokens it requests for its partners are bound to this pod: they die with it
+        {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
         {"name": "AGENTSPEC_CONFIGMAP", "value": config_map_name(owner.name)},
     ]
     return reserved + list(env.values())

@@ -64,12 +64,15 @@ from .spec.resolved import (
     AgentConfig,
     ResolvedMcpServer,
     ResolvedPartner,
+    agent_audience,
     config_map_name,
     service_url,
 )
 
 if TYPE_CHECKING:
     from lightkube import AsyncClient
+
+    from .adapters.workload_identity import InCluster, ServiceAccountTokens
 
 log = logging.getLogger("agentspec.runtime")
 RETRY_SECONDS = 10.0
@@ -365,6 +368,14 @@ class Runtime:
         self.stop = asyncio.Event()
         self.lifecycle = Lifecycle()
         self._kube: AsyncClient | None = None
+        self._identity: InCluster | None = None
+        self._tokens: ServiceAccountTokens | None = None
+        if settings.config_file is None:  # a pod: its ServiceAccount is its identity
+            from .adapters.workload_identity import InCluster, ServiceAccountTokens
+
+            self._identity = InCluster.from_env(environ)
+            if self._identity is not None:
+                self._tokens = ServiceAccountTokens(self._identity)
 
     def _secrets(self) -> SecretResolver:
         if self.settings.config_file is not None:
@@ -403,13 +414,23 @@ class Runtime:
     ) -> PartnerConnection:
         from .adapters.partners import connect_partner
 
+        tokens = self._tokens
+        audience = agent_audience(partner.namespace, partner.name)
         return await connect_partner(
             partner,
             endpoint,
+            # in a cluster: the pod's ServiceAccount token minted for this partner alone
+            identity=None if tokens is None else lambda: tokens.token(audience),
             call_timeout=self.settings.partner_timeout,
             breaker_failures=int(self.environ.get("AGENTSPEC_BREAKER_FAILURES", "3")),
             breaker_reset=float(self.environ.get("AGENTSPEC_BREAKER_RESET_SECONDS", "30")),
         )
+
+    async def _build_agents(self, audience: str) -> TokenVerifier:
+        from .adapters.workload_identity import cluster_verifier
+
+        assert self._identity is not None
+        return await cluster_verifier(self._identity, audience)
 
     def _public_url(self, agent: str) -> str:
         """Where callers reach this agent: its Service in a cluster, else this process."""
@@ -447,6 +468,7 @@ class Runtime:
             build_jwt=build_jwt,
             build_limiter=limiter_builder(config.name),
             build_guard=build_guard,
+            build_agents=self._build_agents if self._identity is not None else None,
             memory_override=s.memory_override,
         )
         try:

@@ -11,7 +11,8 @@ Asserted: the agents go Ready; a question sent to the router's Service reaches H
 (Service DNS inside the pods) and answers; a finance question goes router → finance → MCP
 tool and back; one trace id covers the router's and HR's model calls; the a2a-sdk client gets
 the router's card naming its Service; a partner added later is callable without restarting
-the router's pod.
+the router's pod; once HR allows only the router's workload identity, the router's calls
+(carrying its pod's ServiceAccount token for HR) still answer and another agent's are refused.
 """
 
 from __future__ import annotations
@@ -92,12 +93,12 @@ def expense_tools_server(image: str) -> list[Json]:
     ]
 
 
-def chat(url: str, text: str, **headers: str) -> httpx.Response:
+def chat(url: str, text: str, *, model: str = "router", **headers: str) -> httpx.Response:
     return httpx.post(
         f"{url}/v1/chat/completions",
         timeout=60,
         headers=headers,
-        json={"model": "router", "messages": [{"role": "user", "content": text}]},
+        json={"model": model, "messages": [{"role": "user", "content": text}]},
     )
 
 
@@ -118,6 +119,7 @@ def test_multi_agent_example_runs_from_the_built_images(
         FakeLLM(responder=department("HR")) as hr_llm,
         FakeLLM(responder=tool_then_answer) as finance_llm,
         FakeLLM(responder=department("Legal")) as legal_llm,
+        FakeLLM(responder=tool_then_answer) as intruder_llm,
     ):
         for doc in expense_tools_server(cluster.images.runtime.ref):
             kubectl.apply(doc)
@@ -200,3 +202,44 @@ def test_multi_agent_example_runs_from_the_built_images(
         after = router_container(cluster, ns)
         assert after["containerID"] == before["containerID"], "the router's process was kept"
         assert after["restartCount"] == 0
+
+        # workload identity: HR now takes calls from the router's ServiceAccount alone; an
+        # agent not on its list is refused, though it names HR as a partner
+        kubectl.apply(
+            {
+                "apiVersion": "agentspec.io/v1alpha1",
+                "kind": "AgentSpec",
+                "metadata": {"name": "intruder"},
+                "spec": {
+                    "prompt": "You try to reach HR.",
+                    "model": {"model": "gpt-4o-mini", "baseUrl": intruder_llm.base_url},
+                    "partners": [{"name": "hr"}],
+                },
+            }
+        )
+        only_router = {"agents": {"allowed": [{"name": "router"}]}}
+        kubectl(
+            "patch", "agentspec", "hr", "--type=merge",
+            "-p", json.dumps({"spec": {"runtime": {"auth": only_router}}}),
+        )  # fmt: skip
+        cluster.wait_agent_ready(kubectl, "intruder")
+        hr = cluster.service_url("hr", ns)
+        wait_until(
+            lambda: chat(hr, "hello", model="hr").status_code == 401,
+            timeout=30,
+            what="HR to require an allowed agent's identity",
+        )
+        reply = chat(router, "hr message='Still there?'")
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["choices"][0]["message"]["content"] == (
+            "The tool said: HR says: Still there?"
+        )
+        refused = chat(
+            cluster.service_url("intruder", ns), "hr message='Let me in'", model="intruder"
+        )
+        assert refused.status_code == 200, refused.text
+        assert refused.json()["choices"][0]["message"]["content"] == (
+            "The tool said: Error: partner agent 'hr' refused the call: this agent is not "
+            "authorized to call it (HTTP 401)"
+        )
+        assert not any("Let me in" in r.last_user_text for r in hr_llm.requests)

@@ -180,6 +180,10 @@ def test_pod_template_is_the_documented_shape() -> None:
                             "name": "POD_NAME",
                             "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
                         },
+                        {
+                            "name": "POD_UID",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}},
+                        },
                         {"name": "AGENTSPEC_CONFIGMAP", "value": "finance-config"},
                         {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel:4318"},
                         {"name": "OTEL_SERVICE_NAME", "value": "finance"},
@@ -253,6 +257,20 @@ def test_role_grants_only_the_agents_own_configmap_and_secrets() -> None:
         },
         {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ]
+    caller = _agent(partners=[{"name": "hr"}])
+    hr = AgentResource.model_validate(
+        {**_agent().model_dump(by_alias=True), "metadata": {"name": "hr"}}
+    )
+    config = resolve_agent(
+        caller, namespace=NS, prompts={"p": _prompt()}, mcp_servers={}, partners={(NS, "hr"): hr}
+    )
+    calling = _children(caller, config=config)["Role"]["rules"]
+    assert calling[1] == {  # its own ServiceAccount's tokens, for its partners' audiences
+        "apiGroups": [""],
+        "resources": ["serviceaccounts/token"],
+        "resourceNames": ["finance"],
+        "verbs": ["create"],
+    }
     keyed = _agent(
         model={"model": "m", "apiKeySecretRef": {"name": "llm", "key": "api-key"}},
         runtime={"auth": {"apiKeysSecretRef": "callers"}},

@@ -47,10 +47,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [scaledobjects]
   verbs: [get, list, watch, create, update, patch, delete]
 # What it grants agents it must hold itself (RBAC forbids escalation): their own ConfigMap
-# and Secrets by name (get/list/watch), and Events.
+# and Secrets by name (get/list/watch), tokens of their own ServiceAccount (workload identity
+# between agents), and Events.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [serviceaccounts/token]
+  verbs: [create]
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -98,12 +98,15 @@ class PartnerConnection:
         timeout: float,
         breaker: CircuitBreaker | None = None,
         secrets: tuple[str, ...] = (),
+        identity: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         self.partner = partner
         self._timeout = timeout
         self._secrets = secrets
         self._http = httpx.AsyncClient(
-            headers=dict(headers), timeout=httpx.Timeout(timeout, connect=5.0)
+            headers=dict(headers),
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            auth=_Identity(identity) if identity is not None else None,
         )
         self._card: AgentCard | None = None
         self._client: Client | None = None
@@ -198,6 +201,14 @@ class PartnerConnection:
                     f"partner agent {self.partner.name!r} refused the call: hop limit reached "
                     "(agents are calling each other in a cycle)"
                 ) from e
+            status = _http_status(e)
+            if status in (401, 403):  # it answered: this agent may not call it
+                answered = True
+                self.last_error = f"HTTP {status}"
+                raise ToolError(
+                    f"partner agent {self.partner.name!r} refused the call: this agent is not "
+                    f"authorized to call it (HTTP {status})"
+                ) from e
             answered = False
             self.last_error = type(e).__name__
             raise ToolError(
@@ -259,6 +270,22 @@ class PartnerConnection:
         return ToolResult("".join(chunks), usage)
 
 
+class _Identity(httpx.Auth):
+    """Who is calling: a bearer token per request, unless one was configured."""
+
+    def __init__(self, token: Callable[[], Awaitable[str | None]]) -> None:
+        self._token = token
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if "authorization" not in request.headers:
+            token = await self._token()
+            if token:
+                request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
 def _usage(metadata: Any) -> Usage | None:
     try:
         value = metadata[A2A_USAGE_KEY] if metadata and A2A_USAGE_KEY in metadata else None
@@ -292,12 +319,20 @@ async def connect_partner(
     call_timeout: float = 300.0,
     breaker_failures: int = 3,
     breaker_reset: float = 30.0,
+    identity: Callable[[], Awaitable[str | None]] | None = None,
 ) -> PartnerConnection:
-    """The engine's ``PartnerBuilder``."""
+    """The engine's ``PartnerBuilder``. ``identity`` gives the bearer token that says who is
+    calling (the pod's ServiceAccount, in a cluster), sent unless the configured headers
+    carry their own ``Authorization``."""
     breaker = CircuitBreaker(
         f"partner agent {partner.name!r}", failures=breaker_failures, reset_after=breaker_reset
     )
     connection = PartnerConnection(
-        partner, endpoint.headers, timeout=call_timeout, breaker=breaker, secrets=endpoint.secrets
+        partner,
+        endpoint.headers,
+        timeout=call_timeout,
+        breaker=breaker,
+        secrets=endpoint.secrets,
+        identity=identity,
     )
     return await connection.start()

@@ -1,8 +1,9 @@
 """Inbound checks on the API port, before any handler: API keys, JWTs and the hop limit.
 
-Auth: when the agent's config names an API-key Secret or accepts JWTs, every request except
-the health probes and the agent card must carry a credential: one of the Secret's keys
-(``Authorization: Bearer <key>`` or ``X-Api-Key``) or a JWT the issuer signed
+Auth: when the agent's config names an API-key Secret, accepts JWTs or accepts other agents
+(``auth.agents``), every request except the health probes and the agent card must carry a
+credential: one of the Secret's keys (``Authorization: Bearer <key>`` or ``X-Api-Key``), a
+JWT the issuer signed, or an allowed agent's ServiceAccount token minted for this agent
 (``Authorization: Bearer <jwt>``). Anything else gets a bare 401 that reveals nothing (why a
 JWT was refused is logged at INFO, never sent). The consumer — the key's name in the Secret,
 or the JWT's consumer claim — is made available to the handlers.
@@ -23,8 +24,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from agentspec_runtime.api.bodies import send_error
 from agentspec_runtime.engine.agent import Engine
 from agentspec_runtime.engine.errors import UnauthorizedError
+from agentspec_runtime.engine.ports import TokenVerifier
 from agentspec_runtime.engine.snapshot import Snapshot
 from agentspec_runtime.engine.types import HOP_LIMIT_STATUS, HOPS_HEADER
+from agentspec_runtime.spec.resolved import allowed_callers
 
 OPEN_PATHS = ("/healthz", "/readyz", "/.well-known/agent-card.json")
 """What kubelet probes and A2A discovery need; /status shows internals, so it needs a key."""
@@ -76,7 +79,9 @@ class InboundMiddleware:
             return
         who = None
         snapshot = self.engine.holder.current
-        if snapshot is not None and (snapshot.api_keys or snapshot.jwt is not None):
+        if snapshot is not None and (
+            snapshot.api_keys or snapshot.jwt is not None or snapshot.agents is not None
+        ):
             who = await _consumer(snapshot, scope)
             if who is None:
                 await _reject(send, 401, "unauthorized", "unauthorized")
@@ -103,11 +108,30 @@ async def _consumer(snapshot: Snapshot, scope: Scope) -> str | None:
         who = _match(snapshot.api_keys, presented)
         if who is not None:
             return who
-    if snapshot.jwt is not None and presented.count(".") == 2:
+    if presented.count(".") != 2:
+        return None
+    if snapshot.jwt is not None:
         try:
             return await snapshot.jwt.verify(presented)
         except UnauthorizedError as e:
             log.info("agent %s: JWT refused: %s", snapshot.config.name, e)
+    if snapshot.agents is not None:
+        return await _agent(snapshot, snapshot.agents, presented)
+    return None
+
+
+async def _agent(snapshot: Snapshot, verifier: TokenVerifier, token: str) -> str | None:
+    """The calling agent, when its ServiceAccount token is valid here and it is allowed."""
+    try:
+        caller = await verifier.verify(token)
+    except UnauthorizedError as e:
+        log.info("agent %s: agent token refused: %s", snapshot.config.name, e)
+        return None
+    if caller in allowed_callers(snapshot.config):
+        return caller
+    log.info(
+        "agent %s: %s may not call it (spec.runtime.auth.agents)", snapshot.config.name, caller
+    )
     return None
 
 

@@ -26,6 +26,7 @@ from .errors import AgentspecError, ConfigError, RateLimitedError
 from .journal import Replay
 from .loop import AgentRequest, AgentResult, AgentRun
 from .ports import (
+    AgentsVerifierBuilder,
     GuardBuilder,
     LimiterBuilder,
     McpBuilder,
@@ -61,6 +62,7 @@ class Engine:
         build_jwt: VerifierBuilder | None = None,
         build_limiter: LimiterBuilder | None = None,
         build_guard: GuardBuilder | None = None,
+        build_agents: AgentsVerifierBuilder | None = None,
         memory_override: str | None = None,
     ) -> None:
         """``memory_override`` (local mode): every agent's memory goes in-process
@@ -85,6 +87,7 @@ class Engine:
                 jwt=build_jwt,
                 limiter=build_limiter,
                 guard=build_guard,
+                agents=build_agents,
             ),
             pool=self.pool,
             memory_override=memory_override,

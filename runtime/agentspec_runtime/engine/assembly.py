@@ -20,11 +20,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from agentspec_runtime.spec._base import NamedValue
-from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer, ResolvedPartner
+from agentspec_runtime.spec.resolved import (
+    AgentConfig,
+    ResolvedMcpServer,
+    ResolvedPartner,
+    agent_audience,
+)
 
 from . import memory as mem
 from .errors import ConfigError
 from .ports import (
+    AgentsVerifierBuilder,
     ContentGuard,
     Endpoint,
     GuardBuilder,
@@ -62,6 +68,7 @@ class Builders:
     jwt: VerifierBuilder | None = None
     limiter: LimiterBuilder | None = None
     guard: GuardBuilder | None = None
+    agents: AgentsVerifierBuilder | None = None
 
 
 def _from_secrets(declared: list[NamedValue], resolved: dict[str, str]) -> tuple[str, ...]:
@@ -106,6 +113,7 @@ class Assembler:
                 resource_keys=keys,
                 api_keys=await self._api_keys(config),
                 jwt=await self._jwt(config, keys),
+                agents=await self._agents(config, keys),
                 memory=await self._memory(config, keys),
                 limiter=await self._limiter(config, keys),
                 guard=await self._guard(config, keys),
@@ -244,6 +252,18 @@ class Assembler:
         # one verifier (and its cached keys) per setting: a reload that keeps it keeps the keys
         key = resource_key("jwt", spec.model_dump(mode="json"))
         return await self._acquire(keys, key, lambda: build(spec))
+
+    async def _agents(self, config: AgentConfig, keys: list[str]) -> TokenVerifier | None:
+        if config.auth is None or config.auth.agents is None:
+            return None
+        build = self._builders.agents
+        if build is None:
+            raise ConfigError(
+                "spec.runtime.auth.agents: agents' identities are ServiceAccounts, which only "
+                "a cluster has (remove the field to run locally)"
+            )
+        audience = agent_audience(config.namespace, config.name)
+        return await self._acquire(keys, resource_key("agents", audience), lambda: build(audience))
 
     async def _values(self, values: list[NamedValue]) -> dict[str, str]:
         """Literal values as they are, Secret references read."""

@@ -40,6 +40,7 @@ from .memory import History, Summary
 from .types import Message, ModelParams, ModelTurn, OnDelta, ToolResult, ToolSpec
 
 __all__ = [
+    "AgentsVerifierBuilder",
     "ContentGuard",
     "Endpoint",
     "GuardBuilder",
@@ -330,3 +331,7 @@ LimiterBuilder = Callable[[str | None], Awaitable[RateLimiter]]
 GuardBuilder = Callable[[GuardSpec, str | None, str | None], Awaitable[ContentGuard]]
 """Builds the content guard from its spec and the API keys of the moderation endpoint and the
 guard model (secrets read); raises ``ConfigError`` for a pattern RE2 cannot compile."""
+AgentsVerifierBuilder = Callable[[str], Awaitable[TokenVerifier]]
+"""Builds the verifier of other agents' ServiceAccount tokens for this agent's audience
+(``spec.runtime.auth.agents``; a cluster only); raises ``ConfigError`` when the cluster's
+issuer cannot be discovered."""

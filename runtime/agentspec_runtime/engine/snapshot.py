@@ -145,6 +145,8 @@ class Snapshot:
     """Accepted inbound API keys -> consumer name."""
     jwt: TokenVerifier | None = None
     """Inbound JWTs (``spec.runtime.auth.jwt``). With neither keys nor this: no auth."""
+    agents: TokenVerifier | None = None
+    """Other agents' ServiceAccount tokens (``spec.runtime.auth.agents``)."""
     memory: MemoryStore | None = None
     """Conversation memory (None: memory type none)."""
     limiter: RateLimiter | None = None

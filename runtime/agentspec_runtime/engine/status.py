@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from agentspec_runtime.spec.resolved import allowed_callers
+
 from . import memory as mem
 from .snapshot import SnapshotHolder
 
@@ -55,6 +57,9 @@ def engine_status(agent: str, *, holder: SnapshotHolder, state: ReloadState) -> 
             auth={
                 "apiKeys": len(snapshot.api_keys),
                 "jwt": None if snapshot.jwt is None else snapshot.jwt.status(),
+                "agents": None
+                if snapshot.agents is None
+                else {"allowed": sorted(allowed_callers(config)), **snapshot.agents.status()},
             },
             guard=None if snapshot.guard is None else snapshot.guard.status(),
             rateLimit=None

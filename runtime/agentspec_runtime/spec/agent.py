@@ -449,7 +449,8 @@ class JwtAuthSpec(SpecModel):
     """Expected iss claim, exactly (also where the keys are discovered from:
     <issuer>/.well-known/openid-configuration, unless jwksUrl is set)."""
     audiences: Annotated[
-        list[ShortText], Field(min_length=1, max_length=16, json_schema_extra=LIST_SET)
+        list[Annotated[str, StringConstraints(min_length=1, max_length=512)]],
+        Field(min_length=1, max_length=16, json_schema_extra=LIST_SET),
     ]
     """Accepted aud claims; a token must name one of them (a token minted for another service
     is refused here)."""
@@ -465,6 +466,24 @@ class JwtAuthSpec(SpecModel):
     """Clock skew tolerated on exp, nbf and iat."""
 
 
+class CallerRef(SpecModel):
+    """An agent allowed to call this one."""
+
+    name: ResourceName
+    """Name of the calling AgentSpec."""
+    namespace: NamespaceName | None = None
+    """Its namespace. Empty: this agent's namespace."""
+
+
+class AgentCallersSpec(SpecModel):
+    """Accept calls from other agents by their workload identity (in a cluster): a partner
+    call carries the calling pod's ServiceAccount token minted for this agent, verified
+    against the cluster's own issuer. No shared secret."""
+
+    allowed: Annotated[list[CallerRef], Field(min_length=1, max_length=MAX_LIST)]
+    """The agents that may call this one; any other agent's token is refused."""
+
+
 class AuthSpec(SpecModel):
     """Inbound authentication on the API port (A2A and /v1/chat/completions)."""
 
@@ -472,6 +491,9 @@ class AuthSpec(SpecModel):
     """Secret whose every key is an accepted API key (the key name identifies the consumer)."""
     jwt: JwtAuthSpec | None = None
     """Accept JWT bearer tokens."""
+    agents: AgentCallersSpec | None = None
+    """Accept other agents' calls by their ServiceAccount (in a cluster only); the consumer
+    is system:serviceaccount:<namespace>:<agent>."""
 
 
 GuardStage = Literal["input", "output"]

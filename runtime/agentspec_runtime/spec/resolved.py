@@ -150,6 +150,27 @@ class AgentConfig(SpecModel):
         return [refs[k] for k in sorted(refs)]
 
 
+def agent_audience(namespace: str, name: str) -> str:
+    """The audience of the ServiceAccount tokens that call agent ``namespace/name``: a token
+    minted for one agent is refused by every other, and by the kube-apiserver."""
+    return f"agentspec.io/agents/{namespace}/{name}"
+
+
+def agent_identity(namespace: str, name: str) -> str:
+    """The consumer an agent's calls arrive as: its ServiceAccount's username."""
+    return f"system:serviceaccount:{namespace}:{name}"
+
+
+def allowed_callers(config: AgentConfig) -> frozenset[str]:
+    """The identities ``spec.runtime.auth.agents`` lets in."""
+    if config.auth is None or config.auth.agents is None:
+        return frozenset()
+    return frozenset(
+        agent_identity(ref.namespace or config.namespace, ref.name)
+        for ref in config.auth.agents.allowed
+    )
+
+
 def _unsupported_set(config: AgentConfig) -> list[tuple[str, bool, str]]:
     """(field, set in this config, why it cannot be honoured yet)."""
     return [
