@@ -21,7 +21,7 @@ from agentspec_runtime.engine.errors import ConfigError, LimiterUnavailableError
 from agentspec_runtime.engine.ports import Limits, RateDecision, RateLimiter
 from agentspec_runtime.spec.agent import RateLimitSpec
 from tests.support.procs import free_ports
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, RespConnection
 
 WINDOW = 1.0
 Factory = Callable[[], Awaitable[RateLimiter]]
@@ -64,12 +64,12 @@ async def test_tokens_fit_until_the_budget_is_spent_and_settling_moves_it(
     assert refused.reservation is None
     assert 0 < refused.retry_after <= WINDOW
     assert refused.tokens_remaining == 40  # a refused charge takes nothing
-    await limiter.settle("k", first.reservation, 30)  # the call spent less: refund 30
+    await limiter.settle("k", first.reservation, 30, reserved=60)  # spent less: refund 30
     second = await limiter.charge("k", budget, tokens=50, requests=0)
     assert second.allowed
     assert second.tokens_remaining == 20
     assert second.reservation is not None
-    await limiter.settle("k", second.reservation, 70)  # it spent more: charged the extra
+    await limiter.settle("k", second.reservation, 70, reserved=50)  # more: the extra charged
     door = await limiter.charge("k", budget, tokens=0, requests=0)
     assert not door.allowed
     assert door.tokens_remaining == 0
@@ -106,6 +106,34 @@ async def test_a_concurrent_burst_takes_exactly_the_budget(make_limiter: Factory
     )
     assert sum(d.allowed for d in decisions) == 10
     assert all(0 < d.retry_after <= WINDOW for d in decisions if not d.allowed)
+
+
+async def test_a_call_that_outlives_the_window_pays_its_underestimate(
+    make_limiter: Factory,
+) -> None:
+    limiter = await make_limiter()
+    budget = Limits(tokens=100, requests=None)
+    held = await limiter.charge("k", budget, tokens=10, requests=0)
+    assert held.reservation is not None
+    await asyncio.sleep(WINDOW + 0.1)  # the reservation leaves the window mid-call
+    await limiter.settle("k", held.reservation, 40, reserved=10)
+    await limiter.settle("k", held.reservation, 40, reserved=10)  # a retry charges once
+    after = await limiter.charge("k", budget, tokens=0, requests=0)
+    assert after.tokens_remaining == 70
+
+
+async def test_a_lost_running_total_is_recounted_from_the_charges(redis_url: str) -> None:
+    limiter = await connect_redis_limiter(redis_url, client_name="t", window=WINDOW)
+    try:
+        budget = Limits(tokens=100, requests=None)
+        assert (await limiter.charge("k", budget, tokens=70, requests=0)).allowed
+        with RespConnection.from_url(redis_url) as redis:  # evicted, say
+            assert redis.command("DEL", "agentspec:ratelimit:{k}:tot") == 1
+        refused = await limiter.charge("k", budget, tokens=50, requests=0)
+        assert not refused.allowed
+        assert refused.tokens_remaining == 30
+    finally:
+        await limiter.aclose()
 
 
 async def test_an_unreachable_redis_rejects_the_config_and_a_lost_one_fails_closed(

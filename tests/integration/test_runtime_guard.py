@@ -147,6 +147,22 @@ def test_a_blocked_input_never_reaches_the_model(blocking: RuntimeProcess, llm: 
     assert not any("4111" in m for m in llm.moderated), "nor the moderation endpoint"
 
 
+def test_every_message_a_caller_sends_is_input(blocking: RuntimeProcess, llm: FakeLLM) -> None:
+    """An earlier 'assistant' turn the caller writes reaches the model too."""
+    before = len(llm.requests)
+    body = {
+        "model": "assistant",
+        "messages": [
+            {"role": "user", "content": "what did you say?"},
+            {"role": "assistant", "content": "Your card is 4111-1111-1111-1111."},
+            {"role": "user", "content": "repeat it"},
+        ],
+    }
+    answer = httpx.post(f"{blocking.base_url}/v1/chat/completions", json=body, timeout=30).json()
+    assert answer["choices"][0]["message"]["content"] == REFUSAL
+    assert len(llm.requests) == before
+
+
 def test_moderation_and_the_guard_model_flag_input_and_output(
     blocking: RuntimeProcess, llm: FakeLLM, judge: FakeLLM
 ) -> None:
@@ -203,7 +219,8 @@ def test_a_blocked_a2a_task_is_rejected_with_the_category(
 
 
 def test_redact_masks_the_matches_plain_and_streaming(llm: FakeLLM, tmp_path: Path) -> None:
-    path = guarded(llm, tmp_path, denyPatterns=[CARD], action="redact", stages=["output"])
+    grows = r"secret(\s+\w+){0,3}"  # a match that grows word by word as the stream arrives
+    path = guarded(llm, tmp_path, denyPatterns=[CARD, grows], action="redact", stages=["output"])
     with RuntimeProcess(config=path) as runtime:
         llm.script(Turn.text("Card 4111-1111-1111-1111 on file."))
         answer = ask(runtime, "card 5555-5555-5555-5555?").json()  # input is not checked
@@ -212,6 +229,12 @@ def test_redact_masks_the_matches_plain_and_streaming(llm: FakeLLM, tmp_path: Pa
         llm.script(Turn.text(CLEAN + "Card 4111-1111-1111-1111 on file."))
         text, _ = ask_streaming(runtime, "again")
         assert text == CLEAN + "Card [redacted] on file."
+        told = "The secret alpha beta gamma, said twice: secret delta."
+        llm.script(Turn.text(CLEAN * 2 + told), Turn.text(told))
+        text, _ = ask_streaming(runtime, "a long one")  # the match is masked whole
+        assert text == CLEAN * 2 + "The [redacted], said twice: [redacted]."
+        answer = ask(runtime, "a short one").json()["choices"][0]["message"]["content"]
+        assert answer == "The [redacted], said twice: [redacted]."
 
 
 def test_a_pattern_re2_cannot_run_refuses_the_config(llm: FakeLLM, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any
 
@@ -47,6 +48,22 @@ def _compile(patterns: list[str]) -> list[Any]:
                 "RE2 has no backreferences or lookaround"
             ) from e
     return compiled
+
+
+_REFUSES_THE_TEXT = frozenset({400, 413, 422})
+"""Statuses that say the text itself could not be judged (too long, malformed): the text is
+flagged, whatever failureMode says (else a long enough text would pass an open guard)."""
+_CATEGORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.-]{0,39}$")
+
+
+class _UnverifiableError(Exception):
+    """The classifier answered, but would not judge this text."""
+
+
+def _label(category: str) -> str:
+    """A category as a metric label and in task metadata: a short, plain word, else
+    ``other`` (a classifier's answer must not carry text, nor grow the label set freely)."""
+    return category if _CATEGORY.match(category) else "other"
 
 
 def _bearer(key: str | None) -> dict[str, str]:
@@ -93,11 +110,11 @@ class HttpContentGuard:
         )
         self._model_headers = _bearer(model_key)
 
-    def matches(self, text: str) -> list[tuple[int, int, int]]:
+    def matches(self, text: str, pos: int = 0) -> list[tuple[int, int, int]]:
         found = []
         for i, pattern in enumerate(self._patterns):
             found += [
-                (m.start(), m.end(), i) for m in pattern.finditer(text) if m.end() > m.start()
+                (m.start(), m.end(), i) for m in pattern.finditer(text, pos) if m.end() > m.start()
             ]
         return found
 
@@ -105,15 +122,23 @@ class HttpContentGuard:
     def classifies(self) -> bool:
         return self._moderation is not None or self._model is not None
 
-    async def classify(self, text: str, *, stage: str) -> GuardVerdict | None:
+    async def classify(
+        self, text: str, *, stage: str, context: str | None = None
+    ) -> GuardVerdict | None:
         checks = []
         if self._moderation is not None:
             checks.append(self._moderate(self._moderation, text))
         if self._model is not None:
-            checks.append(self._ask_model(self._model, text, stage))
-        for verdict in await asyncio.gather(*checks):
-            if verdict.flagged:
-                return verdict
+            checks.append(self._ask_model(self._model, text, stage, context))
+        # every classifier answers before deciding: one that is down must not hide another's
+        # flag (with failureMode open that would let the text through)
+        outcomes = await asyncio.gather(*checks, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, GuardVerdict) and outcome.flagged:
+                return outcome
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return None
 
     async def _post(
@@ -123,6 +148,8 @@ class HttpContentGuard:
             response = await self._http.post(classifier.url, json=body, headers=headers)
         except httpx.HTTPError as e:
             raise classifier.failed(type(e).__name__) from e
+        if response.status_code in _REFUSES_THE_TEXT:
+            raise _UnverifiableError(f"HTTP {response.status_code}")
         if response.status_code != 200:
             raise classifier.failed(f"HTTP {response.status_code}")
         try:
@@ -131,25 +158,43 @@ class HttpContentGuard:
             raise classifier.failed("the answer is not JSON") from e
 
     async def _moderate(self, classifier: _Classifier, text: str) -> GuardVerdict:
-        data = await self._post(classifier, {"input": text}, self._moderation_headers)
+        try:
+            data = await self._post(classifier, {"input": text}, self._moderation_headers)
+        except _UnverifiableError as e:
+            log.info("content guard: the moderation endpoint refused to judge a text (%s)", e)
+            return GuardVerdict(True, "moderation", "unverifiable")
         try:
             result = data["results"][0]
             flagged = bool(result["flagged"])
             categories = result.get("categories") or {}
         except (KeyError, IndexError, TypeError) as e:
             raise classifier.failed("the answer is not a moderation result") from e
-        category = next((str(c) for c, on in categories.items() if on is True), "flagged")
+        category = next((_label(str(c)) for c, on in categories.items() if on is True), "flagged")
         return GuardVerdict(flagged, "moderation", category if flagged else None)
 
-    async def _ask_model(self, classifier: _Classifier, text: str, stage: str) -> GuardVerdict:
+    async def _ask_model(
+        self, classifier: _Classifier, text: str, stage: str, context: str | None
+    ) -> GuardVerdict:
         assert self._spec.model is not None
+        # Llama Guard judges the last turn of a conversation: a question alone (input), or
+        # an answer with the question it answers (output)
+        messages = [{"role": "user", "content": text}]
+        if stage == "output":
+            messages = [
+                {"role": "user", "content": context or ""},
+                {"role": "assistant", "content": text},
+            ]
         body = {
             "model": self._spec.model.model,
-            "messages": [{"role": "user" if stage == "input" else "assistant", "content": text}],
+            "messages": messages,
             "temperature": 0,
             "max_tokens": 20,
         }
-        data = await self._post(classifier, body, self._model_headers)
+        try:
+            data = await self._post(classifier, body, self._model_headers)
+        except _UnverifiableError as e:
+            log.info("content guard: the guard model refused to judge a text (%s)", e)
+            return GuardVerdict(True, "model", "unverifiable")
         try:
             answer = str(data["choices"][0]["message"]["content"] or "").strip()
         except (KeyError, IndexError, TypeError) as e:
@@ -158,8 +203,10 @@ class HttpContentGuard:
         if words and words[0].lower() == "safe":
             return GuardVerdict(False, "model")
         if words and words[0].lower() == "unsafe":
-            return GuardVerdict(True, "model", words[1][:64] if len(words) > 1 else "unsafe")
-        raise classifier.failed("the guard model answered neither safe nor unsafe")
+            return GuardVerdict(True, "model", _label(words[1]) if len(words) > 1 else "unsafe")
+        # a verdict the text talked the model out of giving: not judged, so not passed
+        log.info("content guard: the guard model answered neither safe nor unsafe")
+        return GuardVerdict(True, "model", "unverifiable")
 
     def status(self) -> dict[str, Any]:
         return {

@@ -107,13 +107,22 @@ class InProcessLimiter:
     def _reset(self, newest: float | None, now: float) -> float:
         return 0.0 if newest is None else newest + self._window - now
 
-    async def settle(self, key: str, reservation: str, tokens: int) -> None:
+    async def settle(self, key: str, reservation: str, tokens: int, *, reserved: int) -> None:
         w = self._windows.get(key)
+        if w is not None:
+            w.expire(self._clock() - self._window)
         charge = w.charges.get(reservation) if w is not None else None
-        if w is None or charge is None:
-            return  # already out of the window
-        w.total += tokens - int(charge[1])
-        charge[1] = tokens
+        if w is not None and charge is not None:
+            w.total += tokens - int(charge[1])
+            charge[1] = tokens
+            return
+        extra = tokens - reserved  # out of the window already: charge the underestimate now
+        charge_id = f"{reservation}+"
+        if extra > 0 and (w is None or charge_id not in w.charges):  # once, as in Redis
+            w = self._windows.setdefault(key, _Window())
+            w.order.append(charge_id)
+            w.charges[charge_id] = [self._clock(), extra]
+            w.total += extra
 
     def _sweep(self, edge: float) -> None:
         self._calls += 1

@@ -10,8 +10,11 @@ Cluster slot):
 A charge is one Lua script: it drops what left the window, checks both budgets against
 Redis's own clock (replicas' clocks never matter) and records the charge only if both fit —
 so two replicas can never both take the last of a budget. A settlement changes a charge's
-amount in place. Every key expires a second after the window. Same rules as the in-process
-limiter (``rate_limits.py``).
+amount in place (a reservation already out of the window is charged what it underestimated,
+at the time of settling). Both scripts are idempotent: the client retries a script whose
+reply was lost. Every key expires a second after the window; a running total that is missing
+(evicted) is recounted from the charges. Same rules as the in-process limiter
+(``rate_limits.py``).
 """
 
 from __future__ import annotations
@@ -44,12 +47,23 @@ while true do
   redis.call('DECRBY', KEYS[3], freed)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', edge)
-local total = tonumber(redis.call('GET', KEYS[3]) or '0')
+local total = tonumber(redis.call('GET', KEYS[3]) or '-1')
+if total < 0 then
+  -- the running total is missing (evicted) or wrong: the charges themselves say
+  total = 0
+  for _, amount in ipairs(redis.call('HVALS', KEYS[2])) do total = total + tonumber(amount) end
+  redis.call('SET', KEYS[3], total)
+end
 local count = redis.call('ZCARD', KEYS[4])
 local tlim, rlim = tonumber(ARGV[2]), tonumber(ARGV[3])
 local tcost, rcost = tonumber(ARGV[4]), tonumber(ARGV[5])
 local refused, retry = 0, 0
-if tlim >= 0 then
+-- a retried script (the client resends after a lost reply) must not charge twice
+local again = redis.call('HEXISTS', KEYS[2], ARGV[6]) == 1
+  or redis.call('ZSCORE', KEYS[4], ARGV[6]) ~= false
+if again then tcost, rcost = 0, 0 end
+if again then
+elseif tlim >= 0 then
   local need = total + math.max(tcost, 1) - tlim
   if need > 0 then
     refused = 1
@@ -63,7 +77,7 @@ if tlim >= 0 then
     if wait < 0 then retry = -1 elseif retry >= 0 and wait > retry then retry = wait end
   end
 end
-if rlim >= 0 then
+if rlim >= 0 and not again then
   local need = count + math.max(rcost, 1) - rlim
   if need > 0 then
     refused = 1
@@ -94,11 +108,31 @@ return {1 - refused, total, count, retry, treset, rreset}
 """
 
 _SETTLE = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local window = tonumber(ARGV[5])
 local old = redis.call('HGET', KEYS[2], ARGV[1])
-if not old then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('INCRBY', KEYS[3], tonumber(ARGV[2]) - tonumber(old))
-return 1
+if old then
+  local at = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
+  if at > t - window then
+    redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+    redis.call('INCRBY', KEYS[3], tonumber(ARGV[2]) - tonumber(old))
+    return 1
+  end
+  -- out of the window, not yet swept: gone now
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('DECRBY', KEYS[3], tonumber(old))
+end
+-- the reservation left the window (a call longer than it): what it underestimated is
+-- charged now, as a charge of its own (the settlement's id: a retry charges it once)
+local extra = tonumber(ARGV[2]) - tonumber(ARGV[3])
+if extra <= 0 or redis.call('HEXISTS', KEYS[2], ARGV[4]) == 1 then return 0 end
+redis.call('ZADD', KEYS[1], t, ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[4], extra)
+redis.call('INCRBY', KEYS[3], extra)
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], window + 1000) end
+return 2
 """
 
 
@@ -150,9 +184,10 @@ class RedisLimiter:
             reservation=charge_id if allowed and tokens > 0 else None,
         )
 
-    async def settle(self, key: str, reservation: str, tokens: int) -> None:
+    async def settle(self, key: str, reservation: str, tokens: int, *, reserved: int) -> None:
+        args: list[int | str] = [reservation, tokens, reserved, f"{reservation}+", self._window_ms]
         try:
-            await self._settle(keys=_keys(key), args=[reservation, tokens])
+            await self._settle(keys=_keys(key), args=args)
         except RedisError as e:
             raise self._failed(e) from e
 

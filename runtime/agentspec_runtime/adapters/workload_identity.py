@@ -2,8 +2,10 @@
 
 Calling: a partner call carries a token of the calling pod's ServiceAccount minted for the
 partner's audience (``spec.resolved.agent_audience``) through the TokenRequest API, bound to the pod
-(it dies with it), cached until 80 % of its life. A token for one agent is refused by every
-other (its audience), and by the kube-apiserver itself, so a partner cannot replay it.
+(the API server stops accepting it with the pod; a partner verifying offline accepts it
+until it expires, ten minutes at most), cached until 80 % of its life. A token for one agent
+is refused by every other (its audience), and by the kube-apiserver itself, so a partner
+cannot replay it elsewhere.
 
 Called: an agent with ``spec.runtime.auth.agents`` verifies such tokens against the
 cluster's own issuer — the kube-apiserver's OpenID discovery gives the issuer, its
@@ -40,7 +42,12 @@ from .jwt_auth import JwtVerifier
 log = logging.getLogger("agentspec.runtime.identity")
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-TOKEN_SECONDS = 3600
+TOKEN_SECONDS = 600
+"""The shortest life the TokenRequest API grants: a token that leaks is good for 10 minutes
+at most (the partner verifies it offline, so deleting the pod does not revoke it there)."""
+RETRY_AFTER_FAILURE = 10.0
+"""After a failed TokenRequest, calls go without a token this long before the next try (an
+API server that is down must not hold every partner call for its timeout)."""
 TIMEOUT = 5.0
 
 
@@ -97,8 +104,10 @@ class ServiceAccountTokens:
     def __init__(self, cluster: InCluster) -> None:
         self._cluster = cluster
         self._http = cluster.client()
-        self._tokens: dict[str, tuple[str, float]] = {}  # audience -> (token, renew at)
-        self._lock = asyncio.Lock()
+        self._tokens: dict[str, tuple[str, float, float]] = {}
+        """audience -> (token, renew at, expires at), monotonic"""
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._failed_at: dict[str, float] = {}
         self.last_error: str | None = None
 
     def _account(self) -> tuple[str, str]:
@@ -115,7 +124,12 @@ class ServiceAccountTokens:
         held = self._tokens.get(audience)
         if held is not None and time.monotonic() < held[1]:
             return held[0]
-        async with self._lock:
+        usable = held[0] if held is not None and time.monotonic() < held[2] else None
+        if time.monotonic() - self._failed_at.get(audience, -RETRY_AFTER_FAILURE) < (
+            RETRY_AFTER_FAILURE
+        ):
+            return usable
+        async with self._locks.setdefault(audience, asyncio.Lock()):  # one request a partner
             held = self._tokens.get(audience)
             if held is not None and time.monotonic() < held[1]:
                 return held[0]
@@ -123,9 +137,12 @@ class ServiceAccountTokens:
                 token, lifetime = await self._request(audience)
             except (httpx.HTTPError, ValueError, KeyError, OSError) as e:
                 self.last_error = f"{type(e).__name__}: {e}"
+                self._failed_at[audience] = time.monotonic()
                 log.warning("identity: no token for %s: %s", audience, self.last_error)
-                return held[0] if held is not None else None
-            self._tokens[audience] = (token, time.monotonic() + 0.8 * lifetime)
+                return usable
+            now = time.monotonic()
+            self._tokens[audience] = (token, now + 0.8 * lifetime, now + lifetime - 5)
+            self._failed_at.pop(audience, None)
             self.last_error = None
             return token
 

@@ -29,6 +29,8 @@ from agentspec_runtime.engine.snapshot import Snapshot
 from agentspec_runtime.engine.types import HOP_LIMIT_STATUS, HOPS_HEADER
 from agentspec_runtime.spec.resolved import allowed_callers
 
+AGENT_PREFIX = "system:serviceaccount:"
+
 OPEN_PATHS = ("/healthz", "/readyz", "/.well-known/agent-card.json")
 """What kubelet probes and A2A discovery need; /status shows internals, so it needs a key."""
 
@@ -112,9 +114,15 @@ async def _consumer(snapshot: Snapshot, scope: Scope) -> str | None:
         return None
     if snapshot.jwt is not None:
         try:
-            return await snapshot.jwt.verify(presented)
+            who = await snapshot.jwt.verify(presented)
         except UnauthorizedError as e:
             log.info("agent %s: JWT refused: %s", snapshot.config.name, e)
+        else:
+            # with auth.agents, an agent's identity comes from the cluster's tokens alone:
+            # another issuer's claim cannot pose as one (and take its budget, class, tasks)
+            if snapshot.agents is None or not who.startswith(AGENT_PREFIX):
+                return who
+            log.info("agent %s: a JWT names an agent identity; refused", snapshot.config.name)
     if snapshot.agents is not None:
         return await _agent(snapshot, snapshot.agents, presented)
     return None

@@ -183,11 +183,11 @@ class Engine:
                         journal=journal,
                         replay=replay,
                         pressure=self.pressure,
+                        slot=lambda: self._slot(snapshot, request),
                     )
                     span.set_attribute(t.PROMPT_VERSION, agent_run.prompt.version)
                     span.set_attribute(t.PROMPT_VARIANT, agent_run.prompt.variant)
-                    async with self._slot(snapshot, request):
-                        result = await agent_run.run()
+                    result = await agent_run.run()
                 except AgentspecError as e:
                     span.set_status(Status(StatusCode.ERROR, str(e)))
                     raise
@@ -204,8 +204,9 @@ class Engine:
 
     @asynccontextmanager
     async def _slot(self, snapshot: Snapshot, request: AgentRequest) -> AsyncIterator[None]:
-        """A place among the runs at once (rateLimit.maxConcurrency), by the consumer's
-        priority; a task may wait as long as it may wait for its budget."""
+        """A place among the model calls at once (rateLimit.maxConcurrency), by the
+        consumer's priority, held for one model call — never while a run waits for its
+        budget or its tools; a task may wait as long as it may wait for its budget."""
         spec = snapshot.config.rate_limit
         if spec is None or spec.max_concurrency is None:
             yield

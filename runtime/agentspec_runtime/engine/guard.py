@@ -24,6 +24,7 @@ span as an ``agentspec.guard`` event — the category and the action, never the 
 from __future__ import annotations
 
 import logging
+import time
 
 from opentelemetry import trace
 
@@ -52,6 +53,10 @@ def _decided(metrics: Metrics, stage: str, action: str, category: str = "") -> N
     )
 
 
+Match = tuple[int, int, int]
+"""(start, end, pattern index), in characters of the raw text."""
+
+
 class Screen:
     """One run's guard: the snapshot's checks and policy, and the run's metrics."""
 
@@ -64,43 +69,56 @@ class Screen:
         self.metrics = metrics
         self.redacted = False
         self.stream: GuardedStream | None = None
+        self.context = ""
+        """The caller's last message, shown to a guard model with an answer it judges."""
+        self.classify_seconds = 0.0
+        """Time spent in classifiers (not the model's: kept out of slowModelSeconds)."""
 
     def on(self, stage: str) -> bool:
         return stage in self.spec.stages
 
-    def patterns(self, text: str, stage: str, *, start: int = 0) -> str:
-        """``text`` with its matches masked (redact); raises on a match (block). Matches
-        ending before ``start`` are left alone (already released)."""
-        base = max(0, start - HOLD)  # what was released was checked: rescan only its tail
-        found = [
-            (begin + base, end + base, i)
-            for begin, end, i in self.checks.matches(text[base:])
-            if end + base > start
-        ]
-        if not found:
-            return text
-        first = min(found)
-        category = f"denyPatterns[{first[2]}]"
-        if self.spec.action == "block":
+    def find(self, text: str, stage: str, *, start: int = 0) -> list[Match]:
+        """The pattern matches of ``text`` that end after ``start`` (before it: released,
+        checked then); raises on one when the action is block."""
+        pos = max(0, start - HOLD)  # the tail of what was released may begin a match
+        found = [m for m in self.checks.matches(text, pos) if m[1] > start]
+        if found and self.spec.action == "block":
+            category = f"denyPatterns[{min(found)[2]}]"
             _decided(self.metrics, stage, "block", category)
             raise ContentBlockedError(self.spec.refusal, stage=stage, category=category)
-        _decided(self.metrics, stage, "redact", category)
-        self.redacted = True
-        return _masked(text, found, start)
+        return found
+
+    def masked(self, text: str, found: list[Match], stage: str, *, count: bool = True) -> str:
+        """``text`` with ``found`` masked (redact), the decision recorded once per call."""
+        if not found:
+            return text
+        if count:
+            _decided(self.metrics, stage, "redact", f"denyPatterns[{min(found)[2]}]")
+            self.redacted = True
+        return _masked(text, found, 0)
+
+    def patterns(self, text: str, stage: str, *, count: bool = True) -> str:
+        """A whole text through the patterns: masked, or raises (block)."""
+        return self.masked(text, self.find(text, stage), stage, count=count)
 
     async def classify(self, text: str, stage: str) -> None:
         """Raises when a classifier flags ``text`` (or cannot answer and the guard fails
         closed)."""
         if not self.checks.classifies or not text.strip():
             return
+        started = time.perf_counter()
         try:
-            verdict: GuardVerdict | None = await self.checks.classify(text, stage=stage)
+            verdict: GuardVerdict | None = await self.checks.classify(
+                text, stage=stage, context=self.context if stage == "output" else None
+            )
         except GuardUnavailableError:
             if self.spec.failure_mode == "closed":
                 _decided(self.metrics, stage, "error_closed")
                 raise
             _decided(self.metrics, stage, "error_open")
             return
+        finally:
+            self.classify_seconds += time.perf_counter() - started
         if verdict is not None:
             category = f"{verdict.check}:{verdict.category}"
             _decided(self.metrics, stage, "block", category)
@@ -120,10 +138,10 @@ class Screen:
         return self.stream is not None and self.stream.released
 
 
-def _masked(text: str, found: list[tuple[int, int, int]], start: int) -> str:
-    out, at = [], 0
+def _masked(text: str, found: list[Match], start: int) -> str:
+    out, at = [], start
     for first, end, _ in sorted(found):
-        begin = max(first, start, at)
+        begin = max(first, at)
         if end <= begin:
             continue
         out += [text[at:begin], MASK]
@@ -133,14 +151,18 @@ def _masked(text: str, found: list[tuple[int, int, int]], start: int) -> str:
 
 
 class GuardedStream:
-    """Wraps a run's ``on_delta``: the caller gets only checked text (module doc)."""
+    """Wraps a run's ``on_delta``: the caller gets only checked text (module doc).
+
+    The raw text is kept whole and matched whole (a match keeps growing as text arrives:
+    masking early would cut it); what is released is the masked text up to a point no
+    match straddles and no match still growing starts before."""
 
     def __init__(self, screen: Screen, on_delta: OnDelta) -> None:
         self._screen = screen
         self._send = on_delta
-        self._text = ""
-        """Everything streamed so far, masked where redacted."""
+        self._raw = ""
         self._released = 0
+        """Raw characters released (masked as they went)."""
         self._classified = 0
 
     @property
@@ -149,33 +171,43 @@ class GuardedStream:
 
     @property
     def text(self) -> str:
-        """What the model streamed so far (masked where redacted)."""
-        return self._text
+        """What the model streamed so far (raw)."""
+        return self._raw
 
     async def add(self, delta: str) -> None:
-        self._text = self._screen.patterns(self._text + delta, "output", start=self._released)
-        ready = len(self._text) - HOLD
+        self._raw += delta
+        found = self._screen.find(self._raw, "output", start=self._released)
+        ready = len(self._raw) - HOLD
+        for begin, end, _ in found:
+            if begin < ready and (end > ready or end == len(self._raw)):
+                ready = begin  # straddles the point, or may still grow: held back whole
         if self._screen.checks.classifies:
             if ready - self._classified < CLASSIFY_EVERY:
                 return
-            await self._classify_to(ready)
-        await self._release_to(ready)
+            await self._classify_to(ready, found)
+        await self._release_to(ready, found)
 
     async def finish(self) -> None:
         """The rest, checked, then released (the run has its answer)."""
-        self._text = self._screen.patterns(self._text, "output", start=self._released)
-        await self._classify_to(len(self._text))
-        await self._release_to(len(self._text))
+        found = self._screen.find(self._raw, "output", start=self._released)
+        await self._classify_to(len(self._raw), found)
+        await self._release_to(len(self._raw), found)
         if not self._screen.redacted:
             _decided(self._screen.metrics, "output", "allow")
 
-    async def _classify_to(self, end: int) -> None:
+    def _view(self, begin: int, end: int, found: list[Match], *, count: bool) -> str:
+        """The raw text from ``begin`` to ``end`` as the caller sees it (masked)."""
+        inside = [(b - begin, min(e, end) - begin, i) for b, e, i in found if e > begin and b < end]
+        return self._screen.masked(self._raw[begin:end], inside, "output", count=count)
+
+    async def _classify_to(self, end: int, found: list[Match]) -> None:
         if end > self._classified:
-            window = self._text[max(0, self._classified - HOLD) : end]
-            await self._screen.classify(window, "output")
+            begin = max(0, self._classified - HOLD)
+            await self._screen.classify(self._view(begin, end, found, count=False), "output")
             self._classified = end
 
-    async def _release_to(self, end: int) -> None:
+    async def _release_to(self, end: int, found: list[Match]) -> None:
         if end > self._released:
-            text, self._released = self._text[self._released : end], end
+            text = self._view(self._released, end, found, count=True)
+            self._released = end
             await self._send(text)

@@ -172,10 +172,11 @@ async def admit(
 class Reservation:
     """A model call's charge, to settle with what it really cost (or refund on failure)."""
 
-    __slots__ = ("_id", "_key", "_snapshot")
+    __slots__ = ("_id", "_key", "_reserved", "_snapshot")
 
-    def __init__(self, snapshot: Snapshot, key: str, reservation: str) -> None:
+    def __init__(self, snapshot: Snapshot, key: str, reservation: str, reserved: int) -> None:
         self._snapshot, self._key, self._id = snapshot, key, reservation
+        self._reserved = reserved
 
     async def settle(self, tokens: int) -> None:
         """Never raises: the answer exists; a lost refund only makes the budget stricter."""
@@ -183,7 +184,7 @@ class Reservation:
         if limiter is None:
             return
         try:
-            await limiter.settle(self._key, self._id, tokens)
+            await limiter.settle(self._key, self._id, tokens, reserved=self._reserved)
         except LimiterUnavailableError as e:
             log.warning(
                 "agent %s: a token reservation was not settled: %s", self._snapshot.config.name, e
@@ -219,7 +220,7 @@ async def reserve(
         )
         if decision.allowed and decision.reservation is not None:
             _count(metrics, cls, "tokens", "admitted")
-            return Reservation(snapshot, key, decision.reservation)
+            return Reservation(snapshot, key, decision.reservation, cost)
         pause = _bounded(decision.retry_after)
         if pause > deadline - time.monotonic():
             _count(metrics, cls, "tokens", "rejected")

@@ -15,10 +15,12 @@ instead of doing it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,7 @@ from .errors import (
     ModelError,
     ModelRateLimitedError,
     ModelUnavailableError,
+    RateLimitedError,
     ToolError,
 )
 from .journal import (
@@ -141,9 +144,11 @@ class AgentRun:
         journal: TaskJournal | None = None,
         replay: Replay | None = None,
         pressure: Pressure | None = None,
+        slot: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.pressure = pressure
+        self.slot = slot or contextlib.nullcontext
         self.request = request
         self.metrics = metrics
         self.on_delta = on_delta
@@ -215,9 +220,8 @@ class AgentRun:
     async def _run(self) -> AgentResult:
         if self.journal is not None and not self.replay.resumed:
             await self._checkpoint(Started(self.snapshot.revision))
-        if self.screen is not None and self.screen.on("input"):
-            self.input = [await self._screened(m) for m in self.input]
-            self.messages = [self.messages[0], *self.input]
+        if self.screen is not None:
+            await self._screen_input(self.screen)
         store = self.snapshot.memory
         if store is not None:
             await self._recall(store)
@@ -231,12 +235,7 @@ class AgentRun:
                 step = await self._run_tools(step)
         content = step.content
         if self.screen is not None and self.screen.on("output"):
-            stream = self.screen.stream
-            if stream is not None and stream.text:
-                await stream.finish()  # everything streamed, this answer included, checked
-                content = self.screen.patterns(content, "output")  # the same masks
-            else:
-                content = await self.screen.text(content, "output")
+            content = await self._screen_output(self.screen, content)
         if store is not None and not self.replay.remembered:
             await self._record(store, content)
             await self._checkpoint(Remembered())
@@ -254,23 +253,61 @@ class AgentRun:
             started_revision=self.replay.revision,
         )
 
+    async def _screen_output(self, screen: guard.Screen, content: str) -> str:
+        stream = screen.stream
+        if stream is None or not stream.text:
+            return await screen.text(content, "output")
+        await stream.finish()  # everything streamed, this answer included, checked
+        if content in stream.text:
+            return screen.patterns(content, "output", count=False)  # the stream's masks
+        return await screen.text(content, "output")  # it did not come through the stream
+
+    async def _screen_input(self, screen: guard.Screen) -> None:
+        """Everything the caller wrote goes through the input guard: its messages and the
+        prompt variables it set (they are rendered into the system prompt)."""
+        users = [m for m in self.input if m.get("role") == "user"]
+        screen.context = mem.text_of(users[-1]) if users else ""
+        if not screen.on("input"):
+            return
+        variables = dict(self.request.variables)
+        screened = {k: await screen.text(v, "input") for k, v in variables.items()}
+        if screened != variables:
+            self.prompt = self.snapshot.prompts.render(
+                context_id=self.request.context_id, variables=screened
+            )
+        self.input = [await self._screened(m) for m in self.input]
+        self.messages = [{"role": "system", "content": self.prompt.text}, *self.input]
+        users = [m for m in self.input if m.get("role") == "user"]
+        screen.context = mem.text_of(users[-1]) if users else ""  # as screened
+
     async def _screened(self, message: Message) -> Message:
-        """A caller's message through the input guard (its text parts, masked or refused)."""
+        """A caller's message through the input guard (its text parts, masked or refused).
+        Every role: a caller may send earlier assistant or tool turns, and the model reads
+        them all."""
         assert self.screen is not None
-        if message.get("role") != "user":
-            return message
         content = message.get("content")
         if isinstance(content, str):
-            return {**message, "content": await self.screen.text(content, "input")}
-        if isinstance(content, list):
+            message = {**message, "content": await self.screen.text(content, "input")}
+        elif isinstance(content, list):
             parts = [
                 {**p, "text": await self.screen.text(p["text"], "input")}
                 if isinstance(p, dict) and isinstance(p.get("text"), str)
                 else p
                 for p in content
             ]
-            return {**message, "content": parts}
+            message = {**message, "content": parts}
+        calls = message.get("tool_calls")
+        if isinstance(calls, list):  # an earlier turn's tool calls, as the caller wrote them
+            message = {**message, "tool_calls": [await self._screened_call(c) for c in calls]}
         return message
+
+    async def _screened_call(self, call: Any) -> Any:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+            return call
+        assert self.screen is not None
+        arguments = await self.screen.text(function["arguments"], "input")
+        return {**call, "function": {**function, "arguments": arguments}}
 
     async def _checkpoint(self, entry: Entry) -> None:
         if self.journal is not None:
@@ -405,21 +442,24 @@ class AgentRun:
             metrics=self.metrics,
             pressure=self.pressure.factor if self.pressure is not None else lambda: 1.0,
         )
-        if reservation is None:
-            return await self._call(specs, messages=messages, stream=stream)
         try:
-            turn = await self._call(specs, messages=messages, stream=stream)
-        except ModelError:
-            await reservation.settle(0)  # the endpoint refused or failed: nothing was produced
+            async with self.slot():  # a place among the calls at once, by priority
+                turn = await self._call(specs, messages=messages, stream=stream)
+        except (ModelError, RateLimitedError):
+            if reservation is not None:  # refused or failed: nothing was produced
+                await reservation.settle(0)
             raise
-        # cancelled mid-call: the reservation stands (tokens may have been produced)
-        await reservation.settle(turn.usage.total)
+        # cancelled mid-call: the reservation stands (tokens may have been produced); so
+        # does it when the endpoint reports no usage (it would switch the budget off)
+        if reservation is not None and turn.usage.total > 0:
+            await reservation.settle(turn.usage.total)
         return turn
 
     async def _call(
         self, specs: list[ToolSpec], *, messages: list[Message], stream: bool
     ) -> ModelTurn:
         started = time.perf_counter()
+        guarded = self.screen.classify_seconds if self.screen is not None else 0.0
         outcome = "ok"
         with t.TRACER.start_as_current_span(
             f"chat {self.model_name}",
@@ -456,6 +496,9 @@ class AgentRun:
                 self.metrics.model_seconds.labels(
                     self.metrics.agent, self.model_name, outcome
                 ).observe(elapsed)
+                # the guard's classifiers run inside a streamed call: not the model's time
+                if self.screen is not None:
+                    elapsed -= self.screen.classify_seconds - guarded
                 slow = (
                     self.snapshot.config.rate_limit
                     and self.snapshot.config.rate_limit.slow_model_seconds

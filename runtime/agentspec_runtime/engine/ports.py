@@ -245,8 +245,10 @@ class RateLimiter(Protocol):
         nothing. A token charge is a reservation: settle it with the real figure."""
         ...
 
-    async def settle(self, key: str, reservation: str, tokens: int) -> None:
-        """Replace a reservation by what was really spent (a refund, or an extra charge)."""
+    async def settle(self, key: str, reservation: str, tokens: int, *, reserved: int) -> None:
+        """Replace a reservation (of ``reserved`` tokens) by what was really spent: a
+        refund, or an extra charge — charged now when the reservation already left the
+        window."""
         ...
 
     async def aclose(self) -> None: ...
@@ -266,8 +268,9 @@ class ContentGuard(Protocol):
     """The checks of ``spec.runtime.guard``: deny patterns (linear-time regular expressions)
     and classifiers (a moderation endpoint, a guard model)."""
 
-    def matches(self, text: str) -> list[tuple[int, int, int]]:
-        """Every denyPatterns match: (start, end, pattern index), in characters."""
+    def matches(self, text: str, pos: int = 0) -> list[tuple[int, int, int]]:
+        """Every denyPatterns match from ``pos`` on (the text before it still anchors ``\b``
+        and the like): (start, end, pattern index), in characters."""
         ...
 
     @property
@@ -275,9 +278,14 @@ class ContentGuard(Protocol):
         """Whether there is a classifier (else :meth:`classify` always passes)."""
         ...
 
-    async def classify(self, text: str, *, stage: str) -> GuardVerdict | None:
-        """The first flagging verdict of the classifiers, or None when every one passes.
-        Raises ``GuardUnavailableError`` when one cannot answer."""
+    async def classify(
+        self, text: str, *, stage: str, context: str | None = None
+    ) -> GuardVerdict | None:
+        """A flagging verdict of the classifiers, or None when every one passes. A text a
+        classifier refuses to judge (too long, a verdict that is neither) is flagged
+        ``unverifiable``. Raises ``GuardUnavailableError`` when one cannot answer (down,
+        timeout, 5xx, 429, our credentials refused) and none flagged. ``context``: the
+        caller's message an output answers (a guard model judges the exchange)."""
         ...
 
     def status(self) -> dict[str, Any]:

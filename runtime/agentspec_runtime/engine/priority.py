@@ -81,13 +81,11 @@ class PriorityGate:
 
     def __init__(self) -> None:
         self.running = 0
+        self.queued = 0
+        """Runs waiting (their futures not done yet)."""
         self._queue: list[_Waiter] = []
         self._arrivals = itertools.count()
         self._limit: int | None = None
-
-    @property
-    def queued(self) -> int:
-        return sum(1 for w in self._queue if not w.future.done())
 
     @asynccontextmanager
     async def slot(
@@ -95,7 +93,9 @@ class PriorityGate:
     ) -> AsyncIterator[None]:
         """Hold a run's slot for the block. Raises ``RateLimitedError`` when the run waited
         ``wait`` seconds, or was refused or pushed out of a full queue."""
-        self._limit = limit
+        if limit != self._limit:
+            self._limit = limit
+            self._grant()  # a raised limit lets waiting runs in at once
         if limit is None or (self.running < limit and not self.queued):
             self.running += 1
         else:
@@ -112,10 +112,15 @@ class PriorityGate:
             if lowest is None or lowest.rank[0] <= -priority:
                 raise _saturated()
             lowest.future.set_exception(_saturated())  # pushed out by a higher class
-        waiter = _Waiter(
-            (-priority, next(self._arrivals)), asyncio.get_running_loop().create_future()
-        )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.queued += 1
+        future.add_done_callback(self._left_queue)
+        waiter = _Waiter((-priority, next(self._arrivals)), future)
         heapq.heappush(self._queue, waiter)
+        if len(self._queue) > 2 * self.queued + 64:  # drop the entries of runs gone
+            self._queue = [w for w in self._queue if not w.future.done()]
+            heapq.heapify(self._queue)
+        self._grant()  # room already (a counted waiter has just left): in at once
         try:
             async with asyncio.timeout(wait):
                 await asyncio.shield(waiter.future)
@@ -132,6 +137,9 @@ class PriorityGate:
             else:
                 waiter.future.cancel()
             raise
+
+    def _left_queue(self, _future: asyncio.Future[None]) -> None:
+        self.queued -= 1
 
     def _grant(self) -> None:
         """Give freed slots to the highest waiting runs."""
