@@ -1,14 +1,15 @@
 """Priority when the agent is saturated, and budgets that tighten while the model pushes back
 (``spec.runtime.rateLimit``: ``maxConcurrency``, ``priorityClasses[].priority``).
 
-:class:`PriorityGate` — at most ``maxConcurrency`` runs at once in this replica (its own
-CPU, connections and share of the model). A run beyond it waits in a queue ordered by its
-consumer's priority (FIFO within one): a freed slot goes to the highest waiting class. A wait
-is bounded by ``queueTimeoutSeconds`` (then 429); the queue holds at most ``maxQueued``
-runs — when it is full, a new run of a higher class pushes out the newest run of the lowest
-class (429), and a run whose class is not higher than anything queued is refused itself.
-So under a flood of low-priority work a high-priority request waits for one run to finish,
-not for the flood.
+:class:`PriorityGate` — at most ``maxConcurrency`` model calls at once in this replica (its
+share of the model, its connections). A call beyond it waits in a queue ordered by its
+consumer's priority (FIFO within one): a freed slot goes to the highest class waiting. A slot
+is held for one model call only — never while a run waits for its budget or runs its tools —
+so a spent lower class cannot sit on the slots. A wait is bounded by ``queueTimeoutSeconds``
+(then 429); the queue holds at most ``maxQueued`` calls — when it is full, a new call of a
+higher class pushes out the newest call of the lowest class (429), and a call whose class is
+not higher than anything queued is refused itself. So under a flood of low-priority work a
+high-priority request waits for one call to finish, not for the flood.
 
 :class:`Pressure` — an AIMD controller of the budgets of every class below the highest: a
 *pushback* (the model answered 429 or 503, or a call took longer than ``slowModelSeconds``)

@@ -409,10 +409,11 @@ class RateLimitSpec(SpecModel):
     default_priority: Annotated[int, Field(ge=0, le=100)] = 0
     """Priority of the consumers no class lists."""
     max_concurrency: Annotated[int, Field(ge=1, le=10_000)] | None = None
-    """Runs at once per replica; beyond it, runs queue by priority. Empty: no limit."""
+    """Model calls at once per replica; beyond it, calls queue by priority. Empty: no
+    limit."""
     max_queued: Annotated[int, Field(ge=0, le=100_000)] = 100
-    """Runs that may wait for a slot per replica; when full, a higher class pushes out the
-    newest run of the lowest class (429)."""
+    """Calls that may wait for a slot per replica; when full, a higher class pushes out the
+    newest call of the lowest class (429)."""
     queue_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10
     """Longest a request waits for a slot before a 429."""
     slow_model_seconds: Annotated[float, Field(gt=0, le=3600)] | None = None
