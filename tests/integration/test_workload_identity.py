@@ -26,7 +26,9 @@ from agentspec_runtime.adapters.workload_identity import (
 )
 from agentspec_runtime.engine.errors import UnauthorizedError
 from agentspec_runtime.spec.resolved import AgentConfig, agent_audience, allowed_callers
+from tests.support.agent_files import agent_docs, write_docs
 from tests.support.control_plane import ControlPlane, NamespacedKubectl
+from tests.support.runtime_proc import RuntimeProcess
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -131,3 +133,16 @@ async def test_an_agent_proves_who_it_is_to_its_partner_and_to_no_one_else(
         assert "403" in (stranger.last_error or "")
     finally:
         await stranger.aclose()
+
+
+def test_outside_a_cluster_an_agent_allow_list_is_refused_not_ignored(tmp_path: Path) -> None:
+    """Local mode has no ServiceAccounts: the field cannot be honoured, so it is refused."""
+    allowed = {"auth": {"agents": {"allowed": [{"name": "router"}]}}}
+    path = write_docs(
+        tmp_path / "agent.yaml", agent_docs(llm_url="http://127.0.0.1:9/v1", runtime=allowed)
+    )
+    refused = RuntimeProcess(config=path).start(wait_ready=False)
+    assert refused.process is not None
+    assert refused.process.popen.wait(20) == 2
+    assert "spec.runtime.auth.agents: agents' identities are ServiceAccounts" in refused.log()
+    refused.stop()
