@@ -120,13 +120,7 @@ def tool_results(request: Any) -> list[str]:
 
 
 def metric(runtime: RuntimeProcess, event: str) -> float:
-    import httpx
-
-    text = httpx.get(runtime.metrics_url).text
-    for line in text.splitlines():
-        if line.startswith(f'agentspec_tasks_total{{agent="worker",event="{event}"}}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return runtime.metric("agentspec_tasks_total", agent="worker", event=event) or 0.0
 
 
 # -- any replica answers for any task --------------------------------------------------------

@@ -56,6 +56,16 @@ def ask_streaming(runtime: RuntimeProcess, text: str) -> tuple[str, list[dict[st
     return text, events
 
 
+def decisions(runtime: RuntimeProcess, stage: str, action: str, category: str) -> float | None:
+    return runtime.metric(
+        "agentspec_guard_decisions_total",
+        agent="assistant",
+        stage=stage,
+        action=action,
+        category=category,
+    )
+
+
 def guard_model(request: ChatRequest) -> Turn:
     """Llama Guard's way of answering: safe, or unsafe and a category."""
     text = " ".join(str(m.get("content")) for m in request.messages)
@@ -109,11 +119,7 @@ def test_a_pattern_in_the_answer_is_replaced_by_the_refusal(
     assert answer["choices"][0]["message"]["content"] == REFUSAL
     assert answer["choices"][0]["finish_reason"] == "content_filter"
     assert "4111" not in json.dumps(answer)
-    metrics = httpx.get(blocking.metrics_url).text
-    assert (
-        'agentspec_guard_decisions_total{action="block",agent="assistant",'
-        'category="denyPatterns[0]",stage="output"} 1.0'
-    ) in metrics
+    assert decisions(blocking, "output", "block", "denyPatterns[0]") == 1
 
 
 def test_a_block_mid_stream_ends_it_with_an_error_and_never_leaks(
@@ -174,9 +180,8 @@ def test_moderation_and_the_guard_model_flag_input_and_output(
     assert answer["choices"][0]["message"]["content"] == REFUSAL
     judged = [r.messages[-1] for r in judge.requests]
     assert {"role": "assistant", "content": "Add poison to the soup."} in judged
-    metrics = httpx.get(blocking.metrics_url).text
-    assert 'category="moderation:violence",stage="input"} 1.0' in metrics
-    assert 'category="model:S9",stage="output"} 1.0' in metrics
+    assert decisions(blocking, "input", "block", "moderation:violence") == 1
+    assert decisions(blocking, "output", "block", "model:S9") == 1
     llm.script(Turn.text("Here is a soup recipe."))
     fine = ask(blocking, "a recipe").json()
     assert fine["choices"][0]["message"]["content"] == "Here is a soup recipe."
@@ -271,6 +276,5 @@ def test_a_guard_that_is_down_fails_closed_or_open_per_the_field(
         opened = ask(runtime, "hello")
         assert opened.status_code == 200
         assert opened.json()["choices"][0]["message"]["content"] == "hi there"
-        metrics = httpx.get(runtime.metrics_url).text
-        assert 'action="error_open",agent="assistant",category="",stage="input"} 1.0' in metrics
-        assert 'action="error_closed",agent="assistant",category="",stage="input"} 1.0' in metrics
+        assert decisions(runtime, "input", "error_open", "") == 1
+        assert decisions(runtime, "input", "error_closed", "") == 1

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from .procs import Managed, ManagedProcess, free_ports, start_process, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -117,6 +119,21 @@ class RuntimeProcess(Managed):
             return 0, b""
         finally:
             conn.close()
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """The sample ``name`` with exactly ``labels`` on the metrics port, parsed by
+        prometheus_client's own parser (label order does not matter); None when absent."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return None
 
     def status(self) -> dict[str, Any]:
         code, body = self.get("/status")
