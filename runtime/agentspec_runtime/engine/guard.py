@@ -1,7 +1,8 @@
 """The content guard (``spec.runtime.guard``): the policy around the checks.
 
-``input``: the caller's new messages are screened before the model sees them (and before
-memory records them). ``output``: the answer is screened before the caller sees it. A deny
+``input``: everything the caller wrote — its messages of any role, the tool-call arguments
+in them, the prompt variables it set — is screened before the model sees it (and before
+memory records it). ``output``: the answer is screened before the caller sees it. A deny
 pattern match blocks or, with ``action: redact``, is masked (:data:`MASK`); a classifier's
 flag (moderation endpoint, guard model) always blocks. A block raises
 :class:`~.errors.ContentBlockedError`, which the loop turns into the refusal (finish reason
@@ -9,8 +10,9 @@ flag (moderation endpoint, guard model) always blocks. A block raises
 with the error.
 
 Streaming (:class:`GuardedStream`): text reaches the caller only after it was checked. The
-last :data:`HOLD` characters are held back, so a pattern match up to that long is caught (or
-masked) before any of it is released; with a classifier, text is released in steps of at
+raw text is matched whole as it grows; the last :data:`HOLD` characters are held back, and so
+is a match that may still grow, so a pattern match up to that long is caught (or masked
+whole) before any of it is released; with a classifier, text is released in steps of at
 least :data:`CLASSIFY_EVERY` characters, each step classified (with :data:`HOLD` characters
 of what precedes it) before it goes out. At the end of the run the rest is checked, then
 released.
