@@ -401,6 +401,15 @@ def test_metrics_are_scraped_from_the_metrics_port(runtime: RuntimeProcess, llm:
     output_tokens = sum(completion_tokens(t) for t in turns)
     assert added(tokens % "input") == input_tokens
     assert added(tokens % "output") == output_tokens
+    # the same per call, as the OpenTelemetry GenAI conventions name it (two model calls)
+    usage = (
+        'gen_ai_client_token_usage_%s{agent="assistant",gen_ai_operation_name="chat",'
+        'gen_ai_provider_name="openai",gen_ai_request_model="fake-model",'
+        'gen_ai_token_type="%s"}'
+    )
+    assert (added(usage % ("count", "input")), added(usage % ("count", "output"))) == (2, 2)
+    assert added(usage % ("sum", "input")) == input_tokens
+    assert added(usage % ("sum", "output")) == output_tokens
     tool = 'agentspec_tool_calls_total{agent="assistant",outcome="%s",source="mcp",tool="add"}'
     assert (added(tool % "ok"), added(tool % "error")) == (1, 0)
     requests = 'agentspec_requests_total{agent="assistant",api="openai",outcome="%s"}'

@@ -104,6 +104,12 @@ class _CircuitState(Collector):
         yield family
 
 
+_TOKEN_BUCKETS = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
+"""The semantic conventions' advised boundaries for gen_ai.client.token.usage."""
+
+
 class Metrics:
     """Every metric the engine records, in its own registry."""
 
@@ -115,6 +121,20 @@ class Metrics:
             "agentspec_tokens",
             "Model tokens by direction",
             ["agent", "model", "prompt_version", "direction"],
+            registry=r,
+        )
+        self.genai_tokens = Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens per model call by type (input, output): the OpenTelemetry GenAI "
+            "semantic conventions' gen_ai.client.token.usage",
+            [
+                "agent",
+                "gen_ai_operation_name",
+                "gen_ai_provider_name",
+                "gen_ai_request_model",
+                "gen_ai_token_type",
+            ],
+            buckets=_TOKEN_BUCKETS,
             registry=r,
         )
         self.requests = Counter(
@@ -252,6 +272,8 @@ class Metrics:
     ) -> None:
         self.tokens.labels(self.agent, model, prompt_version, "input").inc(input_tokens)
         self.tokens.labels(self.agent, model, prompt_version, "output").inc(output_tokens)
+        for kind, count in (("input", input_tokens), ("output", output_tokens)):
+            self.genai_tokens.labels(self.agent, "chat", "openai", model, kind).observe(count)
         self.token_rate.add(input_tokens + output_tokens)
 
     def watch_model_circuit(self, read: Callable[[], str | None]) -> None:
