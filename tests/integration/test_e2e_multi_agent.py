@@ -217,10 +217,14 @@ def test_multi_agent_example_runs_from_the_built_images(
                 },
             }
         )
-        only_router = {"agents": {"allowed": [{"name": "router"}]}}
+        # and a content guard, so the image's RE2 (google-re2) runs too
+        only_router = {
+            "auth": {"agents": {"allowed": [{"name": "router"}]}},
+            "guard": {"denyPatterns": [r"secret-\d+"], "action": "redact"},
+        }
         kubectl(
             "patch", "agentspec", "hr", "--type=merge",
-            "-p", json.dumps({"spec": {"runtime": {"auth": only_router}}}),
+            "-p", json.dumps({"spec": {"runtime": only_router}}),
         )  # fmt: skip
         cluster.wait_agent_ready(kubectl, "intruder")
         hr = cluster.service_url("hr", ns)
@@ -229,11 +233,12 @@ def test_multi_agent_example_runs_from_the_built_images(
             timeout=30,
             what="HR to require an allowed agent's identity",
         )
-        reply = chat(router, "hr message='Still there?'")
+        reply = chat(router, "hr message='Still there? Code secret-42.'")
         assert reply.status_code == 200, reply.text
         assert reply.json()["choices"][0]["message"]["content"] == (
-            "The tool said: HR says: Still there?"
+            "The tool said: HR says: Still there? Code [redacted]."
         )
+        assert "secret-42" not in json.dumps([r.messages for r in hr_llm.requests[-1:]])
         refused = chat(
             cluster.service_url("intruder", ns), "hr message='Let me in'", model="intruder"
         )

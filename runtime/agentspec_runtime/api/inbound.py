@@ -27,9 +27,7 @@ from agentspec_runtime.engine.errors import UnauthorizedError
 from agentspec_runtime.engine.ports import TokenVerifier
 from agentspec_runtime.engine.snapshot import Snapshot
 from agentspec_runtime.engine.types import HOP_LIMIT_STATUS, HOPS_HEADER
-from agentspec_runtime.spec.resolved import allowed_callers
-
-AGENT_PREFIX = "system:serviceaccount:"
+from agentspec_runtime.spec.resolved import AGENT_IDENTITY_PREFIX, allowed_callers
 
 OPEN_PATHS = ("/healthz", "/readyz", "/.well-known/agent-card.json")
 """What kubelet probes and A2A discovery need; /status shows internals, so it needs a key."""
@@ -120,7 +118,7 @@ async def _consumer(snapshot: Snapshot, scope: Scope) -> str | None:
         else:
             # with auth.agents, an agent's identity comes from the cluster's tokens alone:
             # another issuer's claim cannot pose as one (and take its budget, class, tasks)
-            if snapshot.agents is None or not who.startswith(AGENT_PREFIX):
+            if snapshot.agents is None or not who.startswith(AGENT_IDENTITY_PREFIX):
                 return who
             log.info("agent %s: a JWT names an agent identity; refused", snapshot.config.name)
     if snapshot.agents is not None:

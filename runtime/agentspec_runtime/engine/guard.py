@@ -69,7 +69,8 @@ class Screen:
         self.spec = spec
         self.checks: ContentGuard = snapshot.guard
         self.metrics = metrics
-        self.redacted = False
+        self.redacted: set[str] = set()
+        """The stages that masked something in this run."""
         self.stream: GuardedStream | None = None
         self.context = ""
         """The caller's last message, shown to a guard model with an answer it judges."""
@@ -96,7 +97,7 @@ class Screen:
             return text
         if count:
             _decided(self.metrics, stage, "redact", f"denyPatterns[{min(found)[2]}]")
-            self.redacted = True
+            self.redacted.add(stage)
         return _masked(text, found, 0)
 
     def patterns(self, text: str, stage: str, *, count: bool = True) -> str:
@@ -130,9 +131,13 @@ class Screen:
         """A whole text screened: patterns, then the classifiers."""
         screened = self.patterns(text, stage)
         await self.classify(screened, stage)
-        if screened == text:
-            _decided(self.metrics, stage, "allow")
+        self.passed(stage)
         return screened
+
+    def passed(self, stage: str) -> None:
+        """Record that ``stage`` let its text through (as it was, unless redacted)."""
+        if stage not in self.redacted:
+            _decided(self.metrics, stage, "allow")
 
     @property
     def streamed(self) -> bool:
@@ -194,8 +199,7 @@ class GuardedStream:
         found = self._screen.find(self._raw, "output", start=self._released)
         await self._classify_to(len(self._raw), found)
         await self._release_to(len(self._raw), found)
-        if not self._screen.redacted:
-            _decided(self._screen.metrics, "output", "allow")
+        self._screen.passed("output")
 
     def _view(self, begin: int, end: int, found: list[Match], *, count: bool) -> str:
         """The raw text from ``begin`` to ``end`` as the caller sees it (masked)."""

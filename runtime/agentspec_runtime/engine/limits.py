@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from agentspec_runtime.spec.agent import RateLimitSpec
@@ -87,10 +87,15 @@ def window_key(snapshot: Snapshot, consumer: str | None) -> str:
     return f"{config.namespace}/{config.name}/{digest}"
 
 
-def estimate(messages: Sequence[Message], tools: Sequence[ToolSpec], max_tokens: int | None) -> int:
-    """A model call's reservation: its input's estimate plus the output it may produce."""
-    tool_text = sum(len(t.description) + len(json.dumps(t.parameters)) for t in tools)
-    return estimate_tokens(messages) + math.ceil(tool_text / 4) + (max_tokens or OUTPUT_RESERVE)
+def tools_estimate(tools: Iterable[ToolSpec]) -> int:
+    """What offering ``tools`` adds to a call's input (their descriptions and schemas)."""
+    return math.ceil(sum(len(t.description) + len(json.dumps(t.parameters)) for t in tools) / 4)
+
+
+def estimate(messages: Sequence[Message], tools: int, max_tokens: int | None) -> int:
+    """A model call's reservation: its input's estimate (``tools``: :func:`tools_estimate`
+    of the tools offered) plus the output it may produce."""
+    return estimate_tokens(messages) + tools + (max_tokens or OUTPUT_RESERVE)
 
 
 def headers(decision: RateDecision) -> dict[str, str]:
@@ -206,14 +211,13 @@ async def reserve(
     spec, limiter = snapshot.config.rate_limit, snapshot.limiter
     if spec is None or limiter is None:
         return None
-    if budget_of(spec, consumer).limits.tokens is None:
-        return None
     key = window_key(snapshot, consumer)
     deadline = time.monotonic() + wait
     while True:
         budget = budget_of(spec, consumer, pressure())  # the pressure may ease while waiting
         cls, limit = budget.name, budget.limits.tokens
-        assert limit is not None
+        if limit is None:
+            return None
         cost = max(1, min(tokens, limit))
         decision = await limiter.charge(
             key, Limits(tokens=limit, requests=None), tokens=cost, requests=0

@@ -166,6 +166,11 @@ class AgentRun:
         """Tokens spent by tools on our behalf (partner agents), beside our own model's."""
         self.tool_calls = 0
         self.tools: dict[str, Tool] = snapshot.tools()
+        self._tools_tokens = (  # what offering them adds to each call's reservation
+            limits.tools_estimate(t.spec for t in self.tools.values())
+            if snapshot.limiter is not None
+            else 0
+        )
         self.prompt = snapshot.prompts.render(
             context_id=request.context_id, variables=request.variables
         )
@@ -263,51 +268,31 @@ class AgentRun:
         return await screen.text(content, "output")  # it did not come through the stream
 
     async def _screen_input(self, screen: guard.Screen) -> None:
-        """Everything the caller wrote goes through the input guard: its messages and the
-        prompt variables it set (they are rendered into the system prompt)."""
+        """Everything the caller wrote goes through the input guard: its messages of every
+        role (a caller may write earlier assistant or tool turns; the model reads them all),
+        the tool-call arguments in them, and the prompt variables it set (rendered into the
+        system prompt). Patterns check each text; the classifiers see them all at once, in
+        one call per request."""
+        if screen.on("input"):
+            seen: list[str] = []
+
+            def check(text: str) -> str:
+                screened = screen.patterns(text, "input")
+                seen.append(screened)
+                return screened
+
+            variables = dict(self.request.variables)
+            screened = {k: check(v) for k, v in variables.items()}
+            if screened != variables:
+                self.prompt = self.snapshot.prompts.render(
+                    context_id=self.request.context_id, variables=screened
+                )
+            self.input = [_screened(m, check) for m in self.input]
+            self.messages = [{"role": "system", "content": self.prompt.text}, *self.input]
+            await screen.classify("\n\n".join(seen), "input")
+            screen.passed("input")
         users = [m for m in self.input if m.get("role") == "user"]
         screen.context = mem.text_of(users[-1]) if users else ""
-        if not screen.on("input"):
-            return
-        variables = dict(self.request.variables)
-        screened = {k: await screen.text(v, "input") for k, v in variables.items()}
-        if screened != variables:
-            self.prompt = self.snapshot.prompts.render(
-                context_id=self.request.context_id, variables=screened
-            )
-        self.input = [await self._screened(m) for m in self.input]
-        self.messages = [{"role": "system", "content": self.prompt.text}, *self.input]
-        users = [m for m in self.input if m.get("role") == "user"]
-        screen.context = mem.text_of(users[-1]) if users else ""  # as screened
-
-    async def _screened(self, message: Message) -> Message:
-        """A caller's message through the input guard (its text parts, masked or refused).
-        Every role: a caller may send earlier assistant or tool turns, and the model reads
-        them all."""
-        assert self.screen is not None
-        content = message.get("content")
-        if isinstance(content, str):
-            message = {**message, "content": await self.screen.text(content, "input")}
-        elif isinstance(content, list):
-            parts = [
-                {**p, "text": await self.screen.text(p["text"], "input")}
-                if isinstance(p, dict) and isinstance(p.get("text"), str)
-                else p
-                for p in content
-            ]
-            message = {**message, "content": parts}
-        calls = message.get("tool_calls")
-        if isinstance(calls, list):  # an earlier turn's tool calls, as the caller wrote them
-            message = {**message, "tool_calls": [await self._screened_call(c) for c in calls]}
-        return message
-
-    async def _screened_call(self, call: Any) -> Any:
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
-            return call
-        assert self.screen is not None
-        arguments = await self.screen.text(function["arguments"], "input")
-        return {**call, "function": {**function, "arguments": arguments}}
 
     async def _checkpoint(self, entry: Entry) -> None:
         if self.journal is not None:
@@ -435,7 +420,7 @@ class AgentRun:
         reservation = await limits.reserve(
             self.snapshot,
             self.request.consumer,
-            limits.estimate(messages, specs, self.params.max_tokens)
+            limits.estimate(messages, self._tools_tokens if specs else 0, self.params.max_tokens)
             if self.snapshot.limiter is not None
             else 0,
             wait=self.request.budget_wait,
@@ -615,3 +600,30 @@ def _parse_arguments(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ToolError("the arguments must be a JSON object")
     return value
+
+
+def _screened(message: Message, check: Callable[[str], str]) -> Message:
+    """``message`` with ``check`` applied to each text the caller wrote in it: its content
+    (or text parts) and its tool calls' arguments."""
+    content = message.get("content")
+    if isinstance(content, str):
+        message = {**message, "content": check(content)}
+    elif isinstance(content, list):
+        parts = [
+            {**p, "text": check(p["text"])}
+            if isinstance(p, dict) and isinstance(p.get("text"), str)
+            else p
+            for p in content
+        ]
+        message = {**message, "content": parts}
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        message = {**message, "tool_calls": [_screened_call(c, check) for c in calls]}
+    return message
+
+
+def _screened_call(call: Any, check: Callable[[str], str]) -> Any:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+        return call
+    return {**call, "function": {**function, "arguments": check(function["arguments"])}}

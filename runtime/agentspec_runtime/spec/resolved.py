@@ -156,9 +156,13 @@ def agent_audience(namespace: str, name: str) -> str:
     return f"agentspec.io/agents/{namespace}/{name}"
 
 
+AGENT_IDENTITY_PREFIX = "system:serviceaccount:"
+"""What every agent's identity (a ServiceAccount's username) begins with."""
+
+
 def agent_identity(namespace: str, name: str) -> str:
     """The consumer an agent's calls arrive as: its ServiceAccount's username."""
-    return f"system:serviceaccount:{namespace}:{name}"
+    return f"{AGENT_IDENTITY_PREFIX}{namespace}:{name}"
 
 
 def allowed_callers(config: AgentConfig) -> frozenset[str]:
