@@ -8,6 +8,8 @@
 #     project's [dev,operator,runtime] extras; scripts/lock.sh refreshes the lock), by uv
 #   - kube-apiserver, kube-controller-manager, kubectl, etcd, helm built from the Go
 #     module proxy (scripts/build-k8s-tools.sh, cached outside the repo)
+#   - Prometheus and KEDA's operator and metrics server built from the Go module proxy
+#     (scripts/build-metrics-tools.sh, cached outside the repo; the autoscaling tests)
 #   - the pinned npm MCP server (scripts/install-npm-tools.sh, cached outside the repo)
 #   - the runtime and operator images (scripts/build-images.sh, cached outside the repo)
 #
@@ -54,6 +56,7 @@ fi
 
 if [[ $python_only == 0 ]]; then
   scripts/build-k8s-tools.sh >/dev/null
+  scripts/build-metrics-tools.sh >/dev/null
   scripts/install-npm-tools.sh >/dev/null
   scripts/build-images.sh >/dev/null
 fi

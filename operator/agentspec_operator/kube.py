@@ -165,7 +165,7 @@ class Kube:
             except Exception as e:  # transport, TLS, decoding: never a library exception out
                 raise _translate(e, what) from e
 
-    async def apply(self, manifest: Json) -> Applied:
+    async def apply(self, manifest: Json, *, field_manager: str = FIELD_MANAGER) -> Applied:
         kind = manifest["kind"]
         meta = manifest["metadata"]
         obj: Any = await self._call(
@@ -176,7 +176,7 @@ class Kube:
                 manifest,
                 namespace=meta["namespace"],
                 patch_type=PatchType.APPLY,
-                field_manager=FIELD_MANAGER,
+                field_manager=field_manager,
                 # Forced only over the fields in the manifest: those are ours by definition.
                 force=True,
             ),

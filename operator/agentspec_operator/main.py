@@ -16,6 +16,7 @@ import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kopf
 
@@ -27,7 +28,15 @@ from .mcp_servers import McpServerReconciler
 from .reconcile import Reconciler, utc_now
 from .render import OPTIONAL_KINDS
 from .render_meta import MANAGED_BY
-from .settings import OperatorSettings, Selector, otel_passthrough, runtime_image_from_env
+from .settings import (
+    DEFAULT_PROMETHEUS_URL,
+    DEFAULT_RATE_WINDOW,
+    PROMETHEUS_DURATION,
+    OperatorSettings,
+    Selector,
+    otel_passthrough,
+    runtime_image_from_env,
+)
 from .world import World
 
 log = logging.getLogger("agentspec_operator")
@@ -42,6 +51,22 @@ def _selectors(text: str | None) -> tuple[Selector, ...]:
     if not all(isinstance(p, dict) for p in peers):
         raise argparse.ArgumentTypeError("expected a JSON object or a list of objects")
     return tuple(peers)
+
+
+def _http_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+        raise argparse.ArgumentTypeError(
+            "expected an http(s) URL without credentials (KEDA reads them from a "
+            "TriggerAuthentication, never from the query's address)"
+        )
+    return text.rstrip("/")
+
+
+def _duration(text: str) -> str:
+    if not PROMETHEUS_DURATION.match(text):
+        raise argparse.ArgumentTypeError("expected a Prometheus duration such as 30s, 1m or 2m")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=int(env("AGENTSPEC_METRICS_PORT", "0")),
         help="serve Prometheus /metrics on this port (0: off)",
+    )
+    p.add_argument(
+        "--prometheus-url",
+        type=_http_url,
+        default=env("AGENTSPEC_PROMETHEUS_URL") or DEFAULT_PROMETHEUS_URL,
+        help="the Prometheus KEDA's tokens/s triggers query (env AGENTSPEC_PROMETHEUS_URL)",
+    )
+    p.add_argument(
+        "--scaling-rate-window",
+        type=_duration,
+        default=env("AGENTSPEC_SCALING_RATE_WINDOW") or DEFAULT_RATE_WINDOW,
+        help="window of the tokens/s rate autoscaling acts on; at least 4 scrape intervals",
     )
     p.add_argument("--workers", type=int, default=32, help="concurrent reconciles")
     p.add_argument(
@@ -213,6 +250,8 @@ async def _operate(
         resync_seconds=args.resync_seconds,
         stalled_retry_seconds=args.stalled_retry_seconds,
         keda_available=keda,
+        prometheus_url=args.prometheus_url,
+        scaling_rate_window=args.scaling_rate_window,
     )
     ref: list[Controller] = []
     registry = build_registry(ref)

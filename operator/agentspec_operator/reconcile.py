@@ -37,7 +37,7 @@ from .errors import OperatorError, PermanentError
 from .kube import KEDA_CRD, Kube, SecretInfo
 from .render import OPTIONAL_KINDS, optional_kinds_wanted, render_children
 from .render_workload import PROMPT_VERSION_ANNOTATION, prompt_version, secret_names
-from .settings import OperatorSettings
+from .settings import FIELD_MANAGER, REPLICAS_HANDOVER_MANAGER, OperatorSettings
 from .status import agent_status, prompt_template_status, same_status, stalled_reason
 from .world import AGENTS, PROMPTS, Json, Key, World
 
@@ -335,6 +335,8 @@ class Reconciler:
             return
         self._in_flight.add(child)
         try:
+            if child[0] == "Deployment" and "replicas" not in manifest["spec"]:
+                await self._hand_over_replicas(manifest)
             applied = await self.kube.apply(manifest)
         finally:
             self._in_flight.discard(child)
@@ -343,6 +345,34 @@ class Reconciler:
             self.optional_present.add(child)
         if applied.body is not None:
             self._deployments[(child[1], child[2])] = applied.body
+
+    async def _hand_over_replicas(self, manifest: Json) -> None:
+        """Autoscaling turned on: leave ``spec.replicas`` to the HPA without a jump to 1.
+
+        An apply that drops a field its manager alone owns deletes the field, and the
+        Deployment's default (1) would replace the count until the HPA's next sync. So while
+        this operator still owns the field, the live count is first applied by a second field
+        manager that never changes it, at the live resourceVersion (a count the HPA changed
+        meanwhile is a conflict and a retry, never a stale write); the field then survives our
+        apply and is the HPA's to change.
+        """
+        meta = manifest["metadata"]
+        live = self._fresher_deployment((meta["namespace"], meta["name"]))
+        if live is None or not owns_replicas(live, FIELD_MANAGER):
+            return
+        await self.kube.apply(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "resourceVersion": live["metadata"]["resourceVersion"],
+                },
+                "spec": {"replicas": live["spec"].get("replicas", 1)},
+            },
+            field_manager=REPLICAS_HANDOVER_MANAGER,
+        )
 
     async def _report_stalled(self, key: Key, body: Json, problems: list[Problem]) -> None:
         """Stalled: status + one Warning Event per distinct message; children untouched."""
@@ -426,6 +456,16 @@ def _involved(body: Json) -> dict[str, Any]:
         "uid": meta.get("uid"),
         "resourceVersion": meta.get("resourceVersion"),
     }
+
+
+def owns_replicas(deployment: Json, manager: str) -> bool:
+    """Whether ``manager``'s applies own the Deployment's ``spec.replicas``."""
+    for entry in deployment.get("metadata", {}).get("managedFields") or ():
+        if entry.get("manager") != manager or entry.get("subresource"):
+            continue
+        if "f:replicas" in (entry.get("fieldsV1") or {}).get("f:spec", {}):
+            return True
+    return False
 
 
 def _sharing_advice(agent: AgentResource) -> dict[str, str]:

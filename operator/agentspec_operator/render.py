@@ -68,5 +68,5 @@ def render_children(
     if scaling is not None and scaling.provider == "hpa":
         children.append(render_hpa(owner, scaling))
     elif scaling is not None and settings.keda_available:
-        children.append(render_scaled_object(owner, scaling))
+        children.append(render_scaled_object(owner, scaling, settings=settings))
     return children

@@ -19,7 +19,8 @@ from .render_meta import (
 from .settings import OperatorSettings
 
 TOKENS_METRIC = "agentspec_tokens_per_second"
-"""Per-pod metric the HPA scales on; a metrics adapter must serve it (see docs/operator.md)."""
+"""Per-pod metric the plain HPA scales on; a custom metrics adapter must serve it (see
+docs/autoscaling.md)."""
 KEDA_API_VERSION = "keda.sh/v1alpha1"
 
 
@@ -83,7 +84,36 @@ def render_pdb(owner: AgentRef) -> Manifest:
     }
 
 
+def _behavior(scaling: AutoscalingSpec) -> Manifest:
+    """The HPA's stabilization windows (its default scaling policies otherwise)."""
+    return {
+        "scaleUp": {"stabilizationWindowSeconds": scaling.scale_up_stabilization_seconds},
+        "scaleDown": {"stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds},
+    }
+
+
+def tokens_query(owner: AgentRef, window: str) -> str:
+    """The agent's tokens per second, all its pods together, as Prometheus computes it from
+    the runtime's counter. ``agent`` is a label the runtime puts on its own series;
+    ``namespace`` is the target label every Kubernetes scrape config (and PodMonitor) adds."""
+    return (
+        f'sum(rate(agentspec_tokens_total{{namespace="{owner.namespace}",'
+        f'agent="{owner.name}"}}[{window}]))'
+    )
+
+
+def queue_query(owner: AgentRef) -> str:
+    """Durable tasks waiting for a replica. Every replica reports the whole shared queue, so
+    the greatest report is the queue (a sum would count it once per replica)."""
+    return (
+        f'max(agentspec_task_queue_depth{{namespace="{owner.namespace}",'
+        f'agent="{owner.name}"}}) or vector(0)'
+    )
+
+
 def render_hpa(owner: AgentRef, scaling: AutoscalingSpec) -> Manifest:
+    """An HPA on the Pods metric ``agentspec_tokens_per_second``: a custom metrics adapter
+    (prometheus-adapter's rule in docs/autoscaling.md) must serve it."""
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -104,34 +134,58 @@ def render_hpa(owner: AgentRef, scaling: AutoscalingSpec) -> Manifest:
                     },
                 }
             ],
+            "behavior": _behavior(scaling),
         },
     }
 
 
-def render_scaled_object(owner: AgentRef, scaling: AutoscalingSpec) -> Manifest:
-    """Partial: a Prometheus trigger on the runtime's token counter; the server address is
-    KEDA's default in-cluster Prometheus unless the chart overrides it."""
-    query = (
-        f'sum(rate(agentspec_tokens_total{{namespace="{owner.namespace}",'
-        f'agent="{owner.name}"}}[1m]))'
-    )
+def _prometheus_trigger(name: str, *, url: str, query: str, per_replica: float) -> Manifest:
+    return {
+        "type": "prometheus",
+        "name": name,
+        # AverageValue: KEDA's HPA divides the query's total by the replica count.
+        "metricType": "AverageValue",
+        "metadata": {
+            "serverAddress": url,
+            "query": query,
+            "threshold": quantity(per_replica),
+            # No answer (Prometheus has no series yet): 0, not an error that freezes scaling.
+            "ignoreNullValues": "true",
+        },
+    }
+
+
+def render_scaled_object(
+    owner: AgentRef, scaling: AutoscalingSpec, *, settings: OperatorSettings
+) -> Manifest:
+    """A KEDA ScaledObject: KEDA makes an HPA (``keda-hpa-<agent>``) on the External metric
+    its metrics server computes from these Prometheus queries."""
+    triggers = [
+        _prometheus_trigger(
+            "tokens-per-second",
+            url=settings.prometheus_url,
+            query=tokens_query(owner, settings.scaling_rate_window),
+            per_replica=scaling.target_tokens_per_second,
+        )
+    ]
+    if scaling.target_queued_tasks is not None:
+        triggers.append(
+            _prometheus_trigger(
+                "queued-tasks",
+                url=settings.prometheus_url,
+                query=queue_query(owner),
+                per_replica=scaling.target_queued_tasks,
+            )
+        )
     return {
         "apiVersion": KEDA_API_VERSION,
         "kind": "ScaledObject",
         "metadata": metadata(owner),
         "spec": {
-            "scaleTargetRef": {"name": owner.name},
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner.name},
             "minReplicaCount": scaling.min_replicas,
             "maxReplicaCount": scaling.max_replicas,
-            "triggers": [
-                {
-                    "type": "prometheus",
-                    "metadata": {
-                        "serverAddress": "http://prometheus-operated.monitoring.svc:9090",
-                        "query": query,
-                        "threshold": quantity(scaling.target_tokens_per_second),
-                    },
-                }
-            ],
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior(scaling)}},
+            "triggers": triggers,
         },
     }

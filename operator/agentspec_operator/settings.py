@@ -7,15 +7,22 @@ reads the environment after start-up, so tests build settings directly.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 FIELD_MANAGER = "agentspec-operator"
+REPLICAS_HANDOVER_MANAGER = "agentspec-operator-handover"
+"""Holds an agent's replica count, unchanged, while autoscaling takes it over."""
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/agentspec/agentspec-runtime:0.1.0"
 RUNTIME_IMAGE_ENV = "AGENTSPEC_RUNTIME_IMAGE"
 # Forwarded to every agent so traces of all agents land in the same collector.
 OTEL_PREFIX = "OTEL_"
+
+DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
+DEFAULT_RATE_WINDOW = "1m"
+PROMETHEUS_DURATION = re.compile(r"^[1-9][0-9]{0,5}(ms|s|m|h)$")
 
 Selector = dict[str, Any]
 """A NetworkPolicy peer: ``{"namespaceSelector": ..., "podSelector": ...}``."""
@@ -38,6 +45,10 @@ class OperatorSettings:
     """Retry of a Stalled agent: a missing Secret has no watch, so time brings recovery."""
     keda_available: bool = False
     """Whether the KEDA ScaledObject CRD exists (detected at start-up)."""
+    prometheus_url: str = DEFAULT_PROMETHEUS_URL
+    """The Prometheus KEDA's triggers query (it must scrape the agents' metrics ports)."""
+    scaling_rate_window: str = DEFAULT_RATE_WINDOW
+    """The window of the tokens/s rate scaling acts on: at least four scrape intervals."""
 
 
 def otel_passthrough(environ: Mapping[str, str]) -> dict[str, str]:

@@ -18,6 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agentspec_operator.render_meta import AgentRef
+from agentspec_operator.render_workload import render_pod_template
+from agentspec_operator.settings import OperatorSettings
+from agentspec_runtime.spec import AgentResource, parse_resource
 from tests.support.cluster import OPERATOR_NAMESPACE, ShippedCluster
 from tests.support.control_plane import ControlPlane, NamespacedKubectl
 from tests.support.operator_testkit import agent_doc, eventually, prompt_doc
@@ -93,6 +97,8 @@ def test_rendered_chart_is_accepted_by_the_apiserver(
         ("operator.workerz=3", "workerz"),
         ("otel.endpoint=ftp://collector", "/otel/endpoint"),
         ("runtime.image.pullPolicy=Sometimes", "/runtime/image/pullPolicy"),
+        ("autoscaling.rateWindow=1 minute", "/autoscaling/rateWindow"),
+        ("autoscaling.prometheusUrl=http://user:pw@prom:9090", "/autoscaling/prometheusUrl"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_field(
@@ -103,6 +109,45 @@ def test_bad_values_are_rejected_naming_the_field(
     result = helm(control_plane, "template", "agentspec", str(CHART), "--set", setting, check=False)
     assert result.returncode != 0
     assert says in result.stderr, result.stderr
+
+
+def test_the_pod_monitor_scrapes_the_agent_pods_the_operator_makes(
+    control_plane: ControlPlane,
+) -> None:
+    rendered = helm(
+        control_plane, "template", "agentspec", str(CHART), "-n", "ops",
+        "--set", "autoscaling.podMonitor.enabled=true",
+        "--set", "autoscaling.podMonitor.labels.release=kube-prometheus",
+        "--set", "autoscaling.rateWindow=30s",
+        "--set", "autoscaling.prometheusUrl=http://prom.monitoring:9090",
+    ).stdout  # fmt: skip
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    (monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "interval": "15s"}]
+    agent = parse_resource(
+        {
+            "apiVersion": "agentspec.io/v1alpha1",
+            "kind": "AgentSpec",
+            "metadata": {"name": "a", "namespace": "team-a", "uid": "u"},
+            "spec": {"promptRef": {"name": "p"}, "model": {"model": "m"}},
+        }
+    )
+    assert isinstance(agent, AgentResource)
+    template = render_pod_template(
+        AgentRef(name="a", namespace="team-a", uid="u"), agent=agent, settings=OperatorSettings()
+    )
+    pod_labels = template["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    ports = {p["name"] for p in template["spec"]["containers"][0]["ports"]}
+    assert "metrics" in ports
+    (operator,) = [d for d in docs if d["kind"] == "Deployment"]
+    args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--prometheus-url=http://prom.monitoring:9090" in args
+    assert "--scaling-rate-window=30s" in args
+    by_default = yaml.safe_load_all(helm(control_plane, "template", "x", str(CHART)).stdout)
+    assert "PodMonitor" not in {d["kind"] for d in by_default if d}
 
 
 @pytest.fixture(scope="module")

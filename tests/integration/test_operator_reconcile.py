@@ -283,6 +283,57 @@ def test_server_side_apply_leaves_other_managers_fields_alone(k: NamespacedKubec
     eventually(lambda: not k.json("get", "pdb")["items"], timeout=PROPAGATION, what="PDB pruned")
 
 
+def _replicas_owners(k: NamespacedKubectl, name: str) -> set[str]:
+    fields = k.json("get", "deployment", name, "--show-managed-fields")["metadata"]
+    return {
+        f["manager"]
+        for f in fields["managedFields"]
+        if "f:replicas" in f.get("fieldsV1", {}).get("f:spec", {})
+    }
+
+
+def test_turning_autoscaling_on_keeps_the_replica_count(k: NamespacedKubectl) -> None:
+    """An apply that drops a field its manager alone owns deletes it: without a hand-over the
+    Deployment would fall to its default of 1 pod until the HPA's next sync. No controller
+    manager runs here, so a drop would stay visible."""
+    _applied(k, prompt_doc(), agent_doc("finance", runtime={"replicas": 3}))
+    eventually(
+        lambda: get(k, "deployment", "finance")["spec"]["replicas"] == 3,
+        timeout=PROPAGATION,
+        what="3 replicas",
+    )
+    assert _replicas_owners(k, "finance") == {"agentspec-operator"}
+    scaling = {"autoscaling": {"minReplicas": 1, "maxReplicas": 5, "targetTokensPerSecond": 50}}
+    k.apply(agent_doc("finance", runtime=scaling))
+    eventually(lambda: bool(k.json("get", "hpa")["items"]), timeout=PROPAGATION, what="the HPA")
+    _wait_reconciled(k, "finance")
+    seen = set()
+    for _ in range(20):  # a second of watching: the count never moves
+        seen.add(get(k, "deployment", "finance")["spec"]["replicas"])
+    assert seen == {3}
+    # the operator let go of the field; the hand-over manager holds the unchanged count
+    assert _replicas_owners(k, "finance") == {"agentspec-operator-handover"}
+    # what the HPA controller does next: it owns the field through the scale subresource
+    k("scale", "deployment", "finance", "--replicas=4")
+    # a later change of the agent leaves the HPA's count alone
+    k.apply(agent_doc("finance", runtime=scaling, model={"model": "m2"}))
+    eventually(
+        lambda: config_of(k, "finance")["model"]["model"] == "m2",
+        timeout=PROPAGATION,
+        what="re-apply",
+    )
+    assert get(k, "deployment", "finance")["spec"]["replicas"] == 4
+    assert "agentspec-operator" not in _replicas_owners(k, "finance")
+    # autoscaling off: the declared count again, owned by the operator
+    k.apply(agent_doc("finance", runtime={"replicas": 2}))
+    eventually(
+        lambda: get(k, "deployment", "finance")["spec"]["replicas"] == 2,
+        timeout=PROPAGATION,
+        what="the declared count",
+    )
+    assert "agentspec-operator" in _replicas_owners(k, "finance")
+
+
 def test_drift_is_corrected(k: NamespacedKubectl) -> None:
     _applied(k, prompt_doc(), agent_doc("finance"))
     _wait_reconciled(k, "finance")

@@ -14,6 +14,7 @@ Tests get their own namespace (:meth:`namespace`) and reach an agent through its
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,18 @@ def image_values(prefix: str, ref: str) -> list[str]:
 
 
 class ShippedCluster(Managed):
-    def __init__(self, *, images: Images | None = None, helm_values: list[str] | None = None):
+    def __init__(
+        self,
+        *,
+        images: Images | None = None,
+        helm_values: list[str] | None = None,
+        before_install: Callable[[ControlPlane], None] | None = None,
+    ):
+        """``before_install``: runs once the control plane is up, before the chart (the
+        operator looks for optional CRDs such as KEDA's when it starts)."""
         self.images = images or locate_images()
         self.helm_values = helm_values or []
+        self.before_install = before_install
         self.plane = ControlPlane()
         self.kubelet: ProcessKubelet | None = None
 
@@ -46,6 +56,8 @@ class ShippedCluster(Managed):
         try:
             self.plane.start()
             self.plane.start_controller_manager()
+            if self.before_install is not None:
+                self.before_install(self.plane)
             self.kubelet = ProcessKubelet(self.plane, images=self.images).start()
             self.helm(
                 "install",

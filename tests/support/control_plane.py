@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from .pki import LOOPBACK, Pki, kubeconfig_text, write_pki
+from .pki import FRONT_PROXY_CLIENT, LOOPBACK, Pki, kubeconfig_text, write_pki
 from .podnet import NetworkSlot, reserve_slot
 from .procs import (
     ExitedEarlyError,
@@ -494,6 +494,15 @@ class ControlPlane(Managed):
             # Would default to /var/run/kubernetes: shared between instances, and root-only.
             f"--cert-dir={tmp_dir / 'apiserver-certs'}",
             "--profiling=false",
+            # The aggregation layer, so extension API servers (KEDA's metrics server) serve
+            # through this apiserver and trust who it says the caller is.
+            f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki.front_proxy_client_cert}",
+            f"--proxy-client-key-file={pki.front_proxy_client_key}",
             *self._extra_apiserver_args,
         ]
         process = self._spawn("kube-apiserver", argv, attempt)

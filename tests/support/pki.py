@@ -1,8 +1,9 @@
 """Throwaway PKI and kubeconfig for a test control plane.
 
-Owns: a CA, the apiserver serving certificate, the service-account key pair and a
-cluster-admin client certificate (``O=system:masters``), written as PEM files, and an admin
-kubeconfig with the credentials embedded.
+Owns: a CA, the apiserver serving certificate, the service-account key pair, a
+cluster-admin client certificate (``O=system:masters``) and the aggregator's front-proxy CA and
+client certificate, written as PEM files, and an admin kubeconfig with the credentials
+embedded; plus :func:`write_tls_pair` for the extension servers tests run.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["LOOPBACK", "Pki", "kubeconfig_text", "write_pki"]
+__all__ = [
+    "FRONT_PROXY_CLIENT",
+    "LOOPBACK",
+    "Pki",
+    "TlsPair",
+    "kubeconfig_text",
+    "write_pki",
+    "write_tls_pair",
+]
 
 LOOPBACK = "127.0.0.1"
 
@@ -39,6 +48,50 @@ class Pki:
     sa_private_key: Path
     admin_cert: Path
     admin_key: Path
+    front_proxy_ca_cert: Path
+    front_proxy_client_cert: Path
+    front_proxy_client_key: Path
+
+
+FRONT_PROXY_CLIENT = "front-proxy-client"
+"""The name the aggregator presents to extension API servers (requestheader-allowed-names)."""
+
+
+@dataclass(frozen=True)
+class TlsPair:
+    """A CA and one certificate it signed, as the ``ca.crt``/``tls.crt``/``tls.key`` files
+    a Kubernetes TLS Secret mounts."""
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+
+def write_tls_pair(
+    directory: Path, *, common_name: str, dns_names: Sequence[str] = (), ips: Sequence[str] = ()
+) -> TlsPair:
+    """A fresh CA and a certificate for both ends of TLS (servers that are clients too, as
+    KEDA's operator and metrics server are to each other)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    pair = TlsPair(directory / "ca.crt", directory / "tls.crt", directory / "tls.key")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _issue(
+        subject=_name(f"{common_name}-ca"), key=ca_key, issuer=None, issuer_key=ca_key, usage=None
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(
+        subject=_name(common_name),
+        key=key,
+        issuer=ca,
+        issuer_key=ca_key,
+        usage=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+        sans=[x509.DNSName(n) for n in dns_names]
+        + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips],
+    )
+    _write_cert(pair.ca_cert, ca)
+    _write_cert(pair.cert, cert)
+    _write_key(pair.key, key)
+    return pair
 
 
 def _name(common_name: str, organization: str | None = None) -> x509.Name:
@@ -54,7 +107,7 @@ def _issue(
     key: ec.EllipticCurvePrivateKey,
     issuer: x509.Certificate | None,
     issuer_key: CertificateIssuerPrivateKeyTypes,
-    usage: x509.ObjectIdentifier | None,
+    usage: x509.ObjectIdentifier | Sequence[x509.ObjectIdentifier] | None,
     sans: Sequence[x509.GeneralName] = (),
 ) -> x509.Certificate:
     now = datetime.now(UTC)
@@ -92,7 +145,8 @@ def _issue(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
     if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        usages = [usage] if isinstance(usage, x509.ObjectIdentifier) else list(usage)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
@@ -125,6 +179,9 @@ def write_pki(directory: Path, *, kubernetes_service_ip: str) -> Pki:
         sa_private_key=directory / "sa.key",
         admin_cert=directory / "admin.crt",
         admin_key=directory / "admin.key",
+        front_proxy_ca_cert=directory / "front-proxy-ca.crt",
+        front_proxy_client_cert=directory / "front-proxy-client.crt",
+        front_proxy_client_key=directory / "front-proxy-client.key",
     )
     # P-256 keys for TLS: generating them is ~100x faster than RSA, and every instance pays it.
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -162,6 +219,27 @@ def write_pki(directory: Path, *, kubernetes_service_ip: str) -> Pki:
         issuer_key=ca_key,
         usage=ExtendedKeyUsageOID.CLIENT_AUTH,
     )
+    # The aggregator's identity towards extension API servers, from a CA of its own (as
+    # kubeadm does): a client cert of the cluster CA must not pass for the front proxy.
+    front_ca_key = ec.generate_private_key(ec.SECP256R1())
+    front_ca = _issue(
+        subject=_name("agentspec-test-front-proxy-ca"),
+        key=front_ca_key,
+        issuer=None,
+        issuer_key=front_ca_key,
+        usage=None,
+    )
+    front_key = ec.generate_private_key(ec.SECP256R1())
+    front = _issue(
+        subject=_name(FRONT_PROXY_CLIENT),
+        key=front_key,
+        issuer=front_ca,
+        issuer_key=front_ca_key,
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    _write_cert(pki.front_proxy_ca_cert, front_ca)
+    _write_cert(pki.front_proxy_client_cert, front)
+    _write_key(pki.front_proxy_client_key, front_key)
     # RSA for service-account tokens: RS256 is what every token consumer accepts.
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(pki.ca_key, ca_key)

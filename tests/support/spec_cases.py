@@ -274,6 +274,20 @@ INVALID: list[InvalidCase] = [
         says="minReplicas must not exceed maxReplicas",
     ),
     InvalidCase(
+        "queued-tasks-without-keda",
+        agent(
+            runtime={
+                "autoscaling": {
+                    "maxReplicas": 2,
+                    "targetTokensPerSecond": 100,
+                    "targetQueuedTasks": 5,
+                }
+            }
+        ),
+        "spec.runtime.autoscaling.targetQueuedTasks",
+        says="targetQueuedTasks needs provider keda",
+    ),
+    InvalidCase(
         "redis-url-credentials",
         agent(memory={"type": "redis", "url": "redis://:hunter2@redis:6379/0"}),
         "spec.memory.url",

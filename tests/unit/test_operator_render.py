@@ -9,6 +9,7 @@ hot change leaves untouched). Also the status computation (conditions, rollout, 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -30,7 +31,12 @@ from agentspec_operator.status import (
     prompt_template_status,
     rollout,
 )
-from agentspec_runtime.spec import AgentResource, PromptTemplateResource, parse_resource
+from agentspec_runtime.spec import (
+    AgentResource,
+    PromptTemplateResource,
+    SpecError,
+    parse_resource,
+)
 from agentspec_runtime.spec.problems import Problem
 from agentspec_runtime.spec.resolved import AgentConfig, resolve_agent
 
@@ -88,8 +94,9 @@ def _config(agent: AgentResource, prompt: PromptTemplateResource | None = None) 
 
 def _children(agent: AgentResource, **kw: Any) -> dict[str, dict[str, Any]]:
     config = kw.pop("config", None) or _config(agent)
+    settings = kw.pop("settings", SETTINGS)
     out = render_children(
-        agent, config, namespace=NS, callers=kw.pop("callers", []), settings=SETTINGS
+        agent, config, namespace=NS, callers=kw.pop("callers", []), settings=settings
     )
     return {m["kind"]: m for m in out}
 
@@ -303,6 +310,10 @@ def test_autoscaling_leaves_replicas_to_the_hpa_and_adds_a_pdb() -> None:
                 },
             }
         ],
+        "behavior": {
+            "scaleUp": {"stabilizationWindowSeconds": 0},
+            "scaleDown": {"stabilizationWindowSeconds": 300},
+        },
     }
     assert children["PodDisruptionBudget"]["spec"] == {
         "minAvailable": 1,
@@ -325,6 +336,81 @@ def test_fixed_replicas_own_the_count_and_one_replica_needs_no_pdb() -> None:
     )
     assert optional_kinds_wanted(keda) == {"ScaledObject"}
     assert "ScaledObject" not in _children(keda)  # the KEDA CRD is absent in SETTINGS
+
+
+def test_keda_scales_on_the_tokens_rate_prometheus_computes_for_this_agent_only() -> None:
+    agent = _agent(
+        runtime={
+            "autoscaling": {
+                "maxReplicas": 4,
+                "targetTokensPerSecond": 250,
+                "targetQueuedTasks": 2.5,
+                "provider": "keda",
+                "scaleDownStabilizationSeconds": 20,
+            }
+        }
+    )
+    settings = replace(
+        SETTINGS,
+        keda_available=True,
+        prometheus_url="http://prom.monitoring:9090",
+        scaling_rate_window="30s",
+    )
+    children = _children(agent, settings=settings)
+    assert "replicas" not in children["Deployment"]["spec"]
+    assert "HorizontalPodAutoscaler" not in children
+    assert children["ScaledObject"]["spec"] == {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "finance"},
+        "minReplicaCount": 1,
+        "maxReplicaCount": 4,
+        "advanced": {
+            "horizontalPodAutoscalerConfig": {
+                "behavior": {
+                    "scaleUp": {"stabilizationWindowSeconds": 0},
+                    "scaleDown": {"stabilizationWindowSeconds": 20},
+                }
+            }
+        },
+        "triggers": [
+            {
+                "type": "prometheus",
+                "name": "tokens-per-second",
+                "metricType": "AverageValue",
+                "metadata": {
+                    "serverAddress": "http://prom.monitoring:9090",
+                    "query": f'sum(rate(agentspec_tokens_total{{namespace="{NS}",'
+                    'agent="finance"}[30s]))',
+                    "threshold": "250",
+                    "ignoreNullValues": "true",
+                },
+            },
+            {
+                "type": "prometheus",
+                "name": "queued-tasks",
+                "metricType": "AverageValue",
+                "metadata": {
+                    "serverAddress": "http://prom.monitoring:9090",
+                    "query": f'max(agentspec_task_queue_depth{{namespace="{NS}",'
+                    'agent="finance"}) or vector(0)',
+                    "threshold": "2500m",
+                    "ignoreNullValues": "true",
+                },
+            },
+        ],
+    }
+
+
+def test_queued_tasks_trigger_needs_keda() -> None:
+    with pytest.raises(SpecError, match="targetQueuedTasks needs provider keda"):
+        _agent(
+            runtime={
+                "autoscaling": {
+                    "maxReplicas": 2,
+                    "targetTokensPerSecond": 5,
+                    "targetQueuedTasks": 1,
+                }
+            }
+        )
 
 
 def test_network_policy_admits_callers_gateways_and_monitoring_only() -> None:

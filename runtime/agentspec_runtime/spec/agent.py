@@ -351,10 +351,19 @@ _MIN_LE_MAX = Invariant(
 )
 
 
-class AutoscalingSpec(SpecModel):
-    """Scale replicas on the tokens per second each pod processes."""
+_QUEUE_NEEDS_KEDA = Invariant(
+    cel="!has(self.targetQueuedTasks) || self.provider == 'keda'",
+    message="targetQueuedTasks needs provider keda (a custom metrics adapter averages a "
+    "per-pod metric, and every replica reports the whole shared queue)",
+    field_path=".targetQueuedTasks",
+)
 
-    model_config = ConfigDict(json_schema_extra=invariants(_MIN_LE_MAX))
+
+class AutoscalingSpec(SpecModel):
+    """Scale replicas on the tokens per second the agent's pods process (a rate Prometheus
+    computes from the runtime's token counters), and optionally on its queued tasks."""
+
+    model_config = ConfigDict(json_schema_extra=invariants(_MIN_LE_MAX, _QUEUE_NEEDS_KEDA))
 
     min_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
     """Lower bound of replicas."""
@@ -362,12 +371,24 @@ class AutoscalingSpec(SpecModel):
     """Upper bound of replicas."""
     target_tokens_per_second: Annotated[float, Field(gt=0, le=1e9)]
     """Target average tokens per second per pod (input plus output)."""
+    target_queued_tasks: Annotated[float, Field(gt=0, le=1e6)] | None = None
+    """Second trigger (keda only): durable A2A tasks waiting for a replica, per replica. The
+    agent scales to whichever of the two triggers asks for more pods."""
     provider: Literal["hpa", "keda"] = "hpa"
-    """hpa: an autoscaling/v2 HPA on a Pods metric; keda: a KEDA ScaledObject."""
+    """keda: a KEDA ScaledObject with a Prometheus trigger (KEDA's HPA on an External metric);
+    hpa: an autoscaling/v2 HPA on the Pods metric agentspec_tokens_per_second, which a custom
+    metrics adapter (prometheus-adapter or the like) must serve. See docs/autoscaling.md."""
+    scale_up_stabilization_seconds: Annotated[int, Field(ge=0, le=3600)] = 0
+    """Scale up to the lowest recommendation of this many last seconds (Kubernetes' default: 0,
+    at once)."""
+    scale_down_stabilization_seconds: Annotated[int, Field(ge=0, le=3600)] = 300
+    """Scale down to the highest recommendation of this many last seconds (Kubernetes'
+    default: 300), so a short lull does not drop pods a returning load needs."""
 
     @model_validator(mode="after")
     def _check(self) -> AutoscalingSpec:
         _MIN_LE_MAX.check(self.min_replicas <= self.max_replicas)
+        _QUEUE_NEEDS_KEDA.check(self.target_queued_tasks is None or self.provider == "keda")
         return self
 
 
