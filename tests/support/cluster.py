@@ -14,7 +14,7 @@ Tests get their own namespace (:meth:`namespace`) and reach an agent through its
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +43,14 @@ class ShippedCluster(Managed):
         images: Images | None = None,
         helm_values: list[str] | None = None,
         before_install: Callable[[ControlPlane], None] | None = None,
+        extra_apiserver_args: Sequence[str] = (),
     ):
         """``before_install``: runs once the control plane is up, before the chart (the
         operator looks for optional CRDs such as KEDA's when it starts)."""
         self.images = images or locate_images()
         self.helm_values = helm_values or []
         self.before_install = before_install
-        self.plane = ControlPlane()
+        self.plane = ControlPlane(extra_apiserver_args=extra_apiserver_args)
         self.kubelet: ProcessKubelet | None = None
 
     def start(self) -> ShippedCluster:

@@ -1,0 +1,77 @@
+"""End to end, as shipped: an agent scales out and back in on the tokens per second it
+processes, through Prometheus and KEDA, with no failed request and no fight over replicas.
+
+In: a cluster of its own (control plane, kube-controller-manager with its HPA controller, the
+process kubelet running the built images, the chart installed with the Prometheus address and
+a 10 s rate window), a real Prometheus scraping the agent pods by Kubernetes discovery, and
+KEDA's operator and metrics API server registered with the apiserver's aggregation layer
+(``tests/support/metrics_stack.py``). The fake LLM answers every request with a fixed usage
+(500 tokens) and the system prompt it got, so each answer shows the prompt version that
+served it. The scenario is ``tests/support/autoscaling.py``'s, which the benchmark runs too.
+
+Asserted:
+- a steady load of about 2.6 x the per-pod target (tokens/s) through the agent's Service
+  scales it from 1 pod to 3 (+-1), and every pod, new ones included, serves requests;
+- a PromptTemplate change applied during the scale-up reaches every replica, old and new,
+  and no request fails at any point;
+- when the load stops the agent scales back to 1 pod. The windows: the AgentSpec's
+  ``scaleDownStabilizationSeconds: 5`` (KEDA passes it to its HPA's ``behavior``), the
+  chart's ``autoscaling.rateWindow=10s``, Prometheus scraping every second and the test
+  controller manager's HPA sync every second (its flag);
+- over the whole run the Deployment's replica count is changed only by the HPA controller,
+  through the ``scale`` subresource (its managed fields, sampled every half second); the
+  operator never owns ``spec.replicas``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.autoscaling import AGENT, AutoscalingStack, run_scale_scenario
+from tests.support.control_plane import namespace_name
+
+HPA_CONTROLLER = "/horizontal-pod-autoscaler"
+"""How the controller manager's HPA controller signs its requests (its user agent's end)."""
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[AutoscalingStack]:
+    with AutoscalingStack(rate_window="10s") as stack:
+        yield stack
+
+
+def test_an_agent_scales_out_and_in_on_tokens_per_second(stack: AutoscalingStack) -> None:
+    kubectl = stack.cluster.namespace(namespace_name("autoscaling-keda"))
+    run = run_scale_scenario(stack, kubectl, target=250.0, load_factor=2.6)
+    t = run.timings
+    print(
+        f"\noffered {run.offered_tokens_per_second:.0f} tokens/s, target {run.target:.0f}/pod: "
+        f"2nd replica after {t['second_replica']:.1f}s, 3 ready after {t['three_ready']:.1f}s; "
+        f"prompt on every replica {t['every_replica_v2']:.1f}s after the change; load stop -> "
+        f"1 replica after {t['scaled_down']:.1f}s; {len(run.load.answers)} requests, "
+        f"{len(run.load.failures)} failed; replica counts {run.audit.counts}"
+    )
+    assert run.load.failures == [], run.load.failures[:3]
+    assert 2 <= run.steady_replicas <= 4
+    # the new pods took traffic (every ready pod answered, as Prometheus saw it)
+    assert len(run.pods_serving) >= 3
+    for text, version in run.load.answers:
+        assert text == f"prompt {version} speaking", (text, version)
+    assert {v for _, v in run.load.answers} == {"v1", "v2"}, "the load spanned the change"
+    # the query KEDA runs is the agent's own rate, and Prometheus answers it
+    assert run.query.startswith("sum(rate(agentspec_tokens_total{namespace=")
+    assert stack.prometheus.value(run.query) is not None
+    counts = run.audit.counts
+    assert counts[0] == 1
+    assert max(counts) >= 3
+    assert counts[-1] == 1
+    # who changed replicas, by the apiserver's audit log: the HPA controller through the
+    # scale subresource, once per change, and nobody else
+    writes = stack.replica_writes(kubectl.namespace, AGENT)
+    assert {(w.subresource, HPA_CONTROLLER in w.user_agent) for w in writes} == {("scale", True)}
+    written = iter(w.replicas for w in writes)
+    assert all(count in written for count in counts[1:]), (counts, writes)  # in this order
+    # and the operator never owned the field (its managed fields, sampled all along)
+    assert run.audit.operator_owned == []
