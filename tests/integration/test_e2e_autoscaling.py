@@ -25,12 +25,23 @@ Asserted:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from tests.support.autoscaling import AGENT, AutoscalingStack, run_scale_scenario
-from tests.support.control_plane import namespace_name
+from tests.support.autoscaling import (
+    AGENT,
+    AutoscalingStack,
+    ReplicaAudit,
+    agent,
+    answer_with_usage,
+    prompt,
+    run_scale_scenario,
+)
+from tests.support.fake_llm import FakeLLM
+from tests.support.procs import wait_until
 
 HPA_CONTROLLER = "/horizontal-pod-autoscaler"
 """How the controller manager's HPA controller signs its requests (its user agent's end)."""
@@ -43,7 +54,7 @@ def stack() -> Iterator[AutoscalingStack]:
 
 
 def test_an_agent_scales_out_and_in_on_tokens_per_second(stack: AutoscalingStack) -> None:
-    kubectl = stack.cluster.namespace(namespace_name("autoscaling-keda"))
+    kubectl = stack.cluster.namespace("autoscaling-keda")
     run = run_scale_scenario(stack, kubectl, target=250.0, load_factor=2.6)
     t = run.timings
     print(
@@ -75,3 +86,61 @@ def test_an_agent_scales_out_and_in_on_tokens_per_second(stack: AutoscalingStack
     assert all(count in written for count in counts[1:]), (counts, writes)  # in this order
     # and the operator never owned the field (its managed fields, sampled all along)
     assert run.audit.operator_owned == []
+
+
+def test_switching_provider_and_turning_autoscaling_off_keep_the_pods(
+    stack: AutoscalingStack,
+) -> None:
+    """keda -> hpa -> keda -> off: the count stays what the autoscaler last set (2, its
+    minimum) through every switch — no fall to the Deployment's default of 1 — and turning
+    autoscaling off gives it to the declared ``replicas``. (The plain HPA finds no custom
+    metrics adapter here, so it holds the count; see docs/autoscaling.md.)"""
+    cluster, kubectl = stack.cluster, stack.cluster.namespace("autoscaling-switch")
+
+    def autoscaled(llm: FakeLLM, provider: str) -> dict[str, Any]:
+        doc = agent(llm, target=1000.0, scale_down_window=5)
+        doc["spec"]["runtime"]["autoscaling"].update(provider=provider, minReplicas=2)
+        return doc
+
+    def names(kind: str) -> set[str]:
+        return {i["metadata"]["name"] for i in kubectl.json("get", kind)["items"]}
+
+    def replicas() -> int:
+        return int(kubectl.json("get", "deployment", AGENT)["spec"]["replicas"])
+
+    with FakeLLM(responder=answer_with_usage) as llm:
+        kubectl.apply(prompt("v1"))
+        kubectl.apply(autoscaled(llm, "keda"))
+        cluster.wait_agent_ready(kubectl, AGENT)
+        wait_until(lambda: replicas() == 2, timeout=60, what="KEDA's minimum of 2", interval=0.5)
+        sampler = ReplicaAudit(kubectl).start()
+        try:
+            kubectl.apply(autoscaled(llm, "hpa"))
+            wait_until(
+                lambda: names("hpa") == {AGENT} and not names("scaledobject"),
+                timeout=60,
+                what="the operator's HPA instead of KEDA's",
+                interval=0.5,
+            )
+            time.sleep(3)  # three HPA syncs
+            kubectl.apply(autoscaled(llm, "keda"))
+            wait_until(
+                lambda: names("hpa") == {f"keda-hpa-{AGENT}"} and names("scaledobject") == {AGENT},
+                timeout=60,
+                what="KEDA's HPA again",
+                interval=0.5,
+            )
+            time.sleep(3)
+            doc = autoscaled(llm, "keda")
+            doc["spec"]["runtime"] = {"replicas": 3}
+            kubectl.apply(doc)
+            wait_until(lambda: replicas() == 3, timeout=30, what="the declared 3", interval=0.5)
+            wait_until(
+                lambda: not names("hpa") and not names("scaledobject"),
+                timeout=60,
+                what="no autoscaler left",
+                interval=0.5,
+            )
+        finally:
+            sampler.stop()
+    assert sampler.counts == [2, 3]

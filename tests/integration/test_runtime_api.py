@@ -422,11 +422,8 @@ def test_metrics_are_scraped_from_the_metrics_port(runtime: RuntimeProcess, llm:
     assert added('agentspec_request_duration_seconds_count{agent="assistant",api="openai"}') == 1
     assert after['agentspec_config_reloads_total{agent="assistant",outcome="applied"}'] == 1
     assert after['agentspec_inflight_requests{agent="assistant"}'] == 0
-    # a sliding 30 s window (other tests' tokens may be leaving it): at least this request's
-    assert (
-        after['agentspec_tokens_per_second{agent="assistant"}']
-        >= (input_tokens + output_tokens) / 30
-    )
+    # tokens per second are Prometheus' rate() of the counters, not an in-process gauge
+    assert not [name for name in after if name.startswith("agentspec_tokens_per_second")]
 
 
 def test_npm_server_everything_tools_work(

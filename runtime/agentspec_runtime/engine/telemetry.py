@@ -7,8 +7,6 @@ the server configures an SDK and exporter when the standard ``OTEL_*`` variables
 
 from __future__ import annotations
 
-import time
-from collections import deque
 from collections.abc import Callable, Iterator
 
 from opentelemetry import trace
@@ -43,43 +41,6 @@ CONFIG_REVISION = "agentspec.config.revision"
 disable_created_metrics()  # type: ignore[no-untyped-call]  # _created series are noise here
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-
-
-class TokenRate(Collector):
-    """Tokens per second over a sliding window: the signal the HPA scales on."""
-
-    def __init__(
-        self, *, agent: str, window: float = 30.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._agent = agent
-        self._window = window
-        self._clock = clock
-        self._events: deque[tuple[float, int]] = deque()
-        self._sum = 0
-
-    def add(self, tokens: int) -> None:
-        now = self._clock()
-        self._events.append((now, tokens))
-        self._sum += tokens
-        self._prune(now)  # bounded even when nothing scrapes
-
-    def rate(self) -> float:
-        self._prune(self._clock())
-        return self._sum / self._window
-
-    def _prune(self, now: float) -> None:
-        cutoff = now - self._window
-        while self._events and self._events[0][0] < cutoff:
-            self._sum -= self._events.popleft()[1]
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "agentspec_tokens_per_second",
-            f"Input plus output tokens per second over the last {self._window:.0f}s",
-            labels=["agent"],
-        )
-        family.add_metric([self._agent], self.rate())
-        yield family
 
 
 class _CircuitState(Collector):
@@ -264,8 +225,6 @@ class Metrics:
             ["agent", "outcome"],
             registry=r,
         )
-        self.token_rate = TokenRate(agent=agent)
-        r.register(self.token_rate)
 
     def record_tokens(
         self, *, model: str, prompt_version: str, input_tokens: int, output_tokens: int
@@ -274,7 +233,6 @@ class Metrics:
         self.tokens.labels(self.agent, model, prompt_version, "output").inc(output_tokens)
         for kind, count in (("input", input_tokens), ("output", output_tokens)):
             self.genai_tokens.labels(self.agent, "chat", "openai", model, kind).observe(count)
-        self.token_rate.add(input_tokens + output_tokens)
 
     def watch_model_circuit(self, read: Callable[[], str | None]) -> None:
         """Report the serving model's circuit state (read at scrape time)."""
