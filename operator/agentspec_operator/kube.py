@@ -22,6 +22,7 @@ from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.core.resource import NamespacedResource
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.resources.apiregistration_v1 import APIService
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.coordination_v1 import Lease
@@ -279,6 +280,17 @@ class Kube:
             return True
 
         return await self._call(f"get CRD {name}", get, absent=False)
+
+    async def api_service_available(self, name: str) -> bool:
+        """Whether APIService ``name`` (an aggregated API such as a metrics adapter's) is
+        registered and its server answers, as the aggregator reports it."""
+
+        async def get() -> bool:
+            found = await self._client.get(APIService, name)
+            conditions = (found.status.conditions if found.status else None) or []
+            return any(c.type == "Available" and c.status == "True" for c in conditions)
+
+        return await self._call(f"get APIService {name}", get, absent=False)
 
     async def post_event(self, involved: Json, *, warning: bool, reason: str, message: str) -> None:
         """A core/v1 Event on ``involved`` (apiVersion, kind, name, namespace, uid).

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import kopf
 
 from .controller import Controller
+from .errors import OperatorError
 from .handlers import build_registry, configure
 from .kube import KEDA_CRD, Kube
 from .leader import LeaderElector
@@ -29,6 +30,7 @@ from .reconcile import Reconciler, utc_now
 from .render import OPTIONAL_KINDS
 from .render_meta import MANAGED_BY
 from .settings import (
+    CUSTOM_METRICS_API_SERVICES,
     DEFAULT_PROMETHEUS_URL,
     DEFAULT_RATE_WINDOW,
     PROMETHEUS_DURATION,
@@ -233,6 +235,18 @@ async def run(args: argparse.Namespace) -> int:
     return 1 if lost.is_set() else 0
 
 
+async def _custom_metrics_served(kube: Kube) -> bool:
+    """Whether a custom metrics adapter serves; True (no warning) when RBAC forbids asking."""
+    try:
+        for name in CUSTOM_METRICS_API_SERVICES:
+            if await kube.api_service_available(name):
+                return True
+    except OperatorError as e:
+        log.info("cannot tell whether the custom metrics API is served: %s", e)
+        return True
+    return False
+
+
 async def _operate(
     args: argparse.Namespace, stop: asyncio.Event, *, fence: Callable[[], bool]
 ) -> None:
@@ -241,6 +255,7 @@ async def _operate(
         ("AgentSpec", "PromptTemplate", "McpServer"), namespaces=args.namespace or ["*"]
     )
     keda = await kube.crd_exists(KEDA_CRD)
+    custom_metrics = await _custom_metrics_served(kube)
     op_settings = OperatorSettings(
         runtime_image=args.runtime_image,
         otel_env=otel_passthrough(os.environ),
@@ -250,6 +265,7 @@ async def _operate(
         resync_seconds=args.resync_seconds,
         stalled_retry_seconds=args.stalled_retry_seconds,
         keda_available=keda,
+        custom_metrics_available=custom_metrics,
         prometheus_url=args.prometheus_url,
         scaling_rate_window=args.scaling_rate_window,
     )

@@ -201,8 +201,24 @@ class Reconciler:
                 reason="Resolved",
                 message="every reference resolved; config applied",
             )
-        await self._advise(key, body, _sharing_advice(agent))
+        await self._advise(key, body, _sharing_advice(agent) | self._autoscaling_advice(agent))
         return None
+
+    def _autoscaling_advice(self, agent: AgentResource) -> dict[str, str]:
+        """A plain HPA with no custom metrics adapter never scales: say so, not silently."""
+        scaling = agent.spec.runtime.autoscaling
+        if scaling is None or scaling.provider != "hpa" or self.settings.custom_metrics_available:
+            return {}
+        return {
+            "AutoscalerMetricsUnavailable": (
+                "spec.runtime.autoscaling.provider hpa scales on the Pods metric "
+                "agentspec_tokens_per_second from the custom metrics API "
+                "(custom.metrics.k8s.io), which no adapter served when the operator started: "
+                "the HPA cannot read it and the agent keeps its current replica count; install "
+                "an adapter (prometheus-adapter's rule is in docs/autoscaling.md) and restart "
+                "the operator, or use provider keda"
+            )
+        }
 
     async def _advise(self, key: Key, body: dict[str, Any], advice: dict[str, str]) -> None:
         """Post each warning once (again when its message changes); forget the ones that

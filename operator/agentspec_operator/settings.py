@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FIELD_MANAGER = "agentspec-operator"
+CUSTOM_METRICS_API_SERVICES = ("v1beta2.custom.metrics.k8s.io", "v1beta1.custom.metrics.k8s.io")
+"""The APIServices an HPA's Pods metrics come through (the HPA controller prefers v1beta2)."""
 REPLICAS_HANDOVER_MANAGER = "agentspec-operator-handover"
 """Holds an agent's replica count, unchanged, while autoscaling takes it over."""
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/agentspec/agentspec-runtime:0.1.0"
@@ -45,6 +47,9 @@ class OperatorSettings:
     """Retry of a Stalled agent: a missing Secret has no watch, so time brings recovery."""
     keda_available: bool = False
     """Whether the KEDA ScaledObject CRD exists (detected at start-up)."""
+    custom_metrics_available: bool = True
+    """Whether the cluster served the custom metrics API (which ``provider: hpa`` needs) when
+    the operator started; True when it could not tell."""
     prometheus_url: str = DEFAULT_PROMETHEUS_URL
     """The Prometheus KEDA's triggers query (it must scrape the agents' metrics ports)."""
     scaling_rate_window: str = DEFAULT_RATE_WINDOW

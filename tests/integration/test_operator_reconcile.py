@@ -313,6 +313,12 @@ def test_turning_autoscaling_on_keeps_the_replica_count(k: NamespacedKubectl) ->
     assert seen == {3}
     # the operator let go of the field; the hand-over manager holds the unchanged count
     assert _replicas_owners(k, "finance") == {"agentspec-operator-handover"}
+    # no custom metrics adapter serves here: the plain HPA could never scale, and says so
+    eventually(
+        lambda: any("no adapter served" in m for m in _warning_events(k, "finance")),
+        timeout=PROPAGATION,
+        what="the AutoscalerMetricsUnavailable warning",
+    )
     # what the HPA controller does next: it owns the field through the scale subresource
     k("scale", "deployment", "finance", "--replicas=4")
     # a later change of the agent leaves the HPA's count alone
