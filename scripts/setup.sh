@@ -57,9 +57,10 @@ fi
 if [[ $python_only == 0 ]]; then
   scripts/build-k8s-tools.sh >/dev/null
   # Prometheus and KEDA compile (CPU) while the images build (mostly downloads and disk).
-  scripts/build-metrics-tools.sh >/dev/null &
+  # (its own process group, so a failure here stops its compilers too)
+  setsid scripts/build-metrics-tools.sh >/dev/null &
   metrics_build=$!
-  trap 'kill "$metrics_build" 2>/dev/null || true' EXIT
+  trap 'kill -- -"$metrics_build" 2>/dev/null || true' EXIT
   scripts/install-npm-tools.sh >/dev/null
   scripts/build-images.sh >/dev/null
   wait "$metrics_build"

@@ -274,6 +274,16 @@ class Kube:
                         log.info("waiting for %s to be served: %s", kind, e)
                         await asyncio.sleep(1.0)
 
+    async def deployment(self, *, namespace: str, name: str) -> Json | None:
+        """The live Deployment (None when there is none)."""
+
+        async def get() -> Json | None:
+            found = await self._client.get(Deployment, name, namespace=namespace)
+            body: Json = msgspec.to_builtins(found)
+            return body
+
+        return await self._call(f"get Deployment {namespace}/{name}", get, absent=None)
+
     async def crd_exists(self, name: str) -> bool:
         async def get() -> bool:
             await self._client.get(CustomResourceDefinition, name)

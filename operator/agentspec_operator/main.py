@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 from collections.abc import Callable, Sequence
@@ -33,8 +34,9 @@ from .settings import (
     CUSTOM_METRICS_API_SERVICES,
     DEFAULT_PROMETHEUS_URL,
     DEFAULT_RATE_WINDOW,
-    PROMETHEUS_DURATION,
+    RATE_WINDOW,
     OperatorSettings,
+    PrometheusAuth,
     Selector,
     otel_passthrough,
     runtime_image_from_env,
@@ -55,20 +57,48 @@ def _selectors(text: str | None) -> tuple[Selector, ...]:
     return tuple(peers)
 
 
+DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+AUTH_MODES = re.compile(r"^(bearer|basic|tls|custom)(,(bearer|basic|tls|custom))*$")
+
+
 def _http_url(text: str) -> str:
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a URL: {e}") from e
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+        or any(c.isspace() for c in text)
+    ):
         raise argparse.ArgumentTypeError(
-            "expected an http(s) URL without credentials (KEDA reads them from a "
-            "TriggerAuthentication, never from the query's address)"
+            "expected an http(s) URL without credentials (give KEDA those with "
+            "--prometheus-auth, a ClusterTriggerAuthentication)"
         )
     return text.rstrip("/")
 
 
-def _duration(text: str) -> str:
-    if not PROMETHEUS_DURATION.match(text):
-        raise argparse.ArgumentTypeError("expected a Prometheus duration such as 30s, 1m or 2m")
+def _rate_window(text: str) -> str:
+    if not RATE_WINDOW.match(text):
+        raise argparse.ArgumentTypeError(
+            "expected a Prometheus duration of at least 10s in s, m or h, such as 30s or 1m"
+        )
     return text
+
+
+def _prometheus_auth(text: str) -> PrometheusAuth | None:
+    """``<ClusterTriggerAuthentication>:<authModes>``, e.g. ``prometheus-token:bearer``."""
+    if not text:
+        return None
+    name, _, modes = text.partition(":")
+    if not DNS_NAME.match(name) or not AUTH_MODES.match(modes):
+        raise argparse.ArgumentTypeError(
+            "expected <ClusterTriggerAuthentication name>:<authModes>, e.g. "
+            "prometheus-token:bearer (modes: bearer, basic, tls, custom, comma-separated)"
+        )
+    return PrometheusAuth(name=name, modes=modes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,8 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Prometheus KEDA's tokens/s triggers query (env AGENTSPEC_PROMETHEUS_URL)",
     )
     p.add_argument(
+        "--prometheus-auth",
+        type=_prometheus_auth,
+        default=_prometheus_auth(env("AGENTSPEC_PROMETHEUS_AUTH", "")),
+        help="<ClusterTriggerAuthentication>:<authModes> KEDA authenticates to Prometheus with "
+        "(env AGENTSPEC_PROMETHEUS_AUTH); default: none",
+    )
+    p.add_argument(
         "--scaling-rate-window",
-        type=_duration,
+        type=_rate_window,
         default=env("AGENTSPEC_SCALING_RATE_WINDOW") or DEFAULT_RATE_WINDOW,
         help="window of the tokens/s rate autoscaling acts on; at least 4 scrape intervals",
     )
@@ -267,6 +304,7 @@ async def _operate(
         keda_available=keda,
         custom_metrics_available=custom_metrics,
         prometheus_url=args.prometheus_url,
+        prometheus_auth=args.prometheus_auth,
         scaling_rate_window=args.scaling_rate_window,
     )
     ref: list[Controller] = []

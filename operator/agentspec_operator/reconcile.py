@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentspec_runtime.spec import AgentResource, SpecError
+from agentspec_runtime.spec.agent import AutoscalingSpec
 from agentspec_runtime.spec.problems import Problem
 from agentspec_runtime.spec.resolved import (
     REVISION_ANNOTATION,
@@ -33,7 +34,7 @@ from agentspec_runtime.spec.resolved import (
     unsupported_fields,
 )
 
-from .errors import OperatorError, PermanentError
+from .errors import ConflictError, OperatorError, PermanentError
 from .kube import KEDA_CRD, Kube, SecretInfo
 from .render import OPTIONAL_KINDS, optional_kinds_wanted, render_children
 from .render_workload import PROMPT_VERSION_ANNOTATION, prompt_version, secret_names
@@ -332,7 +333,9 @@ class Reconciler:
         )
         # The ConfigMap first: a new pod must find its config when it starts.
         await self._apply_if_changed(manifests[0])
-        await asyncio.gather(*(self._apply_if_changed(m) for m in manifests[1:]))
+        # Then the autoscaler no longer wanted goes, before its successor comes: KEDA's
+        # admission webhook refuses a ScaledObject for a Deployment another HPA scales, and
+        # an HPA left over while the operator takes the count back would fight over it.
         wanted = optional_kinds_wanted(agent)
         for kind in OPTIONAL_KINDS:
             child = (kind, namespace, name)
@@ -340,6 +343,10 @@ class Reconciler:
                 await self.kube.delete(kind, namespace=namespace, name=name)
                 self.optional_present.discard(child)
                 self._applied.pop(child, None)
+        scaling = agent.spec.runtime.autoscaling
+        if scaling is not None:
+            await self._hand_over_replicas(namespace, name, scaling)
+        await asyncio.gather(*(self._apply_if_changed(m) for m in manifests[1:]))
         return self._fresher_deployment(key)
 
     async def _apply_if_changed(self, manifest: Json) -> None:
@@ -351,8 +358,6 @@ class Reconciler:
             return
         self._in_flight.add(child)
         try:
-            if child[0] == "Deployment" and "replicas" not in manifest["spec"]:
-                await self._hand_over_replicas(manifest)
             applied = await self.kube.apply(manifest)
         finally:
             self._in_flight.discard(child)
@@ -362,33 +367,46 @@ class Reconciler:
         if applied.body is not None:
             self._deployments[(child[1], child[2])] = applied.body
 
-    async def _hand_over_replicas(self, manifest: Json) -> None:
-        """Autoscaling turned on: leave ``spec.replicas`` to the HPA without a jump to 1.
+    async def _hand_over_replicas(
+        self, namespace: str, name: str, scaling: AutoscalingSpec
+    ) -> None:
+        """Autoscaling turned on: leave ``spec.replicas`` to the autoscaler without a jump.
 
         An apply that drops a field its manager alone owns deletes the field, and the
         Deployment's default (1) would replace the count until the HPA's next sync. So while
         this operator still owns the field, the live count is first applied by a second field
-        manager that never changes it, at the live resourceVersion (a count the HPA changed
-        meanwhile is a conflict and a retry, never a stale write); the field then survives our
-        apply and is the HPA's to change.
+        manager, at the live resourceVersion (a count changed meanwhile is a conflict and a
+        fresh read, never a stale write); the field then survives our apply and is the
+        autoscaler's to change. The count is kept, brought within [minReplicas, maxReplicas]:
+        an HPA takes 0 replicas for "scaling disabled" and would never act.
         """
-        meta = manifest["metadata"]
-        live = self._fresher_deployment((meta["namespace"], meta["name"]))
-        if live is None or not owns_replicas(live, FIELD_MANAGER):
+        known = self._fresher_deployment((namespace, name))
+        if known is None or FIELD_MANAGER not in replicas_owners(known):
             return
-        await self.kube.apply(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {
-                    "name": meta["name"],
-                    "namespace": meta["namespace"],
-                    "resourceVersion": live["metadata"]["resourceVersion"],
-                },
-                "spec": {"replicas": live["spec"].get("replicas", 1)},
-            },
-            field_manager=REPLICAS_HANDOVER_MANAGER,
-        )
+        for attempt in range(3):
+            live = await self.kube.deployment(namespace=namespace, name=name)
+            if live is None or FIELD_MANAGER not in replicas_owners(live):
+                return
+            count = int(live["spec"].get("replicas", 1))
+            count = min(max(count, scaling.min_replicas), scaling.max_replicas)
+            try:
+                await self.kube.apply(
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "metadata": {
+                            "name": name,
+                            "namespace": namespace,
+                            "resourceVersion": live["metadata"]["resourceVersion"],
+                        },
+                        "spec": {"replicas": count},
+                    },
+                    field_manager=REPLICAS_HANDOVER_MANAGER,
+                )
+                return
+            except ConflictError:
+                if attempt == 2:
+                    raise
 
     async def _report_stalled(self, key: Key, body: Json, problems: list[Problem]) -> None:
         """Stalled: status + one Warning Event per distinct message; children untouched."""
@@ -474,14 +492,15 @@ def _involved(body: Json) -> dict[str, Any]:
     }
 
 
-def owns_replicas(deployment: Json, manager: str) -> bool:
-    """Whether ``manager``'s applies own the Deployment's ``spec.replicas``."""
+def replicas_owners(deployment: Json) -> set[str]:
+    """The field managers owning the Deployment's ``spec.replicas`` (``manager`` for writes
+    of the object, ``manager/subresource`` for writes through a subresource such as scale)."""
+    owners = set()
     for entry in deployment.get("metadata", {}).get("managedFields") or ():
-        if entry.get("manager") != manager or entry.get("subresource"):
-            continue
         if "f:replicas" in (entry.get("fieldsV1") or {}).get("f:spec", {}):
-            return True
-    return False
+            sub = entry.get("subresource")
+            owners.add(f"{entry.get('manager')}/{sub}" if sub else str(entry.get("manager")))
+    return owners
 
 
 def _sharing_advice(agent: AgentResource) -> dict[str, str]:

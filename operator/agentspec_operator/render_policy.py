@@ -24,6 +24,17 @@ docs/autoscaling.md)."""
 KEDA_API_VERSION = "keda.sh/v1alpha1"
 
 
+def decimal(value: float) -> str:
+    """A plain decimal with at most three places (``2.5``, ``1000000000``): what KEDA's
+    trigger metadata parses as a float (it refuses a quantity's ``2500m`` and exponents)."""
+    return f"{round(value, 3):f}".rstrip("0").rstrip(".")
+
+
+def label_value(text: str) -> str:
+    """``text`` inside a PromQL double-quoted label matcher."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def quantity(value: float) -> str:
     """A Kubernetes quantity string: ``100`` or ``12500m``."""
     if float(value).is_integer():
@@ -97,8 +108,8 @@ def tokens_query(owner: AgentRef, window: str) -> str:
     the runtime's counter. ``agent`` is a label the runtime puts on its own series;
     ``namespace`` is the target label every Kubernetes scrape config (and PodMonitor) adds."""
     return (
-        f'sum(rate(agentspec_tokens_total{{namespace="{owner.namespace}",'
-        f'agent="{owner.name}"}}[{window}]))'
+        f'sum(rate(agentspec_tokens_total{{namespace="{label_value(owner.namespace)}",'
+        f'agent="{label_value(owner.name)}"}}[{window}]))'
     )
 
 
@@ -106,8 +117,8 @@ def queue_query(owner: AgentRef) -> str:
     """Durable tasks waiting for a replica. Every replica reports the whole shared queue, so
     the greatest report is the queue (a sum would count it once per replica)."""
     return (
-        f'max(agentspec_task_queue_depth{{namespace="{owner.namespace}",'
-        f'agent="{owner.name}"}}) or vector(0)'
+        f'max(agentspec_task_queue_depth{{namespace="{label_value(owner.namespace)}",'
+        f'agent="{label_value(owner.name)}"}}) or vector(0)'
     )
 
 
@@ -139,20 +150,29 @@ def render_hpa(owner: AgentRef, scaling: AutoscalingSpec) -> Manifest:
     }
 
 
-def _prometheus_trigger(name: str, *, url: str, query: str, per_replica: float) -> Manifest:
-    return {
+def _prometheus_trigger(
+    name: str, *, settings: OperatorSettings, query: str, per_replica: float
+) -> Manifest:
+    trigger: Manifest = {
         "type": "prometheus",
         "name": name,
         # AverageValue: KEDA's HPA divides the query's total by the replica count.
         "metricType": "AverageValue",
         "metadata": {
-            "serverAddress": url,
+            "serverAddress": settings.prometheus_url,
             "query": query,
-            "threshold": quantity(per_replica),
+            "threshold": decimal(per_replica),
             # No answer (Prometheus has no series yet): 0, not an error that freezes scaling.
             "ignoreNullValues": "true",
         },
     }
+    if settings.prometheus_auth is not None:
+        trigger["metadata"]["authModes"] = settings.prometheus_auth.modes
+        trigger["authenticationRef"] = {
+            "kind": "ClusterTriggerAuthentication",
+            "name": settings.prometheus_auth.name,
+        }
+    return trigger
 
 
 def render_scaled_object(
@@ -163,7 +183,7 @@ def render_scaled_object(
     triggers = [
         _prometheus_trigger(
             "tokens-per-second",
-            url=settings.prometheus_url,
+            settings=settings,
             query=tokens_query(owner, settings.scaling_rate_window),
             per_replica=scaling.target_tokens_per_second,
         )
@@ -172,7 +192,7 @@ def render_scaled_object(
         triggers.append(
             _prometheus_trigger(
                 "queued-tasks",
-                url=settings.prometheus_url,
+                settings=settings,
                 query=queue_query(owner),
                 per_replica=scaling.target_queued_tasks,
             )

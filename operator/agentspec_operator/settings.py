@@ -24,7 +24,18 @@ OTEL_PREFIX = "OTEL_"
 
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 DEFAULT_RATE_WINDOW = "1m"
-PROMETHEUS_DURATION = re.compile(r"^[1-9][0-9]{0,5}(ms|s|m|h)$")
+RATE_WINDOW = re.compile(r"^([1-9][0-9]{1,5}s|[1-9][0-9]{0,5}[mh])$")
+"""A rate() window of at least 10 s: shorter holds too few scrapes to give any rate."""
+
+
+@dataclass(frozen=True)
+class PrometheusAuth:
+    """How KEDA authenticates to Prometheus: a ClusterTriggerAuthentication (which holds the
+    token, the basic-auth pair or the client certificate) and KEDA's authModes for it."""
+
+    name: str
+    modes: str
+
 
 Selector = dict[str, Any]
 """A NetworkPolicy peer: ``{"namespaceSelector": ..., "podSelector": ...}``."""
@@ -52,6 +63,8 @@ class OperatorSettings:
     the operator started; True when it could not tell."""
     prometheus_url: str = DEFAULT_PROMETHEUS_URL
     """The Prometheus KEDA's triggers query (it must scrape the agents' metrics ports)."""
+    prometheus_auth: PrometheusAuth | None = None
+    """Credentials for that Prometheus, by reference; None: it needs none."""
     scaling_rate_window: str = DEFAULT_RATE_WINDOW
     """The window of the tokens/s rate scaling acts on: at least four scrape intervals."""
 

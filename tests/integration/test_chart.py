@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agentspec_operator.main import build_parser
 from agentspec_operator.render_meta import AgentRef
 from agentspec_operator.render_workload import render_pod_template
-from agentspec_operator.settings import OperatorSettings
+from agentspec_operator.settings import OperatorSettings, PrometheusAuth
 from agentspec_runtime.spec import AgentResource, parse_resource
 from tests.support.cluster import OPERATOR_NAMESPACE, ShippedCluster
 from tests.support.control_plane import ControlPlane, NamespacedKubectl
@@ -98,7 +99,10 @@ def test_rendered_chart_is_accepted_by_the_apiserver(
         ("otel.endpoint=ftp://collector", "/otel/endpoint"),
         ("runtime.image.pullPolicy=Sometimes", "/runtime/image/pullPolicy"),
         ("autoscaling.rateWindow=1 minute", "/autoscaling/rateWindow"),
+        ("autoscaling.rateWindow=5s", "/autoscaling/rateWindow"),
         ("autoscaling.prometheusUrl=http://user:pw@prom:9090", "/autoscaling/prometheusUrl"),
+        ("autoscaling.prometheusUrl=http://prom:9090/#x", "/autoscaling/prometheusUrl"),
+        ("autoscaling.prometheusAuth=token", "/autoscaling/prometheusAuth"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_field(
@@ -120,6 +124,7 @@ def test_the_pod_monitor_scrapes_the_agent_pods_the_operator_makes(
         "--set", "autoscaling.podMonitor.labels.release=kube-prometheus",
         "--set", "autoscaling.rateWindow=30s",
         "--set", "autoscaling.prometheusUrl=http://prom.monitoring:9090",
+        "--set", "autoscaling.prometheusAuth=prom-token:bearer",
     ).stdout  # fmt: skip
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     (monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
@@ -146,6 +151,11 @@ def test_the_pod_monitor_scrapes_the_agent_pods_the_operator_makes(
     args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--prometheus-url=http://prom.monitoring:9090" in args
     assert "--scaling-rate-window=30s" in args
+    assert "--prometheus-auth=prom-token:bearer" in args
+    # and the operator's own parser takes what the chart renders
+    parsed = build_parser().parse_args(args)
+    assert parsed.prometheus_url == "http://prom.monitoring:9090"
+    assert parsed.prometheus_auth == PrometheusAuth(name="prom-token", modes="bearer")
     by_default = yaml.safe_load_all(helm(control_plane, "template", "x", str(CHART)).stdout)
     assert "PodMonitor" not in {d["kind"] for d in by_default if d}
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from agentspec_operator.reconcile import replicas_owners
 from tests.support.control_plane import ControlPlane, NamespacedKubectl
 from tests.support.operator_proc import TEST_IMAGE, OperatorProcess
 from tests.support.operator_testkit import (
@@ -284,12 +285,7 @@ def test_server_side_apply_leaves_other_managers_fields_alone(k: NamespacedKubec
 
 
 def _replicas_owners(k: NamespacedKubectl, name: str) -> set[str]:
-    fields = k.json("get", "deployment", name, "--show-managed-fields")["metadata"]
-    return {
-        f["manager"]
-        for f in fields["managedFields"]
-        if "f:replicas" in f.get("fieldsV1", {}).get("f:spec", {})
-    }
+    return replicas_owners(k.json("get", "deployment", name, "--show-managed-fields"))
 
 
 def test_turning_autoscaling_on_keeps_the_replica_count(k: NamespacedKubectl) -> None:
@@ -308,7 +304,7 @@ def test_turning_autoscaling_on_keeps_the_replica_count(k: NamespacedKubectl) ->
     eventually(lambda: bool(k.json("get", "hpa")["items"]), timeout=PROPAGATION, what="the HPA")
     _wait_reconciled(k, "finance")
     seen = set()
-    for _ in range(20):  # a second of watching: the count never moves
+    for _ in range(10):  # some seconds of reading: nothing but the operator writes here
         seen.add(get(k, "deployment", "finance")["spec"]["replicas"])
     assert seen == {3}
     # the operator let go of the field; the hand-over manager holds the unchanged count
@@ -321,6 +317,7 @@ def test_turning_autoscaling_on_keeps_the_replica_count(k: NamespacedKubectl) ->
     )
     # what the HPA controller does next: it owns the field through the scale subresource
     k("scale", "deployment", "finance", "--replicas=4")
+    assert _replicas_owners(k, "finance") == {"kubectl/scale"}
     # a later change of the agent leaves the HPA's count alone
     k.apply(agent_doc("finance", runtime=scaling, model={"model": "m2"}))
     eventually(
@@ -338,6 +335,21 @@ def test_turning_autoscaling_on_keeps_the_replica_count(k: NamespacedKubectl) ->
         what="the declared count",
     )
     assert "agentspec-operator" in _replicas_owners(k, "finance")
+    eventually(lambda: not k.json("get", "hpa")["items"], timeout=PROPAGATION, what="HPA pruned")
+    # a count of 0 is handed over as the autoscaler's minimum: an HPA reads 0 as "disabled"
+    k.apply(agent_doc("finance", runtime={"replicas": 0}))
+    eventually(
+        lambda: get(k, "deployment", "finance")["spec"]["replicas"] == 0,
+        timeout=PROPAGATION,
+        what="0 replicas",
+    )
+    k.apply(agent_doc("finance", runtime=scaling))
+    eventually(
+        lambda: _replicas_owners(k, "finance") == {"agentspec-operator-handover"},
+        timeout=PROPAGATION,
+        what="the hand-over",
+    )
+    assert get(k, "deployment", "finance")["spec"]["replicas"] == 1
 
 
 def test_drift_is_corrected(k: NamespacedKubectl) -> None:

@@ -16,11 +16,15 @@ import json
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
 import httpx
+
+from agentspec_operator.reconcile import replicas_owners
+from agentspec_operator.settings import FIELD_MANAGER
 
 from .cluster import ShippedCluster
 from .control_plane import NamespacedKubectl
@@ -58,6 +62,7 @@ class ReplicaWrite:
     """A write that set a Deployment's ``spec.replicas``, from the apiserver's audit log."""
 
     user_agent: str
+    username: str
     verb: str
     subresource: str
     replicas: int | None
@@ -124,7 +129,11 @@ class AutoscalingStack(Managed):
                 continue
             writes.append(
                 ReplicaWrite(
-                    event.get("userAgent", ""), event["verb"], subresource, spec.get("replicas")
+                    event.get("userAgent", ""),
+                    event.get("user", {}).get("username", ""),
+                    event["verb"],
+                    subresource,
+                    spec.get("replicas"),
                 )
             )
         return writes
@@ -159,7 +168,7 @@ def agent(llm: FakeLLM, *, target: float, scale_down_window: int) -> Json:
                 "autoscaling": {
                     "provider": "keda",
                     "minReplicas": 1,
-                    "maxReplicas": 4,
+                    "maxReplicas": 6,
                     "targetTokensPerSecond": target,
                     "scaleDownStabilizationSeconds": scale_down_window,
                 }
@@ -179,6 +188,7 @@ class ReplicaAudit:
     operator_owned: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _error: Exception | None = None
 
     def start(self) -> ReplicaAudit:
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -189,22 +199,23 @@ class ReplicaAudit:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self._error is not None:
+            raise AssertionError(f"the replica sampler failed: {self._error!r}")
         self._sample()  # the state the run ended in
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(0.5)
+        try:
+            while not self._stop.is_set():
+                self._sample()
+                self._stop.wait(0.5)
+        except Exception as e:  # surfaced by stop(): a dead sampler must not pass quietly
+            self._error = e
 
     def _sample(self) -> None:
         deployment = self.kubectl.json("get", "deployment", AGENT, "--show-managed-fields")
         replicas = int(deployment["spec"]["replicas"])
-        owners = frozenset(
-            f"{entry['manager']}/{entry.get('subresource', '')}"
-            for entry in deployment["metadata"]["managedFields"]
-            if "f:replicas" in entry.get("fieldsV1", {}).get("f:spec", {})
-        )
-        if any(o.startswith("agentspec-operator/") for o in owners):
+        owners = frozenset(replicas_owners(deployment))
+        if FIELD_MANAGER in owners:
             self.operator_owned.append(deployment["metadata"]["resourceVersion"])
         if not self.changes or self.changes[-1][1] != replicas:
             self.changes.append((time.monotonic(), replicas, owners))
@@ -221,6 +232,7 @@ class Load:
 
     url: str
     rps: float
+    sent: int = 0
     answers: list[tuple[str, str]] = field(default_factory=list)
     failures: list[BaseException | str] = field(default_factory=list)
 
@@ -232,6 +244,7 @@ class Load:
             i = 0
             while not stop.is_set():
                 i += 1
+                self.sent += 1
                 task = asyncio.ensure_future(self._one(client, i))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
@@ -247,16 +260,15 @@ class Load:
         body = {"model": AGENT, "messages": [{"role": "user", "content": f"q{i}"}]}
         try:
             response = await client.post("/v1/chat/completions", json=body)
-        except httpx.HTTPError as e:
+            if response.status_code != 200:
+                self.failures.append(f"{response.status_code}: {response.text[:200]}")
+                return
+            data = response.json()
+            self.answers.append(
+                (data["choices"][0]["message"]["content"], data["agentspec"]["promptVersion"])
+            )
+        except Exception as e:  # every failure counts, whatever raised it
             self.failures.append(e)
-            return
-        if response.status_code != 200:
-            self.failures.append(f"{response.status_code}: {response.text[:200]}")
-            return
-        data = response.json()
-        self.answers.append(
-            (data["choices"][0]["message"]["content"], data["agentspec"]["promptVersion"])
-        )
 
 
 @dataclass
@@ -268,6 +280,8 @@ class ScaleRun:
     query: str
     timings: dict[str, float] = field(default_factory=dict)
     steady_replicas: int = 0
+    steady_rate: float | None = None
+    """The trigger's query, as Prometheus answered it while 3 pods served the load."""
     pods_serving: set[str] = field(default_factory=set)
 
 
@@ -348,34 +362,35 @@ async def _drive(stack: AutoscalingStack, kubectl: NamespacedKubectl, run: Scale
     def replicas() -> int:
         return int(kubectl.json("get", "deployment", AGENT)["spec"]["replicas"])
 
+    async def until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:  # noqa: ASYNC109
+        """Poll ``condition`` (kubectl, HTTP) off the event loop that drives the load, so the
+        load keeps its schedule."""
+        await wait_until_async(
+            lambda: asyncio.to_thread(condition), timeout=timeout, what=what, interval=0.5
+        )
+
     stop = asyncio.Event()
     running = asyncio.ensure_future(run.load.run(stop))
     started = time.monotonic()
     try:
-        await wait_until_async(
-            lambda: replicas() >= 2, timeout=120, what="a second replica", interval=0.5
-        )
+        await until(lambda: replicas() >= 2, timeout=120, what="a second replica")
         run.timings["second_replica"] = time.monotonic() - started
         # the scale-up is under way: the prompt changes while pods are being added
         changed = time.monotonic()
         await asyncio.to_thread(kubectl.apply, prompt("v2"))
-        await wait_until_async(
-            lambda: len(ready_pods(cluster, ns)) >= 3,
-            timeout=180,
-            what="3 ready replicas",
-            interval=0.5,
-        )
+        await until(lambda: len(ready_pods(cluster, ns)) >= 3, timeout=180, what="3 ready pods")
         run.timings["three_ready"] = time.monotonic() - started
-        async with httpx.AsyncClient(timeout=5) as probe:
 
-            async def every_replica_on_v2() -> bool:
-                for pod in ready_pods(cluster, ns):
-                    url = f"http://{pod['status']['podIP']}:8080/status"
-                    if (await probe.get(url)).json()["promptVersions"] != {"v2": 100}:
-                        return False
-                return True
+        def every_replica_on_v2() -> bool:
+            return all(
+                httpx.get(f"http://{pod['status']['podIP']}:8080/status", timeout=5).json()[
+                    "promptVersions"
+                ]
+                == {"v2": 100}
+                for pod in ready_pods(cluster, ns)
+            )
 
-            await wait_until_async(every_replica_on_v2, timeout=30, what="v2 on every replica")
+        await until(every_replica_on_v2, timeout=30, what="v2 on every replica")
         run.timings["every_replica_v2"] = time.monotonic() - changed
 
         # the load stays until each ready pod has answered requests through the Service
@@ -383,13 +398,12 @@ async def _drive(stack: AutoscalingStack, kubectl: NamespacedKubectl, run: Scale
             run.pods_serving = pods_served(prometheus, ns)
             return run.pods_serving >= {p["metadata"]["name"] for p in ready_pods(cluster, ns)}
 
-        await wait_until_async(every_pod_serving, timeout=60, what="every pod serving", interval=1)
+        await until(every_pod_serving, timeout=60, what="every pod serving")
         run.steady_replicas = replicas()
+        run.steady_rate = await asyncio.to_thread(prometheus.value, run.query)
     finally:
         stop.set()
         await running
     stopped = time.monotonic()
-    await wait_until_async(
-        lambda: replicas() == 1, timeout=180, what="scale back to 1", interval=0.5
-    )
+    await until(lambda: replicas() == 1, timeout=180, what="scale back to 1")
     run.timings["scaled_down"] = time.monotonic() - stopped

@@ -288,6 +288,21 @@ INVALID: list[InvalidCase] = [
         says="targetQueuedTasks needs provider keda",
     ),
     InvalidCase(
+        "queued-tasks-without-shared-store",
+        agent(
+            runtime={
+                "autoscaling": {
+                    "provider": "keda",
+                    "maxReplicas": 2,
+                    "targetTokensPerSecond": 100,
+                    "targetQueuedTasks": 5,
+                }
+            }
+        ),
+        "spec.runtime.autoscaling.targetQueuedTasks",
+        says="targetQueuedTasks needs the shared task store",
+    ),
+    InvalidCase(
         "redis-url-credentials",
         agent(memory={"type": "redis", "url": "redis://:hunter2@redis:6379/0"}),
         "spec.memory.url",

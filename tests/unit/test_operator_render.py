@@ -17,13 +17,13 @@ import pytest
 from agentspec_operator.probe import as_seen_from
 from agentspec_operator.render import optional_kinds_wanted, render_children
 from agentspec_operator.render_meta import AgentRef
-from agentspec_operator.render_policy import quantity
+from agentspec_operator.render_policy import quantity, tokens_query
 from agentspec_operator.render_workload import (
     prompt_version,
     render_deployment,
     render_pod_template,
 )
-from agentspec_operator.settings import OperatorSettings
+from agentspec_operator.settings import OperatorSettings, PrometheusAuth
 from agentspec_operator.status import (
     Cond,
     agent_status,
@@ -348,7 +348,8 @@ def test_keda_scales_on_the_tokens_rate_prometheus_computes_for_this_agent_only(
                 "provider": "keda",
                 "scaleDownStabilizationSeconds": 20,
             }
-        }
+        },
+        tasks={"storeUrlSecretRef": {"name": "tasks-db", "key": "url"}},
     )
     settings = replace(
         SETTINGS,
@@ -392,12 +393,56 @@ def test_keda_scales_on_the_tokens_rate_prometheus_computes_for_this_agent_only(
                     "serverAddress": "http://prom.monitoring:9090",
                     "query": f'max(agentspec_task_queue_depth{{namespace="{NS}",'
                     'agent="finance"}) or vector(0)',
-                    "threshold": "2500m",
+                    "threshold": "2.5",
                     "ignoreNullValues": "true",
                 },
             },
         ],
     }
+
+
+@pytest.mark.parametrize(
+    ("target", "threshold"),
+    [(250, "250"), (12.5, "12.5"), (0.001, "0.001"), (1e9, "1000000000"), (2 / 3, "0.667")],
+)
+def test_keda_thresholds_are_plain_decimals_keda_parses(target: float, threshold: str) -> None:
+    """KEDA reads a trigger's threshold as a float: a quantity's ``12500m`` or an exponent
+    would make the ScaledObject invalid and the agent never scale."""
+    agent = _agent(
+        runtime={
+            "autoscaling": {"maxReplicas": 2, "targetTokensPerSecond": target, "provider": "keda"}
+        }
+    )
+    scaled = _children(agent, settings=replace(SETTINGS, keda_available=True))["ScaledObject"]
+    rendered = scaled["spec"]["triggers"][0]["metadata"]["threshold"]
+    assert rendered == threshold
+    assert float(rendered) == pytest.approx(target, abs=0.0005)
+    assert rendered.replace(".", "", 1).isdigit()
+
+
+def test_keda_authenticates_to_prometheus_by_reference() -> None:
+    agent = _agent(
+        runtime={"autoscaling": {"maxReplicas": 2, "targetTokensPerSecond": 5, "provider": "keda"}}
+    )
+    settings = replace(
+        SETTINGS,
+        keda_available=True,
+        prometheus_auth=PrometheusAuth(name="prom-token", modes="bearer"),
+    )
+    (trigger,) = _children(agent, settings=settings)["ScaledObject"]["spec"]["triggers"]
+    assert trigger["authenticationRef"] == {
+        "kind": "ClusterTriggerAuthentication",
+        "name": "prom-token",
+    }
+    assert trigger["metadata"]["authModes"] == "bearer"
+
+
+def test_promql_label_values_are_escaped() -> None:
+    """Names the apiserver checks are DNS labels; ``agentspec render`` on files is not."""
+    owner = AgentRef(name='a"}) or vector(1e9', namespace="ns\\", uid="u")
+    assert tokens_query(owner, "1m") == (
+        r'sum(rate(agentspec_tokens_total{namespace="ns\\",agent="a\"}) or vector(1e9"}[1m]))'
+    )
 
 
 def test_queued_tasks_trigger_needs_keda() -> None:

@@ -119,7 +119,9 @@ class Engine:
         self.state.loaded_at = snapshot.loaded_at
         self.state.applied += 1
         self.state.last_error = None
-        self.metrics.loaded(snapshot.revision)
+        self.metrics.loaded(
+            snapshot.revision, model=config.model.model, prompt_versions=snapshot.prompts.versions
+        )
         log.info(
             "agent %s: config %s loaded (prompt versions %s)",
             self.agent,

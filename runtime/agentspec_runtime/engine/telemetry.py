@@ -7,7 +7,7 @@ the server configures an SDK and exporter when the standard ``OTEL_*`` variables
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from opentelemetry import trace
 from prometheus_client import (
@@ -238,7 +238,13 @@ class Metrics:
         """Report the serving model's circuit state (read at scrape time)."""
         self.registry.register(_CircuitState(agent=self.agent, read=read))
 
-    def loaded(self, revision: str) -> None:
+    def loaded(self, revision: str, *, model: str, prompt_versions: Iterable[str]) -> None:
         self.config_info.clear()
         self.config_info.labels(self.agent, revision).set(1)
         self.reloads.labels(self.agent, "applied").inc()
+        # Token series exist at 0 before the first call: Prometheus' rate() cannot count a
+        # series' first sample, so one born with the first call's tokens would lose them,
+        # on every new pod and prompt version, just when autoscaling needs them.
+        for version in prompt_versions:
+            for direction in ("input", "output"):
+                self.tokens.labels(self.agent, model, version, direction)

@@ -369,9 +369,9 @@ class AutoscalingSpec(SpecModel):
     """Lower bound of replicas."""
     max_replicas: Annotated[int, Field(ge=1, le=1000)]
     """Upper bound of replicas."""
-    target_tokens_per_second: Annotated[float, Field(gt=0, le=1e9)]
+    target_tokens_per_second: Annotated[float, Field(ge=0.001, le=1e9)]
     """Target average tokens per second per pod (input plus output)."""
-    target_queued_tasks: Annotated[float, Field(gt=0, le=1e6)] | None = None
+    target_queued_tasks: Annotated[float, Field(ge=0.001, le=1e6)] | None = None
     """Second trigger (keda only): durable A2A tasks waiting for a replica, per replica. The
     agent scales to whichever of the two triggers asks for more pods."""
     provider: Literal["hpa", "keda"] = "hpa"
@@ -642,12 +642,20 @@ _ONE_PROMPT = Invariant(
     cel="has(self.promptRef) != has(self.prompt)",
     message="set exactly one of promptRef or prompt",
 )
+_QUEUE_NEEDS_SHARED_TASKS = Invariant(
+    cel="!has(self.runtime) || !has(self.runtime.autoscaling) || "
+    "!has(self.runtime.autoscaling.targetQueuedTasks) || "
+    "(has(self.tasks) && has(self.tasks.storeUrlSecretRef))",
+    message="targetQueuedTasks needs the shared task store (tasks.storeUrlSecretRef): with "
+    "each pod's own store there is no agent-wide queue to scale on",
+    field_path=".runtime.autoscaling.targetQueuedTasks",
+)
 
 
 class AgentSpec(SpecModel):
     """Desired state of one agent: model, prompt, tools, partners, memory and runtime."""
 
-    model_config = ConfigDict(json_schema_extra=invariants(_ONE_PROMPT))
+    model_config = ConfigDict(json_schema_extra=invariants(_ONE_PROMPT, _QUEUE_NEEDS_SHARED_TASKS))
 
     description: Text = ""
     """What the agent does; published in its A2A agent card."""
@@ -681,6 +689,12 @@ class AgentSpec(SpecModel):
     @model_validator(mode="after")
     def _check(self) -> AgentSpec:
         _ONE_PROMPT.check((self.prompt_ref is None) != (self.prompt is None))
+        scaling = self.runtime.autoscaling
+        _QUEUE_NEEDS_SHARED_TASKS.check(
+            scaling is None
+            or scaling.target_queued_tasks is None
+            or self.tasks.store_url_secret_ref is not None
+        )
         unique_keys(self.mcp_servers, "name", field="mcpServers")
         unique_keys(self.partners, "name", field="partners")
         unique_keys(self.knowledge, "name", field="knowledge")
