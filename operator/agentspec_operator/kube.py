@@ -284,6 +284,24 @@ class Kube:
 
         return await self._call(f"get Deployment {namespace}/{name}", get, absent=None)
 
+    async def hpa_condition(self, *, namespace: str, name: str, kind: str) -> Json | None:
+        """Condition ``kind`` of HPA ``name`` as a dict (``{}`` when the HPA has not reported
+        it; None when there is no such HPA)."""
+
+        async def get() -> Json | None:
+            found = await self._client.get(HorizontalPodAutoscaler, name, namespace=namespace)
+            for cond in (found.status.conditions if found.status else None) or []:
+                if cond.type == kind:
+                    return {
+                        "type": cond.type,
+                        "status": cond.status,
+                        "reason": cond.reason,
+                        "message": cond.message,
+                    }
+            return {}
+
+        return await self._call(f"get HPA {namespace}/{name}", get, absent=None)
+
     async def crd_exists(self, name: str) -> bool:
         async def get() -> bool:
             await self._client.get(CustomResourceDefinition, name)

@@ -39,7 +39,13 @@ from .kube import KEDA_CRD, Kube, SecretInfo
 from .render import OPTIONAL_KINDS, optional_kinds_wanted, render_children
 from .render_workload import PROMPT_VERSION_ANNOTATION, prompt_version, secret_names
 from .settings import FIELD_MANAGER, REPLICAS_HANDOVER_MANAGER, OperatorSettings
-from .status import agent_status, prompt_template_status, same_status, stalled_reason
+from .status import (
+    SCALING_ACTIVE,
+    agent_status,
+    prompt_template_status,
+    same_status,
+    stalled_reason,
+)
 from .world import AGENTS, PROMPTS, Json, Key, World
 
 log = logging.getLogger(__name__)
@@ -194,6 +200,7 @@ class Reconciler:
             deployment=deployment,
             revision=config.revision(),
             version=prompt_version(config),
+            scaling=await self._scaling_condition(key, agent),
         )
         if self._stalled_event.pop(key, None) is not None:
             await self.kube.post_event(
@@ -428,6 +435,24 @@ class Reconciler:
                 _involved(body), warning=True, reason=stalled_reason(problems), message=message
             )
 
+    async def _scaling_condition(self, key: Key, agent: AgentResource) -> Json | None:
+        """The ScalingActive condition of the HPA that scales the agent (KEDA's for provider
+        keda); None without autoscaling. Read at each reconcile: a Deployment the HPA
+        scales is watched, and the resync catches an HPA that never could act."""
+        scaling = agent.spec.runtime.autoscaling
+        if scaling is None:
+            return None
+        namespace, name = key
+        hpa = name if scaling.provider == "hpa" else f"keda-hpa-{name}"
+        try:
+            found = await self.kube.hpa_condition(
+                namespace=namespace, name=hpa, kind=SCALING_ACTIVE
+            )
+        except OperatorError as e:  # the status is a view: it never fails the reconcile
+            log.info("agent %s/%s: cannot read HPA %s: %s", namespace, name, hpa, e)
+            return {}
+        return found if found is not None else {}
+
     async def _write_agent_status(
         self,
         key: Key,
@@ -439,6 +464,7 @@ class Reconciler:
         version: str | None,
         apply_error: str | None = None,
         apply_error_permanent: bool = False,
+        scaling: Json | None = None,
     ) -> None:
         namespace, name = key
         old = body.get("status") or None
@@ -454,6 +480,7 @@ class Reconciler:
             now=self._now(),
             apply_error=apply_error,
             apply_error_permanent=apply_error_permanent,
+            scaling=scaling,
         )
         if not same_status(status, old):
             await self.kube.patch_status(

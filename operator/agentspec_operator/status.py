@@ -16,6 +16,8 @@ from agentspec_runtime.spec.resolved import service_url
 Json = dict[str, Any]
 
 READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
+SCALING_ACTIVE = "ScalingActive"
+"""An autoscaled agent's: its HPA's own ScalingActive (it reads the metric and acts on it)."""
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,13 @@ def agent_status(
     now: str,
     apply_error: str | None = None,
     apply_error_permanent: bool = False,
+    scaling: Json | None = None,
 ) -> Json:
     """Status of an AgentSpec: Stalled from resolution, Ready/Reconciling from the Deployment.
+
+    ``scaling``: for an autoscaled agent, its HPA's ``ScalingActive`` condition (``{}`` when
+    the HPA has not reported yet), shown as the agent's own ``ScalingActive``: False with the
+    HPA's reason and message when it cannot read the tokens/s metric.
 
 
     ``apply_error``: the apiserver refused a child. Temporary refusals (quota, conflicts,
@@ -150,6 +157,21 @@ def agent_status(
             Cond(RECONCILING, True, state.reason, state.message),
             Cond(STALLED, False, "Resolved", "every reference resolved"),
         ]
+    if scaling is not None:
+        if scaling.get("type") == SCALING_ACTIVE:
+            active = scaling.get("status") == "True"
+            wanted.append(
+                Cond(
+                    SCALING_ACTIVE,
+                    active,
+                    str(scaling.get("reason") or ("ValidMetricFound" if active else "Unknown")),
+                    str(scaling.get("message") or ""),
+                )
+            )
+        else:
+            wanted.append(
+                Cond(SCALING_ACTIVE, False, "AutoscalerPending", "the HPA has not reported yet")
+            )
     endpoint = service_url(name, namespace)
     status: Json = {
         "conditions": conditions(

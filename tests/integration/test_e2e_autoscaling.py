@@ -41,6 +41,7 @@ from tests.support.autoscaling import (
     run_scale_scenario,
 )
 from tests.support.fake_llm import FakeLLM
+from tests.support.operator_testkit import condition
 from tests.support.procs import wait_until
 
 HPA_CONTROLLER = "/horizontal-pod-autoscaler"
@@ -82,6 +83,16 @@ def test_an_agent_scales_out_and_in_on_tokens_per_second(stack: AutoscalingStack
     for text, version in run.load.answers:
         assert text == f"prompt {version} speaking", (text, version)
     assert {v for _, v in run.load.answers} == {"v1", "v2"}, "the load spanned the change"
+    # the agent's status shows KEDA's HPA reading the metric (updated as the pods changed)
+    wait_until(
+        lambda: (
+            condition(kubectl.json("get", "agentspec", AGENT), "ScalingActive").get("reason")
+            == "ValidMetricFound"
+        ),
+        timeout=30,
+        what="ScalingActive ValidMetricFound in the agent's status",
+        interval=0.5,
+    )
     assert run.query.startswith(f'sum(rate(agentspec_tokens_total{{namespace="{kubectl.namespace}"')
     counts = run.audit.counts
     assert counts[0] == 1

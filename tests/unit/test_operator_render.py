@@ -547,6 +547,49 @@ def test_agent_status_when_stalled_names_the_reference_and_keeps_the_live_revisi
     assert status["agentCard"].endswith("/.well-known/agent-card.json")
 
 
+@pytest.mark.parametrize(
+    ("hpa", "expected"),
+    [
+        (None, None),
+        ({}, ("False", "AutoscalerPending")),
+        (
+            {
+                "type": "ScalingActive",
+                "status": "False",
+                "reason": "FailedGetExternalMetric",
+                "message": "unable to get external metric",
+            },
+            ("False", "FailedGetExternalMetric"),
+        ),
+        (
+            {"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound"},
+            ("True", "ValidMetricFound"),
+        ),
+    ],
+)
+def test_an_autoscaled_agent_shows_whether_its_hpa_can_act(
+    hpa: dict[str, str] | None, expected: tuple[str, str] | None
+) -> None:
+    status = agent_status(
+        name="finance",
+        namespace=NS,
+        generation=1,
+        problems=[],
+        deployment=None,
+        live_revision="abc",
+        live_prompt_version="v1",
+        old=None,
+        now="t",
+        scaling=hpa,
+    )
+    by_type = {c["type"]: c for c in status["conditions"]}
+    if expected is None:
+        assert "ScalingActive" not in by_type
+    else:
+        assert (by_type["ScalingActive"]["status"], by_type["ScalingActive"]["reason"]) == expected
+    assert {"Ready", "Reconciling", "Stalled"} <= by_type.keys()
+
+
 def test_conditions_keep_their_transition_time_while_unchanged() -> None:
     first = conditions([Cond("Ready", False, "X")], old=None, generation=1, now="t1")
     same = conditions([Cond("Ready", False, "Y")], old=first, generation=2, now="t2")
