@@ -165,9 +165,13 @@ def test_switching_provider_and_turning_autoscaling_off_keep_the_pods(
             sampler.stop()
     assert sampler.counts == [2, 3]
     # every write of the count, by the audit log: none below KEDA's minimum of 2 at any
-    # moment, and none by the operator but the final declared 3 once autoscaling was off
+    # moment (KEDA itself raised the new Deployment to it), and the operator's only once
+    # autoscaling was off, all of them the declared 3 (it re-applies as the Deployment moves)
     writes = stack.replica_writes(kubectl.namespace, AGENT)
-    assert all(w.replicas is not None and w.replicas >= 2 for w in writes), writes
-    by_operator = [w for w in writes if w.username.endswith(":agentspec-operator")]
-    assert [w.replicas for w in by_operator] == [3], writes
-    assert by_operator[0] == writes[-1], "the operator's write came last"
+    listing = "\n".join(map(repr, writes))
+    assert all(w.replicas is not None and w.replicas >= 2 for w in writes), listing
+    by_operator = [w.username.endswith(":agentspec-operator") for w in writes]
+    assert True in by_operator, listing
+    first = by_operator.index(True)
+    assert all(by_operator[first:]), listing
+    assert {w.replicas for w in writes[first:]} == {3}, listing

@@ -316,8 +316,8 @@ def test_turning_autoscaling_on_keeps_the_replica_count(k: NamespacedKubectl) ->
         what="the AutoscalerMetricsUnavailable warning",
     )
     # and no controller manager runs, so the HPA never reports: the agent says that too
-    scaling = condition(get(k, "agentspec", "finance"), "ScalingActive")
-    assert (scaling["status"], scaling["reason"]) == ("False", "AutoscalerPending")
+    active = condition(get(k, "agentspec", "finance"), "ScalingActive")
+    assert (active["status"], active["reason"]) == ("False", "AutoscalerPending")
     # what the HPA controller does next: it owns the field through the scale subresource
     k("scale", "deployment", "finance", "--replicas=4")
     assert _replicas_owners(k, "finance") == {"kubectl/scale"}
