@@ -19,8 +19,11 @@ Asserted:
   chart's ``autoscaling.rateWindow=10s``, Prometheus scraping every second and the test
   controller manager's HPA sync every second (its flag);
 - over the whole run the Deployment's replica count is changed only by the HPA controller,
-  through the ``scale`` subresource (its managed fields, sampled every half second); the
-  operator never owns ``spec.replicas``.
+  through the ``scale`` subresource (the apiserver's audit log); the operator never owns
+  ``spec.replicas`` (the Deployment's managed fields, sampled every half second), and the
+  agent's status shows its HPA reading the metric (``ScalingActive``);
+- switching provider keda -> hpa -> keda keeps the count the autoscaler set, never below its
+  minimum at any moment, and turning autoscaling off gives the count to ``replicas``.
 """
 
 from __future__ import annotations
