@@ -74,10 +74,7 @@ def write_tls_pair(
     KEDA's operator and metrics server are to each other)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     pair = TlsPair(directory / "ca.crt", directory / "tls.crt", directory / "tls.key")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _issue(
-        subject=_name(f"{common_name}-ca"), key=ca_key, issuer=None, issuer_key=ca_key, usage=None
-    )
+    ca, ca_key = _new_ca(f"{common_name}-ca")
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _issue(
         subject=_name(common_name),
@@ -152,6 +149,13 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
+def _new_ca(name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A self-signed CA. P-256 keys for TLS: generating them is ~100x faster than RSA, and
+    every test cluster pays it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return _issue(subject=_name(name), key=key, issuer=None, issuer_key=key, usage=None), key
+
+
 def _write_key(path: Path, key: PrivateKeyTypes) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -183,15 +187,7 @@ def write_pki(directory: Path, *, kubernetes_service_ip: str) -> Pki:
         front_proxy_client_cert=directory / "front-proxy-client.crt",
         front_proxy_client_key=directory / "front-proxy-client.key",
     )
-    # P-256 keys for TLS: generating them is ~100x faster than RSA, and every instance pays it.
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _issue(
-        subject=_name("agentspec-test-ca"),
-        key=ca_key,
-        issuer=None,
-        issuer_key=ca_key,
-        usage=None,
-    )
+    ca, ca_key = _new_ca("agentspec-test-ca")
     serving_key = ec.generate_private_key(ec.SECP256R1())
     dns_names = [
         "localhost",
@@ -221,14 +217,7 @@ def write_pki(directory: Path, *, kubernetes_service_ip: str) -> Pki:
     )
     # The aggregator's identity towards extension API servers, from a CA of its own (as
     # kubeadm does): a client cert of the cluster CA must not pass for the front proxy.
-    front_ca_key = ec.generate_private_key(ec.SECP256R1())
-    front_ca = _issue(
-        subject=_name("agentspec-test-front-proxy-ca"),
-        key=front_ca_key,
-        issuer=None,
-        issuer_key=front_ca_key,
-        usage=None,
-    )
+    front_ca, front_ca_key = _new_ca("agentspec-test-front-proxy-ca")
     front_key = ec.generate_private_key(ec.SECP256R1())
     front = _issue(
         subject=_name(FRONT_PROXY_CLIENT),
