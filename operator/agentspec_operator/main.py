@@ -71,6 +71,9 @@ def _http_url(text: str) -> str:
         parts.scheme not in ("http", "https")
         or not parts.hostname
         or "@" in parts.netloc
+        or parts.query
+        or parts.fragment
+        or (parts.port is not None and not 1 <= parts.port <= 65535)
         or any(c.isspace() for c in text)
     ):
         raise argparse.ArgumentTypeError(
@@ -156,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prometheus-auth",
         type=_prometheus_auth,
-        default=_prometheus_auth(env("AGENTSPEC_PROMETHEUS_AUTH", "")),
+        default=env("AGENTSPEC_PROMETHEUS_AUTH", ""),  # a string: argparse applies type=
         help="<ClusterTriggerAuthentication>:<authModes> KEDA authenticates to Prometheus with "
         "(env AGENTSPEC_PROMETHEUS_AUTH); default: none",
     )

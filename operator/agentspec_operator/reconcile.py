@@ -51,6 +51,8 @@ from .world import AGENTS, PROMPTS, Json, Key, World
 log = logging.getLogger(__name__)
 
 SECRET_CACHE_SECONDS = 30.0
+SCALING_RECHECK_SECONDS = 15.0
+"""How soon an autoscaled agent whose HPA cannot act (yet) is looked at again."""
 ALLOWED_AGENTS_ANNOTATION = "agentspec.io/allowed-agents"
 """On a Secret: the agents (comma-separated names, or ``*``) whose pods may be given it."""
 
@@ -200,7 +202,7 @@ class Reconciler:
             deployment=deployment,
             revision=config.revision(),
             version=prompt_version(config),
-            scaling=await self._scaling_condition(key, agent),
+            scaling=(scaling := await self._scaling_condition(key, agent, body)),
         )
         if self._stalled_event.pop(key, None) is not None:
             await self.kube.post_event(
@@ -210,6 +212,9 @@ class Reconciler:
                 message="every reference resolved; config applied",
             )
         await self._advise(key, body, _sharing_advice(agent) | self._autoscaling_advice(agent))
+        if scaling is not None and scaling.get("status") != "True":
+            # HPAs are not watched: look again soon while the autoscaler cannot act
+            return SCALING_RECHECK_SECONDS
         return None
 
     def _autoscaling_advice(self, agent: AgentResource) -> dict[str, str]:
@@ -348,6 +353,13 @@ class Reconciler:
             child = (kind, namespace, name)
             if kind not in wanted and child in self.optional_present:
                 await self.kube.delete(kind, namespace=namespace, name=name)
+                if kind == "ScaledObject":
+                    # KEDA's HPA would outlive its ScaledObject until KEDA's clean-up and
+                    # the garbage collector come, scaling against the declared count or
+                    # the plain HPA meanwhile: it goes now
+                    await self.kube.delete(
+                        "HorizontalPodAutoscaler", namespace=namespace, name=keda_hpa_name(name)
+                    )
                 self.optional_present.discard(child)
                 self._applied.pop(child, None)
         scaling = agent.spec.runtime.autoscaling
@@ -435,22 +447,24 @@ class Reconciler:
                 _involved(body), warning=True, reason=stalled_reason(problems), message=message
             )
 
-    async def _scaling_condition(self, key: Key, agent: AgentResource) -> Json | None:
+    async def _scaling_condition(self, key: Key, agent: AgentResource, body: Json) -> Json | None:
         """The ScalingActive condition of the HPA that scales the agent (KEDA's for provider
-        keda); None without autoscaling. Read at each reconcile: a Deployment the HPA
-        scales is watched, and the resync catches an HPA that never could act."""
+        keda); None without autoscaling. Read at each reconcile (the Deployment the HPA scales
+        is watched) and every ``SCALING_RECHECK_SECONDS`` while it is not True. A failed read
+        keeps what the status said."""
         scaling = agent.spec.runtime.autoscaling
         if scaling is None:
             return None
         namespace, name = key
-        hpa = name if scaling.provider == "hpa" else f"keda-hpa-{name}"
+        hpa = name if scaling.provider == "hpa" else keda_hpa_name(name)
         try:
             found = await self.kube.hpa_condition(
                 namespace=namespace, name=hpa, kind=SCALING_ACTIVE
             )
         except OperatorError as e:  # the status is a view: it never fails the reconcile
             log.info("agent %s/%s: cannot read HPA %s: %s", namespace, name, hpa, e)
-            return {}
+            old = (body.get("status") or {}).get("conditions") or []
+            return next((dict(c) for c in old if c.get("type") == SCALING_ACTIVE), {})
         return found if found is not None else {}
 
     async def _write_agent_status(
@@ -517,6 +531,11 @@ def _involved(body: Json) -> dict[str, Any]:
         "uid": meta.get("uid"),
         "resourceVersion": meta.get("resourceVersion"),
     }
+
+
+def keda_hpa_name(agent: str) -> str:
+    """The HPA KEDA makes for the agent's ScaledObject (KEDA names it so by default)."""
+    return f"keda-hpa-{agent}"
 
 
 def replicas_owners(deployment: Json) -> set[str]:
