@@ -125,18 +125,6 @@ def test_relevance_ranks_turns_by_their_words_and_keeps_the_latest() -> None:
     assert [t.seq for t in mem.recall(history, question="zebra", spec=three)] == [5]
 
 
-def test_bm25_prefers_rare_words_and_shorter_documents() -> None:
-    scores = mem.bm25_scores(
-        "budget approval",
-        [
-            "the budget approval process",
-            "the budget is large and the budget is long and the budget is big",
-            "nothing here",
-        ],
-    )
-    assert scores[0] > scores[1] > scores[2] == 0.0
-
-
 def test_summarize_folds_past_the_budget_down_to_half_never_the_latest_turn() -> None:
     summarize = spec(compression={"strategy": "summarize", "maxTokens": 1000})
     small = mem.History(None, tuple(turn(i, "q", "a", 200) for i in range(1, 6)))  # 1000

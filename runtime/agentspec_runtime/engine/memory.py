@@ -20,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentspec_runtime.spec.agent import MemorySpec
 
+from . import search
 from .types import Message
 
 if TYPE_CHECKING:
@@ -130,58 +130,6 @@ def remembered(messages: Sequence[Message], answer: str) -> list[Message]:
 
 # -- search -------------------------------------------------------------------------------
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-_STOP = frozenset(
-    """a an and are as at be but by can could did do does for from had has have how i if in
-    into is it its me my no not of on or our so than that the their them then there these
-    they this to was we were what when where which who why will with would you your""".split()  # noqa: SIM905
-)
-
-
-def _words(text: str) -> list[str]:
-    """Lower-cased words without stop words; text in scripts without spaces (Chinese,
-    Japanese) as overlapping character pairs, the usual way to index it without a lexicon."""
-    words: list[str] = []
-    for word in _WORD.findall(text.lower()):
-        if word.isascii():
-            if len(word) > 1 and word not in _STOP:
-                words.append(word)
-        elif len(word) < 3:
-            words.append(word)
-        else:
-            words += [word[i : i + 2] for i in range(len(word) - 1)]
-    return words
-
-
-def bm25_scores(
-    query: str, documents: Sequence[str], *, k1: float = 1.2, b: float = 0.75
-) -> list[float]:
-    """Okapi BM25 of each document for the query's words (0 for a document sharing none)."""
-    terms = set(_words(query))
-    if not documents or not terms:
-        return [0.0] * len(documents)
-    lengths: list[int] = []
-    found: list[dict[str, int]] = []  # per document, only the query's terms: the rest counts
-    df = dict.fromkeys(terms, 0)  # by length alone
-    for document in documents:
-        words = _words(document)
-        lengths.append(len(words))
-        tf: dict[str, int] = {}
-        for word in words:
-            if word in terms:
-                tf[word] = tf.get(word, 0) + 1
-        for term in tf:
-            df[term] += 1
-        found.append(tf)
-    n = len(documents)
-    average = (sum(lengths) / n) or 1.0
-    idf = {t: math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in terms}
-    scores = []
-    for tf, length in zip(found, lengths, strict=True):
-        norm = k1 * (1 - b + b * length / average)
-        scores.append(sum(idf[t] * f * (k1 + 1) / (f + norm) for t, f in tf.items()))
-    return scores
-
 
 def recall(history: History, *, question: str, spec: MemorySpec) -> list[Turn]:
     """The turns shown to the model, oldest first: chosen by the search strategy, then kept
@@ -190,7 +138,9 @@ def recall(history: History, *, question: str, spec: MemorySpec) -> list[Turn]:
     if not turns:
         return []
     if spec.search.strategy == "relevance":
-        scores = bm25_scores(question, [" ".join(text_of(m) for m in t.messages) for t in turns])
+        scores = search.bm25_scores(
+            question, [" ".join(text_of(m) for m in t.messages) for t in turns]
+        )
         latest = len(turns) - 1
         matching = sorted(
             (i for i in range(latest) if scores[i] > 0), key=lambda i: (-scores[i], -i)
