@@ -120,6 +120,35 @@ def test_a_word_longer_than_a_chunk_is_cut_anyway() -> None:
     text = "x" * 100
     chunks = chunk(text, tokens=10, overlap=0)
     assert [len(c.text) for c in chunks] == [40, 40, 20]
+    # with an overlap and no space to start it at, it starts at a character
+    overlapping = chunk(text, tokens=10, overlap=2)
+    for before, after in itertools.pairwise(overlapping):
+        assert before.start < after.start < before.end
+
+
+def test_a_short_heading_is_not_repeated_whole_in_the_next_chunk() -> None:
+    text = "Title\n\n" + "alpha " * 17 + "."
+    chunks = chunk(text, tokens=30, overlap=4)
+    assert chunks[0].text == "Title"
+    assert all(c.start > 0 for c in chunks[1:])
+    assert all(text[c.start : c.end] == c.text for c in chunks)
+
+
+def test_chinese_is_cut_after_its_full_stops_and_overlaps() -> None:
+    sentence = "今天天气很好我们去公园。"  # 12 characters, no spaces
+    text = sentence * 40
+    chunks = chunk(text, tokens=30, overlap=4)  # 120 characters
+    assert len(chunks) > 3
+    for c in chunks[:-1]:
+        assert c.text.endswith("。"), c.text  # cut after a full stop, not mid-sentence
+    for before, after in itertools.pairwise(chunks):
+        assert before.start < after.start < before.end
+
+
+def test_words_keep_accented_words_whole_and_pair_chinese() -> None:
+    assert words("Résumé of the présumé") == ["résumé", "présumé"]
+    assert words("年假多少天") == ["年假", "假多", "多少", "少天"]
+    assert words("Привет мир") == ["привет", "мир"]
 
 
 def test_reciprocal_rank_fusion_rewards_agreement() -> None:

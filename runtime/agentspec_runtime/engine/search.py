@@ -9,10 +9,12 @@ sources (issue 17) index their documents' chunks with it. Pure and in-process: n
   without a lexicon.
 * :class:`Bm25Index` — built once over its documents (postings per word, document lengths),
   then queried many times: a query costs the postings of its own words, not a pass over the
-  corpus. :func:`bm25_scores` is the one-shot form.
+  corpus. :func:`bm25_scores` ranks a corpus once (the same scores, in one pass).
 * :func:`chunk` — a document cut into chunks of about ``tokens`` tokens on paragraph, then
   sentence, then word boundaries, consecutive chunks sharing ``overlap`` tokens, each with
-  its character span (a citation's position).
+  its character span (a citation's position). Sizes are estimated at 4 characters a token,
+  right for English; Chinese or Japanese text runs about a token a character, so its chunks
+  hold up to 4 times the tokens asked for.
 * :func:`reciprocal_rank_fusion` — several rankings of the same items fused by
   ``sum(1 / (k + rank))`` (Cormack et al., 2009), so scores on different scales (BM25, cosine)
   never need calibrating against each other.
@@ -48,11 +50,17 @@ CHARS_PER_TOKEN = 4
 """The usual estimate for English text with OpenAI-style tokenizers."""
 
 
+_UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+"""Kana and CJK ideographs: scripts written without spaces between words."""
+
+
 def words(text: str) -> list[str]:
-    """Lower-cased words without stop words; scripts without spaces as character pairs."""
+    """Lower-cased words without (English) stop words; a run of Chinese or Japanese as its
+    overlapping character pairs. Other scripts (accented Latin, Cyrillic, Greek, Korean) are
+    written with spaces: their words stay whole."""
     found: list[str] = []
     for word in _WORD.findall(text.lower()):
-        if word.isascii():
+        if _UNSPACED.search(word) is None:
             if len(word) > 1 and word not in _STOP:
                 found.append(word)
         elif len(word) < 3:
@@ -118,16 +126,43 @@ class Bm25Index:
         return heapq.nlargest(k, found.items(), key=lambda item: (item[1], -item[0]))
 
 
-def bm25_scores(query: str, documents: Sequence[str]) -> list[float]:
-    """BM25 of each document for the query (0 for a document sharing no word with it)."""
-    found = Bm25Index(documents).scores(query)
-    return [found.get(i, 0.0) for i in range(len(documents))]
+def bm25_scores(
+    query: str, documents: Sequence[str], *, k1: float = 1.2, b: float = 0.75
+) -> list[float]:
+    """BM25 of each document for the query (0 for a document sharing no word with it), in
+    one pass that counts only the query's words: for a corpus ranked once (a conversation's
+    turns), where building a :class:`Bm25Index` would cost several times more."""
+    terms = set(words(query))
+    if not documents or not terms:
+        return [0.0] * len(documents)
+    lengths: list[int] = []
+    found: list[dict[str, int]] = []  # per document, only the query's words
+    df = dict.fromkeys(terms, 0)
+    for document in documents:
+        tokens = words(document)
+        lengths.append(len(tokens))
+        tf: dict[str, int] = {}
+        for token in tokens:
+            if token in terms:
+                tf[token] = tf.get(token, 0) + 1
+        for term in tf:
+            df[term] += 1
+        found.append(tf)
+    n = len(documents)
+    average = (sum(lengths) / n) or 1.0
+    idf = {t: math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in terms}
+    scores = []
+    for tf, length in zip(found, lengths, strict=True):
+        norm = k1 * (1 - b + b * length / average)
+        scores.append(sum(idf[t] * f * (k1 + 1) / (f + norm) for t, f in tf.items()))
+    return scores
 
 
 # -- chunking -------------------------------------------------------------------------------
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
-_SENTENCE = re.compile("(?<=[.!?\u3002\uff01\uff1f])\\s+")
+_SENTENCE = re.compile("(?<=[.!?])\\s+|(?<=[\u3002\uff01\uff1f])")
+"""After a sentence's end: Latin punctuation and a space, or CJK's full stops (no space)."""
 _SPACE = re.compile(r"\s+")
 
 
@@ -179,7 +214,11 @@ def chunk(text: str, *, tokens: int, overlap: int | None = None) -> list[Chunk]:
         else:
             groups.append((left, right))
     made = [
-        _made(text, _back(text, left, keep) if i and keep else left, right)
+        # the overlap never reaches back over half the previous chunk: a short chunk (a
+        # heading) is not repeated whole at the start of the next
+        _made(text, _back(text, left, min(keep, (left - groups[i - 1][0]) // 2)), right)
+        if i and keep
+        else _made(text, left, right)
         for i, (left, right) in enumerate(groups)
     ]
     kept = [c for c in made if c[2]]
@@ -192,7 +231,8 @@ def _back(text: str, end: int, keep: int) -> int:
     if start == 0 or text[start - 1].isspace():
         return start
     space = _SPACE.search(text, start, end)
-    return space.end() if space else end
+    # no word boundary in reach (CJK text, one huge word): a character boundary will do
+    return space.end() if space else start
 
 
 def _made(text: str, start: int, end: int) -> tuple[int, int, str]:
