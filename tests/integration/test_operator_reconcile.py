@@ -515,7 +515,9 @@ def test_cross_namespace_partner_needs_consent(
 
 
 UNSUPPORTED_SPECS: dict[str, dict[str, Any]] = {
-    "spec.knowledge": {"knowledge": [{"name": "kb", "documents": {"configMap": "docs"}}]},
+    "spec.knowledge[0].documents": {
+        "knowledge": [{"name": "kb", "documents": {"configMap": "docs"}}]
+    },
 }
 
 

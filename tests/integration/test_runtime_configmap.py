@@ -182,7 +182,9 @@ def test_a_field_the_engine_cannot_honour_is_refused_at_start_and_on_reload(
     refused = RuntimeProcess(config=path).start(wait_ready=False)
     assert refused.process is not None
     assert refused.process.popen.wait(20) == 2
-    assert "spec.knowledge: not supported by this version of the engine" in refused.log()
+    assert "spec.knowledge[0].documents: not supported by this version of the engine" in (
+        refused.log()
+    )
     refused.stop()
 
     write_docs(path, agent_docs(llm_url="http://127.0.0.1:9/v1"))
@@ -196,8 +198,9 @@ def test_a_field_the_engine_cannot_honour_is_refused_at_start_and_on_reload(
         )
         status = runtime.status()
         assert status["lastReloadError"] == (
-            "spec.knowledge: not supported by this version of the engine (retrieval sources "
-            "are not built yet); remove the field"
+            "spec.knowledge[0].documents: not supported by this version of the engine "
+            "(documents knowledge sources are not built yet; mcpTool sources are); remove the "
+            "field"
         )
         assert status["configRevision"] == good
         assert runtime.get("/readyz")[0] == 200

@@ -85,6 +85,8 @@ TOOL_NAMES = (
     "slow_lookup",
     "slow_charge",
 )
+RETRIEVAL_TOOLS = ("search_policies",)
+"""Offered only when asked for (``tools=``): a retrieval tool, for knowledge sources."""
 
 CLAIMS: dict[str, dict[str, Any]] = {
     "EXP-1001": {
@@ -123,7 +125,7 @@ class McpServerError(RuntimeError):
 
 def build_server(*, tools: Sequence[str] = TOOL_NAMES, transport: Transport) -> MCPServer:
     """An ``MCPServer`` offering ``tools`` (a subset of :data:`TOOL_NAMES`)."""
-    unknown = set(tools) - set(TOOL_NAMES)
+    unknown = set(tools) - set(TOOL_NAMES) - set(RETRIEVAL_TOOLS)
     if unknown:
         raise ValueError(f"unknown test tools: {sorted(unknown)}")
     server: MCPServer = MCPServer("agentspec-test-mcp", version="1.0.0")
@@ -188,6 +190,21 @@ def build_server(*, tools: Sequence[str] = TOOL_NAMES, transport: Transport) -> 
         await anyio.sleep(seconds)
         return f"charged {key}"
 
+    def search_policies(query: str, top_k: int = 3) -> str:
+        """Search the expense policy handbook; returns the best passages as JSON."""
+        asked = {w.strip(".,?!").lower() for w in query.split()}
+        scored: list[tuple[int, str, str]] = []
+        for topic, text in POLICIES.items():
+            said = {w.strip(".,;").lower() for w in text.split()} | {topic}
+            if overlap := len(asked & said):
+                scored.append((overlap, topic, text))
+        scored.sort(key=lambda hit: (-hit[0], hit[1]))
+        hits = [
+            {"text": text, "document": f"{topic}.md", "chunk": 0, "score": overlap}
+            for overlap, topic, text in scored[:top_k]
+        ]
+        return json.dumps({"results": hits})
+
     annotated = {
         "slow_lookup": ToolAnnotations(read_only_hint=True, idempotent_hint=True),
         "slow_charge": ToolAnnotations(destructive_hint=True, idempotent_hint=False),
@@ -203,6 +220,7 @@ def build_server(*, tools: Sequence[str] = TOOL_NAMES, transport: Transport) -> 
         "enable_extra": enable_extra,
         "slow_lookup": slow_lookup,
         "slow_charge": slow_charge,
+        "search_policies": search_policies,
     }
     for name in tools:
         server.add_tool(functions[name], annotations=annotated.get(name))

@@ -13,7 +13,7 @@ the run; the tool-call and request metrics count each outcome.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -86,6 +86,19 @@ class Tools:
 
     def tools(self) -> list[Tool]:
         return list(self._tools)
+
+    def input_schema(self, name: str) -> dict[str, Any] | None:
+        found = [t for t in self._tools if t.spec.name == name]
+        return dict(found[0].spec.parameters) if found else None
+
+    async def call(
+        self, name: str, arguments: dict[str, Any], *, headers: Mapping[str, str]
+    ) -> str:
+        for tool in self._tools:
+            if tool.spec.name == name:
+                answer = await tool.call(arguments, headers=headers, context_id="")
+                return answer if isinstance(answer, str) else answer.content
+        raise ToolError(f"no tool {name!r}")
 
     def status(self) -> dict[str, Any]:
         return {"connected": True}

@@ -65,7 +65,8 @@ CASES = [
                 knowledge=[{"name": "kb", "documents": {"configMap": "docs"}}]
             )
         ),
-        "document 3 (AgentSpec/finance): spec.knowledge: not supported by this version "
+        "document 3 (AgentSpec/finance): spec.knowledge[0].documents: not supported by this "
+        "version "
         "of the engine",
     ),
     (

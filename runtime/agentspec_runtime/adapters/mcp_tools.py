@@ -136,6 +136,7 @@ class McpServerConnection:
         self._connect_timeout = connect_timeout
         self._client: Client | None = None
         self._tools: list[Tool] = []
+        self._schemas: dict[str, dict[str, Any]] = {}
         self._connected = asyncio.Event()
         self._broken = asyncio.Event()
         self._closing = asyncio.Event()
@@ -158,6 +159,10 @@ class McpServerConnection:
 
     def tools(self) -> list[Tool]:
         return self._tools if self._connected.is_set() else []
+
+    def input_schema(self, name: str) -> dict[str, Any] | None:
+        """The input schema the server lists for tool ``name`` (None: not listed)."""
+        return self._schemas.get(name)
 
     @property
     def closed(self) -> bool:
@@ -321,6 +326,9 @@ class McpServerConnection:
                 break
         allowed = [t for t in tools if not self._allowed or t.name in self._allowed]
         self._tools = [McpTool(self, t) for t in allowed]
+        # every tool's schema, the allow-list aside: a knowledge source may name a tool the
+        # model is not offered directly
+        self._schemas = {t.name: dict(t.input_schema or {}) for t in tools}
         self.listed_at = time.time()
 
     async def _on_message(self, message: Any) -> None:

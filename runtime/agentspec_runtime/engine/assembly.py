@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from agentspec_runtime.spec._base import NamedValue
+from agentspec_runtime.spec.agent import KnowledgeSource
 from agentspec_runtime.spec.resolved import (
     AgentConfig,
     ResolvedMcpServer,
@@ -29,6 +30,7 @@ from agentspec_runtime.spec.resolved import (
 
 from . import memory as mem
 from .errors import ConfigError
+from .knowledge import McpKnowledgeTool
 from .ports import (
     AgentsVerifierBuilder,
     ContentGuard,
@@ -36,6 +38,7 @@ from .ports import (
     GuardBuilder,
     LimiterBuilder,
     McpBuilder,
+    McpConnection,
     MemoryBuilder,
     MemoryStore,
     ModelBuilder,
@@ -102,8 +105,15 @@ class Assembler:
         keys: list[str] = []
         try:
             model = await self._model(config, keys)
-            sources = [await self._mcp(server, keys) for server in config.mcp_servers]
+            connections = {
+                server.name: await self._mcp(server, keys) for server in config.mcp_servers
+            }
+            sources = [
+                ToolSource(name=name, kind="mcp", tools=c.tools, status=c.status)
+                for name, c in connections.items()
+            ]
             sources += [await self._partner(p, keys) for p in config.partners]
+            sources += [_knowledge(k, connections) for k in config.knowledge]
             return Snapshot(
                 config=config,
                 revision=config.revision(),
@@ -147,7 +157,7 @@ class Assembler:
             keys, key, lambda: self._builders.model(config, api_key, headers)
         )
 
-    async def _mcp(self, server: ResolvedMcpServer, keys: list[str]) -> ToolSource:
+    async def _mcp(self, server: ResolvedMcpServer, keys: list[str]) -> McpConnection:
         headers = await self._values(server.headers)
         params = await self._values(server.query_params)
         endpoint = Endpoint(
@@ -157,10 +167,7 @@ class Assembler:
             + _from_secrets(server.query_params, params),
         )
         key = resource_key("mcp", server.model_dump(mode="json"), endpoint.headers, endpoint.params)
-        connection = await self._acquire(keys, key, lambda: self._builders.mcp(server, endpoint))
-        return ToolSource(
-            name=server.name, kind="mcp", tools=connection.tools, status=connection.status
-        )
+        return await self._acquire(keys, key, lambda: self._builders.mcp(server, endpoint))
 
     async def _partner(self, partner: ResolvedPartner, keys: list[str]) -> ToolSource:
         build = self._builders.partner
@@ -274,3 +281,27 @@ class Assembler:
             elif value.value_from is not None:
                 out[value.name] = await self._secrets.get(value.value_from.secret_key_ref)
         return out
+
+
+def _knowledge(source: KnowledgeSource, connections: dict[str, McpConnection]) -> ToolSource:
+    """A knowledge source as a tool source (only ``mcpTool`` is built: the others are refused
+    before a config gets here)."""
+    if source.mcp_tool is None:
+        raise ConfigError(f"knowledge source {source.name!r}: only mcpTool sources are built")
+    connection = connections.get(source.mcp_tool.server)
+    if connection is None:
+        raise ConfigError(
+            f"knowledge source {source.name!r}: MCP server {source.mcp_tool.server!r} is not "
+            "in spec.mcpServers"
+        )
+    tool = McpKnowledgeTool(source, connection)
+    return ToolSource(
+        name=source.name,
+        kind="knowledge",
+        tools=lambda: [tool],
+        status=lambda: {
+            "server": source.mcp_tool.server if source.mcp_tool else None,
+            "tool": source.mcp_tool.tool if source.mcp_tool else None,
+            "topK": source.top_k,
+        },
+    )

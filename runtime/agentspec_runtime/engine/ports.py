@@ -132,6 +132,17 @@ class McpConnection(Protocol):
 
     def tools(self) -> list[Tool]: ...
 
+    def input_schema(self, name: str) -> dict[str, Any] | None:
+        """The input schema of tool ``name`` as the server lists it, whether or not the
+        allow-list offers it to the model (None: the server does not list it)."""
+        ...
+
+    async def call(
+        self, name: str, arguments: dict[str, Any], *, headers: Mapping[str, str]
+    ) -> str:
+        """Call tool ``name`` (the allow-list aside); raises ``ToolError`` on any failure."""
+        ...
+
     def status(self) -> dict[str, Any]:
         """For /status: connected, tool names, last error (no credentials)."""
         ...

@@ -125,7 +125,7 @@ class ToolSource:
     """A live set of tools from one place (an MCP server, the partners, knowledge)."""
 
     name: str
-    kind: Literal["mcp", "partner"]
+    kind: Literal["mcp", "partner", "knowledge"]
     tools: Callable[[], list[Tool]]
     """The current tools; may change while the snapshot lives (list_changed)."""
     status: Callable[[], dict[str, Any]] = field(default=lambda: {})

@@ -177,9 +177,23 @@ def allowed_callers(config: AgentConfig) -> frozenset[str]:
 
 def _unsupported_set(config: AgentConfig) -> list[tuple[str, bool, str]]:
     """(field, set in this config, why it cannot be honoured yet)."""
-    return [
-        ("spec.knowledge", bool(config.knowledge), "retrieval sources are not built yet"),
-    ]
+    unbuilt: list[tuple[str, bool, str]] = []
+    for i, source in enumerate(config.knowledge):
+        unbuilt.append(
+            (
+                f"spec.knowledge[{i}].partner",
+                source.partner is not None,
+                "partner knowledge sources are not built yet; mcpTool sources are",
+            )
+        )
+        unbuilt.append(
+            (
+                f"spec.knowledge[{i}].documents",
+                source.documents is not None,
+                "documents knowledge sources are not built yet; mcpTool sources are",
+            )
+        )
+    return unbuilt
 
 
 def unsupported_fields(config: AgentConfig) -> list[Problem]:
