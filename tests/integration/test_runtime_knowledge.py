@@ -60,6 +60,8 @@ def test_an_mcp_tool_source_answers_with_cited_passages(tmp_path: Path) -> None:
         with RuntimeProcess(config=path) as runtime:
             answer = chat(runtime, "How much can I spend on meals?")
             status = runtime.status()
+        # the tool takes a result count: it was asked for topK, not its default of 10
+        assert mcp.calls() == {"search_policies:top_k=1": 1}
     assert answer["choices"][0]["message"]["content"].endswith("[handbook:meals.md#0].")
     first, second = llm.requests
     offered = {t["function"]["name"]: t["function"] for t in first.tools}
@@ -82,7 +84,9 @@ def test_an_mcp_tool_source_answers_with_cited_passages(tmp_path: Path) -> None:
             }
         ],
     }
-    assert "handbook" in json.dumps(status)
+    assert status["knowledge"] == [
+        {"name": "handbook", "server": "tools", "tool": "search_policies", "topK": 1}
+    ]
 
 
 def test_top_k_is_honoured_and_the_other_source_types_are_refused(tmp_path: Path) -> None:

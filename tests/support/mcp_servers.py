@@ -190,8 +190,11 @@ def build_server(*, tools: Sequence[str] = TOOL_NAMES, transport: Transport) -> 
         await anyio.sleep(seconds)
         return f"charged {key}"
 
-    def search_policies(query: str, top_k: int = 3) -> str:
+    def search_policies(query: str, top_k: int = 10) -> str:
         """Search the expense policy handbook; returns the best passages as JSON."""
+        _CALLS[f"search_policies:top_k={top_k}"] = (
+            _CALLS.get(f"search_policies:top_k={top_k}", 0) + 1
+        )
         asked = {w.strip(".,?!").lower() for w in query.split()}
         scored: list[tuple[int, str, str]] = []
         for topic, text in POLICIES.items():

@@ -25,6 +25,7 @@ Must not: import an adapter (the MCP connection arrives through ``ports``).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,7 +40,7 @@ from .types import ToolSpec
 
 __all__ = ["McpKnowledgeTool", "Passage", "passages_from", "render"]
 
-_LISTS = ("passages", "results", "documents", "matches", "hits", "items")
+_LISTS = ("passages", "results", "documents", "matches", "hits", "items", "result")
 _TEXT = ("text", "content", "passage", "chunk_text", "page_content")
 _DOCUMENT = ("document", "source", "id", "uri", "url", "title", "path")
 _POSITION = ("chunk", "position", "index")
@@ -48,6 +49,9 @@ _TOP_K = ("top_k", "topK", "limit", "k", "n_results", "max_results")
 """Argument names under which a retrieval tool's schema may take the number of results."""
 PASSAGES = "agentspec.knowledge.passages"
 SCORES = "agentspec.knowledge.scores"
+TEXT_BUDGET = 60_000
+"""Characters of passage text one answer carries: under the loop's cut of a tool result
+(64,000), so the JSON the model reads is always whole."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,22 @@ class Passage:
     score: float | None = None
 
 
-def _first(item: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
-    return next((item[k] for k in keys if item.get(k) not in (None, "")), None)
+def _first(item: Mapping[str, Any], keys: tuple[str, ...], kinds: tuple[type, ...]) -> Any:
+    """The first of ``keys`` holding a non-empty value of one of ``kinds`` (bools are not
+    numbers here)."""
+    for key in keys:
+        value = item.get(key)
+        if isinstance(value, kinds) and not isinstance(value, bool) and value != "":
+            return value
+    return None
+
+
+def _score(value: Any) -> float | None:
+    try:
+        score = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return score if math.isfinite(score) else None
 
 
 def _passage(item: Any, *, default_document: str, position: int) -> Passage | None:
@@ -67,27 +85,36 @@ def _passage(item: Any, *, default_document: str, position: int) -> Passage | No
         return Passage(item, default_document, position) if item.strip() else None
     if not isinstance(item, Mapping):
         return None
-    text = _first(item, _TEXT)
-    if not isinstance(text, str) or not text.strip():
+    text = _first(item, _TEXT, (str,))
+    if text is None or not text.strip():
         return None
-    document = _first(item, _DOCUMENT)
-    chunk = _first(item, _POSITION)
-    score = _first(item, _SCORE)
-    number = isinstance(score, int | float) and not isinstance(score, bool)
+    document = _first(item, _DOCUMENT, (str, int))
+    chunk = _first(item, _POSITION, (int,))
+    score = _first(item, _SCORE, (int, float))
     return Passage(
         text=text,
         document=str(document) if document is not None else default_document,
-        chunk=chunk if isinstance(chunk, int) and not isinstance(chunk, bool) else position,
-        score=float(score) if number else None,
+        chunk=chunk if chunk is not None else position,
+        score=_score(score) if score is not None else None,
     )
 
 
-def passages_from(answer: str, *, document: str, top_k: int) -> list[Passage]:
-    """An MCP tool's answer as at most ``top_k`` passages (see the module doc)."""
+def _json(text: str) -> Any:
     try:
-        value: Any = json.loads(answer)
-    except ValueError:
-        value = None
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def passages_from(answer: str, *, document: str, top_k: int) -> list[Passage]:
+    """An MCP tool's answer as at most ``top_k`` passages (see the module doc). An answer of
+    several content blocks arrives one block a line (a tool returning a list of objects gets
+    one block per object): lines that are each JSON are read as that list."""
+    value: Any = _json(answer)
+    if value is None and "\n" in answer:
+        lines = [_json(line) for line in answer.splitlines() if line.strip()]
+        if lines and all(isinstance(v, Mapping | str) for v in lines):
+            value = lines
     if isinstance(value, Mapping):
         value = next((value[k] for k in _LISTS if isinstance(value.get(k), list)), None)
     if isinstance(value, list):
@@ -102,12 +129,16 @@ def passages_from(answer: str, *, document: str, top_k: int) -> list[Passage]:
 
 
 def render(source: str, passages: list[Passage]) -> str:
+    """The JSON the model reads; each passage's text is cut to its share of
+    ``TEXT_BUDGET`` (marked ``"truncated": true``)."""
+    share = TEXT_BUDGET // max(1, len(passages))
     return json.dumps(
         {
             "source": source,
             "passages": [
                 {
-                    "text": p.text,
+                    "text": p.text[:share],
+                    **({"truncated": True} if len(p.text) > share else {}),
                     "citation": f"[{source}:{p.document}#{p.chunk}]",
                     "document": p.document,
                     "chunk": p.chunk,
@@ -149,29 +180,43 @@ class McpKnowledgeTool:
             description=source.description
             or f"Search the knowledge source {source.name!r}; returns cited passages.",
             parameters=_query_schema(),
-            retry_safe=True,  # a retrieval reads; a durable task may repeat it
+            # a retrieval reads (the named tool must be free of side effects, see
+            # docs/runtime.md): a durable task may repeat it
+            retry_safe=True,
         )
 
     @property
     def source(self) -> Literal["knowledge"]:
         return "knowledge"
 
-    def _arguments(self, query: str) -> dict[str, Any]:
+    def _arguments(self, query: str, schema: Mapping[str, Any]) -> dict[str, Any]:
         arguments: dict[str, Any] = {"query": query}
-        schema = self._connection.input_schema(self._tool)
-        properties = (schema or {}).get("properties") or {}
+        raw = schema.get("properties")
+        properties = {
+            name: prop
+            for name, prop in (raw.items() if isinstance(raw, Mapping) else ())
+            if isinstance(name, str) and isinstance(prop, Mapping)
+        }
         if "query" not in properties:
             # a tool whose one required string argument has another name: use that name
-            required = [
+            required = schema.get("required")
+            strings = [
                 name
-                for name in (schema or {}).get("required") or []
-                if (properties.get(name) or {}).get("type") == "string"
+                for name in (required if isinstance(required, list) else [])
+                if properties.get(name, {}).get("type") == "string"
             ]
-            if len(required) == 1:
-                arguments = {required[0]: query}
-        count = next((name for name in _TOP_K if name in properties), None)
-        if count is not None:
-            arguments[count] = self._source.top_k
+            if len(strings) == 1:
+                arguments = {strings[0]: query}
+        for name in _TOP_K:
+            prop = properties.get(name)
+            if prop is not None and prop.get("type", "integer") in ("integer", "number"):
+                count = self._source.top_k
+                if isinstance(prop.get("maximum"), int | float):
+                    count = min(count, int(prop["maximum"]))
+                if isinstance(prop.get("minimum"), int | float):
+                    count = max(count, int(prop["minimum"]))
+                arguments[name] = count
+                break
         return arguments
 
     async def call(
@@ -185,7 +230,14 @@ class McpKnowledgeTool:
         query = arguments.get("query")
         if not isinstance(query, str) or not query.strip():
             raise ToolError("give the question as a non-empty string in 'query'")
-        answer = await self._connection.call(self._tool, self._arguments(query), headers=headers)
+        schema = self._connection.input_schema(self._tool)
+        if schema is None and self._connection.status().get("connected"):
+            raise ToolError(
+                f"knowledge source {self._source.name!r}: MCP server {self._server!r} has no "
+                f"tool {self._tool!r}"
+            )
+        arguments = self._arguments(query, schema or {})
+        answer = await self._connection.call(self._tool, arguments, headers=headers)
         passages = passages_from(answer, document=self._tool, top_k=self._source.top_k)
         span = trace.get_current_span()
         span.set_attribute(PASSAGES, len(passages))

@@ -52,6 +52,9 @@ def engine_status(agent: str, *, holder: SnapshotHolder, state: ReloadState) -> 
             partners=[
                 {"name": s.name, **s.status()} for s in snapshot.sources if s.kind == "partner"
             ],
+            knowledge=[
+                {"name": s.name, **s.status()} for s in snapshot.sources if s.kind == "knowledge"
+            ],
             tools=sorted(snapshot.tools()),
             memory=mem.describe(config.memory, snapshot.memory),
             auth={
