@@ -6,7 +6,7 @@ process kubelet running the built images, the chart installed with the Prometheu
 a 10 s rate window), a real Prometheus scraping the agent pods by Kubernetes discovery, and
 KEDA's operator and metrics API server registered with the apiserver's aggregation layer
 (``tests/support/metrics_stack.py``). The fake LLM answers every request with a fixed usage
-(500 tokens) and the system prompt it got, so each answer shows the prompt version that
+(100 tokens) and the system prompt it got, so each answer shows the prompt version that
 served it. The scenario is ``tests/support/autoscaling.py``'s, which the benchmark runs too.
 
 Asserted:
