@@ -24,7 +24,6 @@ import argparse
 import statistics
 
 from tests.support.autoscaling import AutoscalingStack, run_scale_scenario
-from tests.support.metrics_stack import cpu_seconds
 
 
 def seconds(duration: str) -> float:
@@ -44,7 +43,7 @@ def main() -> None:
     stabilization = 5
     rows: list[dict[str, float]] = []
     with AutoscalingStack(rate_window=args.rate_window) as stack:
-        prom_cpu0 = cpu_seconds(stack.prometheus.process)
+        prom_cpu0 = stack.prometheus.cpu_seconds()
         keda_cpu0 = stack.keda.cpu_seconds()
         for i in range(args.runs):
             kubectl = stack.cluster.namespace(f"bench-autoscale-{i}")
@@ -63,7 +62,7 @@ def main() -> None:
                 f"{row['peak']:.0f} pods, {row['requests']:.0f} requests, "
                 f"{row['failed']:.0f} failed, replica counts {run.audit.counts}"
             )
-        prom_cpu = cpu_seconds(stack.prometheus.process) - prom_cpu0
+        prom_cpu = stack.prometheus.cpu_seconds() - prom_cpu0
         keda_cpu = stack.keda.cpu_seconds() - keda_cpu0
         prom_rss = stack.prometheus.rss_bytes()
         keda_rss = stack.keda.rss_bytes()

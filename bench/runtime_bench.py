@@ -25,6 +25,7 @@ from pathlib import Path
 import openai
 from tests.support.agent_files import agent_docs, write_docs
 from tests.support.fake_llm import FakeLLMProcess
+from tests.support.procs import rss_bytes
 from tests.support.runtime_proc import RuntimeProcess
 
 from agentspec_runtime.spec import AgentResource, PromptTemplateResource, parse_resource
@@ -48,10 +49,7 @@ def pin(pid: int, core: int) -> None:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return rss_bytes(pid) / 2**20 or float("nan")
 
 
 async def latencies(

@@ -36,8 +36,10 @@ from .procs import (
     ExitedEarlyError,
     Managed,
     ManagedProcess,
+    cpu_seconds,
     free_ports,
     owned_tmp_dir,
+    rss_bytes,
     run_script,
     start_process,
     wait_until,
@@ -193,24 +195,10 @@ class Prometheus(Managed):
         }
 
     def rss_bytes(self) -> int:
-        return _rss(self.process)
+        return rss_bytes(self.process.pid) if self.process else 0
 
-
-def _rss(process: ManagedProcess | None) -> int:
-    if process is None:
-        return 0
-    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def cpu_seconds(process: ManagedProcess | None) -> float:
-    """User plus system CPU the process has used so far."""
-    if process is None:
-        return 0.0
-    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.process.pid) if self.process else 0.0
 
 
 class Keda(Managed):
@@ -368,7 +356,7 @@ class Keda(Managed):
         self.adapter = self.operator = None
 
     def rss_bytes(self) -> int:
-        return _rss(self.operator) + _rss(self.adapter)
+        return sum(rss_bytes(p.pid) for p in (self.operator, self.adapter) if p)
 
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.operator) + cpu_seconds(self.adapter)
+        return sum(cpu_seconds(p.pid) for p in (self.operator, self.adapter) if p)

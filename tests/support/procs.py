@@ -123,6 +123,27 @@ def die_with_parent(parent_pid: int, *, user: str | None = None) -> Callable[[],
     return setup
 
 
+def rss_bytes(pid: int) -> int:
+    """The resident memory of a live process (0 when it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU a live process has used so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_ports(count: int, *, host: str = "127.0.0.1") -> list[int]:
     """Return ``count`` distinct ports that were free on ``host`` a moment ago.
 

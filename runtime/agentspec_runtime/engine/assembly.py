@@ -295,13 +295,10 @@ def _knowledge(source: KnowledgeSource, connections: dict[str, McpConnection]) -
             "in spec.mcpServers"
         )
     tool = McpKnowledgeTool(source, connection)
+    described = {"server": source.mcp_tool.server, "tool": source.mcp_tool.tool}
     return ToolSource(
         name=source.name,
         kind="knowledge",
         tools=lambda: [tool],
-        status=lambda: {
-            "server": source.mcp_tool.server if source.mcp_tool else None,
-            "tool": source.mcp_tool.tool if source.mcp_tool else None,
-            "topK": source.top_k,
-        },
+        status=lambda: {**described, "topK": source.top_k},
     )

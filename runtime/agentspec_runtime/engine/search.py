@@ -35,7 +35,6 @@ __all__ = [
     "Chunk",
     "bm25_scores",
     "chunk",
-    "estimate_tokens",
     "reciprocal_rank_fusion",
     "words",
 ]
@@ -68,10 +67,6 @@ def words(text: str) -> list[str]:
         else:
             found += [word[i : i + 2] for i in range(len(word) - 1)]
     return found
-
-
-def estimate_tokens(text: str) -> int:
-    return max(1, len(text) // CHARS_PER_TOKEN) if text else 0
 
 
 class Bm25Index:
