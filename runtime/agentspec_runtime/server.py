@@ -46,6 +46,9 @@ from .engine.errors import ConfigError
 from .engine.memory import IN_PROCESS
 from .engine.ports import (
     ContentGuard,
+    DocumentsFeed,
+    DocumentsPorts,
+    Embedder,
     Endpoint,
     LimiterBuilder,
     McpConnection,
@@ -57,9 +60,10 @@ from .engine.ports import (
     RateLimiter,
     SecretResolver,
     TokenVerifier,
+    VectorCache,
 )
 from .engine.telemetry import Metrics
-from .spec.agent import GuardSpec, JwtAuthSpec
+from .spec.agent import EmbeddingsSpec, GuardSpec, JwtAuthSpec
 from .spec.resolved import (
     AgentConfig,
     ResolvedMcpServer,
@@ -100,6 +104,8 @@ class Settings:
     body_timeout: float = 30.0
     max_connections: int = 1000
     state_dir: Path = Path("/tmp/agentspec")  # noqa: S108 - the pod's emptyDir
+    documents_dirs: list[Path] | None = None
+    """Local mode: where a documents source's folder is looked for (else the config's)."""
 
 
 def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
@@ -159,6 +165,10 @@ def parse_args(argv: list[str], environ: dict[str, str]) -> Settings:
         body_timeout=float(environ.get("AGENTSPEC_BODY_TIMEOUT_SECONDS", "30")),
         max_connections=int(environ.get("AGENTSPEC_MAX_CONNECTIONS", "1000")),
         state_dir=Path(environ.get("AGENTSPEC_STATE_DIR") or _default_state_dir(args, environ)),
+        documents_dirs=[
+            Path(d) for d in environ.get("AGENTSPEC_DOCUMENTS_DIR", "").split(os.pathsep) if d
+        ]
+        or None,
     )
 
 
@@ -207,6 +217,20 @@ async def build_mcp(server: ResolvedMcpServer, endpoint: Endpoint) -> McpConnect
     from .adapters.mcp_tools import connect_mcp
 
     return await connect_mcp(server, endpoint)
+
+
+async def build_embedder(spec: EmbeddingsSpec, api_key: str | None) -> Embedder:
+    from .adapters.embeddings import OpenAIEmbedder
+
+    base_url = str(spec.base_url) if spec.base_url else os.environ.get("OPENAI_BASE_URL")
+    if not base_url:
+        raise ConfigError(
+            f"embeddings model {spec.model!r}: no endpoint (set baseUrl, the chat model's "
+            "baseUrl, or OPENAI_BASE_URL)"
+        )
+    return OpenAIEmbedder(
+        model=spec.model, base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY")
+    )
 
 
 async def build_jwt(spec: JwtAuthSpec) -> TokenVerifier:
@@ -426,6 +450,27 @@ class Runtime:
             breaker_reset=float(self.environ.get("AGENTSPEC_BREAKER_RESET_SECONDS", "30")),
         )
 
+    def _documents_feed(self, name: str) -> DocumentsFeed:
+        s = self.settings
+        if s.config_file is None:
+            from .adapters.documents import ConfigMapDocuments
+
+            return ConfigMapDocuments(self._kube_client(), name=name, namespace=s.namespace)
+        from .adapters.documents import FolderDocuments
+
+        return FolderDocuments(name, s.documents_dirs or [s.config_file.parent])
+
+    async def _vector_cache(self, url: str | None) -> VectorCache:
+        if url is None:
+            from .adapters.embeddings import FolderVectorCache
+
+            return FolderVectorCache(self.settings.state_dir / "vectors")
+        from .adapters.embeddings import RedisVectorCache
+        from .adapters.redis_conn import open_redis
+
+        client = await open_redis(url, client_name="agentspec-vectors", purpose="vector cache")
+        return RedisVectorCache(client, url)
+
     async def _build_agents(self, audience: str) -> TokenVerifier:
         from .adapters.workload_identity import cluster_verifier
 
@@ -469,6 +514,9 @@ class Runtime:
             build_limiter=limiter_builder(config.name),
             build_guard=build_guard,
             build_agents=self._build_agents if self._identity is not None else None,
+            documents=DocumentsPorts(
+                feed=self._documents_feed, embedder=build_embedder, cache=self._vector_cache
+            ),
             memory_override=s.memory_override,
         )
         try:

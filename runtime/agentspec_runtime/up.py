@@ -41,7 +41,7 @@ from agentspec_runtime.adapters.config_sources import LOCAL_URL_ANNOTATION
 from agentspec_runtime.adapters.urls import redis_location
 from agentspec_runtime.chat import REGISTRY
 from agentspec_runtime.engine.memory import IN_PROCESS
-from agentspec_runtime.specfiles import read
+from agentspec_runtime.specfiles import read, yaml_files
 
 LOCAL_COMMAND = "agentspec.io/local-command"
 HOST = "127.0.0.1"
@@ -117,6 +117,11 @@ class Up:
         self.tools: dict[str, asyncio.subprocess.Process] = {}
         self.pumps: set[asyncio.Task[None]] = set()
         self.stop = asyncio.Event()
+
+    def spec_folders(self) -> list[str]:
+        """The folders holding the spec files, in the order given."""
+        files, _ = yaml_files(self.paths)
+        return list(dict.fromkeys(str(f.resolve().parent) for f in files))
 
     def url(self, agent: str) -> str:
         return f"http://{HOST}:{self.ports[agent]}"
@@ -208,6 +213,8 @@ class Up:
             # durable A2A tasks in an SQLite file of this session (unless the spec names a
             # PostgreSQL store): they survive the agent restarting, not the session
             "AGENTSPEC_STATE_DIR": str(self.state / "agents" / agent),
+            # a documents knowledge source's folder is looked for beside the spec files
+            "AGENTSPEC_DOCUMENTS_DIR": os.pathsep.join(self.spec_folders()),
         }
         argv = [
             sys.executable,

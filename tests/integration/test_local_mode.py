@@ -45,9 +45,12 @@ def test_readme_demo_command_prints_the_routed_answers() -> None:
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "router       http://127.0.0.1:8100" in out
+    # router -> hr over A2A -> hr's knowledge source (examples/multi-agent/hr-policies/),
+    # answered with the passage's citation
     assert (
-        "> How many leave days do I have?\n[offline demo model] hr says: You are the HR "
-        "assistant. You asked: How many leave days do I have?"
+        "> How many leave days do I have?\n[offline demo model] hr says: According to "
+        "[hr-policies:leave.md#0]: # Leave policy Every full-time employee has 28 leave days a "
+        "year, on top of public holidays."
     ) in out
     assert (
         "> What is the travel expense policy?\n[offline demo model] finance says: "
@@ -158,6 +161,28 @@ def test_up_hot_reloads_edits_and_rejects_broken_ones(up: tuple[UpProcess, Path]
     assert chat.stdout.strip() == (
         "[offline demo model] You are the friendly HR assistant. You asked: hello there"
     )
+
+    # the knowledge folder beside the spec is watched too: an edited policy is re-indexed
+    # in the running agent, no restart
+    def leave_answer() -> str:
+        body = httpx.post(
+            f"{hr}/v1/chat/completions",
+            timeout=20,
+            json={"model": "hr", "messages": [{"role": "user", "content": "leave days?"}]},
+        ).json()
+        answer: str = body["choices"][0]["message"]["content"]
+        return answer
+
+    assert "has 28 leave days a year" in leave_answer()
+    policy = folder / "hr-policies" / "leave.md"
+    policy.write_text(policy.read_text().replace("28 leave days", "30 leave days"))
+    wait_until(
+        lambda: "has 30 leave days a year" in leave_answer(),
+        timeout=15,
+        what="the edited policy to be re-indexed",
+    )
+    assert leave_answer().startswith("[offline demo model] According to [hr-policies:leave.md#0]")
+    assert pid() == before
 
 
 def test_up_starts_a_new_agent_and_running_agents_reach_it(up: tuple[UpProcess, Path]) -> None:

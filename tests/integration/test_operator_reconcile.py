@@ -10,7 +10,6 @@ There is no kube-controller-manager here, so Deployments never become available.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
@@ -512,33 +511,6 @@ def test_cross_namespace_partner_needs_consent(
         } in peers
     finally:
         control_plane.kubectl("delete", "namespace", other, "--wait=false")
-
-
-UNSUPPORTED_SPECS: dict[str, dict[str, Any]] = {
-    "spec.knowledge[0].documents": {
-        "knowledge": [{"name": "kb", "documents": {"configMap": "docs"}}]
-    },
-}
-
-
-@pytest.mark.parametrize("field", sorted(UNSUPPORTED_SPECS))  # the list shrinks as fields land
-def test_a_field_the_engine_cannot_honour_stalls_the_agent_naming_it(
-    k: NamespacedKubectl, field: str
-) -> None:
-    """Fail closed: never accepted and ignored (an agent whose guard is ignored would pass what
-    its owner meant to block)."""
-    _applied(k, prompt_doc(), agent_doc("a", **UNSUPPORTED_SPECS[field]))
-    message = _stalled_message(k, "a", f"{field}: not supported by this version of the engine")
-    agent = get(k, "agentspec", "a")
-    assert condition(agent, "Stalled")["reason"] == "Unsupported"
-    assert condition(agent, "Ready")["status"] == "False"
-    eventually(
-        lambda: message in _warning_events(k, "a"), timeout=PROPAGATION, what="Warning Event"
-    )
-    assert k("get", "deployment,configmap", "-o", "name").stdout.strip() == "", "no children"
-    k.apply(agent_doc("a"))
-    _wait_reconciled(k, "a")
-    assert condition(get(k, "agentspec", "a"), "Stalled")["status"] == "False"
 
 
 def test_a_secret_must_name_the_agents_it_may_be_given_to(k: NamespacedKubectl) -> None:

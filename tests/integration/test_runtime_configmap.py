@@ -31,7 +31,7 @@ from agentspec_runtime.spec.resolved import (
     config_map_name,
     resolve_agent,
 )
-from tests.support.agent_files import agent_docs, write_docs
+from tests.support.agent_files import agent_docs
 from tests.support.control_plane import ControlPlane, NamespacedKubectl
 from tests.support.fake_llm import ChatRequest, FakeLLM, ToolCall, Turn, echo
 from tests.support.mcp_servers import McpTestServer
@@ -163,47 +163,6 @@ def test_invalid_config_at_start_up_fails_fast(tmp_path: Path) -> None:
     assert code == 2
     assert "spec.promptRef.name: PromptTemplate 'missing-prompt' not found" in runtime.log()
     runtime.stop()
-
-
-def test_a_field_the_engine_cannot_honour_is_refused_at_start_and_on_reload(
-    tmp_path: Path,
-) -> None:
-    """Fail closed: an agent with knowledge it cannot retrieve must not start serving as if it
-    had none, and knowledge added later must not be silently ignored (the last good config
-    keeps serving)."""
-    path = tmp_path / "agent.yaml"
-
-    def with_knowledge(name: str) -> list[dict[str, Any]]:
-        docs = agent_docs(llm_url="http://127.0.0.1:9/v1")
-        docs[-1]["spec"]["knowledge"] = [{"name": name, "documents": {"configMap": "docs"}}]
-        return docs
-
-    path.write_text(yaml.safe_dump_all(with_knowledge("policies")))
-    refused = RuntimeProcess(config=path).start(wait_ready=False)
-    assert refused.process is not None
-    assert refused.process.popen.wait(20) == 2
-    assert "spec.knowledge[0].documents: not supported by this version of the engine" in (
-        refused.log()
-    )
-    refused.stop()
-
-    write_docs(path, agent_docs(llm_url="http://127.0.0.1:9/v1"))
-    with RuntimeProcess(config=path) as runtime:
-        good = runtime.status()["configRevision"]
-        write_docs(path, with_knowledge("handbook"))
-        wait_until(
-            lambda: runtime.status()["lastReloadError"] is not None,
-            timeout=10,
-            what="the config with knowledge to be rejected",
-        )
-        status = runtime.status()
-        assert status["lastReloadError"] == (
-            "spec.knowledge[0].documents: not supported by this version of the engine "
-            "(documents knowledge sources are not built yet; mcpTool sources are); remove the "
-            "field"
-        )
-        assert status["configRevision"] == good
-        assert runtime.get("/readyz")[0] == 200
 
 
 def test_replicas_share_conversation_memory_in_redis(

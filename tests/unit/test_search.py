@@ -127,8 +127,8 @@ def test_a_word_longer_than_a_chunk_is_cut_anyway() -> None:
 
 
 def test_a_short_heading_is_not_repeated_whole_in_the_next_chunk() -> None:
-    text = "Title\n\n" + "alpha " * 17 + "."
-    chunks = chunk(text, tokens=30, overlap=4)
+    text = "Title\n\n" + "alpha " * 17 + "."  # 110 characters, 28 tokens
+    chunks = chunk(text, tokens=31, overlap=4)
     assert chunks[0].text == "Title"
     assert all(c.start > 0 for c in chunks[1:])
     assert all(text[c.start : c.end] == c.text for c in chunks)
@@ -137,8 +137,9 @@ def test_a_short_heading_is_not_repeated_whole_in_the_next_chunk() -> None:
 def test_chinese_is_cut_after_its_full_stops_and_overlaps() -> None:
     sentence = "今天天气很好我们去公园。"  # 12 characters, no spaces
     text = sentence * 40
-    chunks = chunk(text, tokens=30, overlap=4)  # 120 characters
+    chunks = chunk(text, tokens=30, overlap=4)  # a character a token: 30 characters
     assert len(chunks) > 3
+    assert all(len(c.text) <= 30 for c in chunks)
     for c in chunks[:-1]:
         assert c.text.endswith("。"), c.text  # cut after a full stop, not mid-sentence
     for before, after in itertools.pairwise(chunks):
@@ -154,6 +155,8 @@ def test_words_keep_accented_words_whole_and_pair_chinese() -> None:
 def test_reciprocal_rank_fusion_rewards_agreement() -> None:
     bm25 = ["a", "b", "c"]
     dense = ["c", "a", "d"]
-    assert reciprocal_rank_fusion([bm25, dense]) == ["a", "c", "b", "d"]
+    fused = reciprocal_rank_fusion([bm25, dense])
+    assert [item for item, _ in fused] == ["a", "c", "b", "d"]
+    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
     assert reciprocal_rank_fusion([]) == []
-    assert reciprocal_rank_fusion([["x", "y"]]) == ["x", "y"]
+    assert reciprocal_rank_fusion([["x", "y"]]) == [("x", 1 / 61), ("y", 1 / 62)]

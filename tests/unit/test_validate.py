@@ -59,15 +59,14 @@ CASES = [
         "AgentSpec default/legal not found",
     ),
     (
-        "unsupported",
+        "knowledge-partner",
         edit_agents(
             lambda d: finance(d)["spec"].update(
-                knowledge=[{"name": "kb", "documents": {"configMap": "docs"}}]
+                knowledge=[{"name": "kb", "partner": {"name": "legal"}}]
             )
         ),
-        "document 3 (AgentSpec/finance): spec.knowledge[0].documents: not supported by this "
-        "version "
-        "of the engine",
+        "document 3 (AgentSpec/finance): spec.knowledge[0].partner.name: 'legal' is not in "
+        "spec.partners",
     ),
     (
         "schema",

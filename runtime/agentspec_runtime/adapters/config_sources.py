@@ -25,7 +25,6 @@ from agentspec_runtime.spec.resolved import CONFIG_KEY, AgentConfig, ResolutionE
 
 if TYPE_CHECKING:  # lightkube is imported only in cluster mode
     from lightkube import AsyncClient
-    from lightkube.resources.core_v1 import ConfigMap
 
 log = logging.getLogger(__name__)
 LOCAL_URL_ANNOTATION = "agentspec.io/local-url"
@@ -142,17 +141,35 @@ async def watch_config_map(
 ) -> AsyncIterator[str | Exception]:
     """The ConfigMap's payload now and on every change, through the API (not the kubelet's
     slow volume refresh); re-lists and re-watches after any watch error."""
+    last: str | None = None
+    async for data in watch_config_map_data(client, name=name, namespace=namespace, stop=stop):
+        if isinstance(data, Exception):
+            yield data
+            continue
+        text = data.get(CONFIG_KEY)
+        if text is None:
+            yield ConfigError(f"ConfigMap {name} has no key {CONFIG_KEY!r}")
+        elif text != last:
+            last = text
+            yield text
+
+
+async def watch_config_map_data(
+    client: AsyncClient, *, name: str, namespace: str, stop: asyncio.Event
+) -> AsyncIterator[dict[str, str] | Exception]:
+    """A ConfigMap's ``data`` now and whenever it changes, through the API; re-lists and
+    re-watches after any watch error (each yielded as ``ConfigError``, and so is a deletion)."""
     from lightkube.resources.core_v1 import ConfigMap
 
-    last: str | None = None
+    last: dict[str, str] | None = None
     backoff = 0.2
     while not stop.is_set():
         try:
             cm = await client.get(ConfigMap, name, namespace=namespace)
             version = cm.metadata.resourceVersion if cm.metadata else None
-            for text in _payloads(cm, name, last):
-                last = text if isinstance(text, str) else last
-                yield text
+            if (cm.data or {}) != last:
+                last = dict(cm.data or {})
+                yield last
             async for op, obj in client.watch(
                 ConfigMap,
                 namespace=namespace,
@@ -160,11 +177,12 @@ async def watch_config_map(
                 resource_version=version,
             ):
                 if op == "DELETED":
+                    last = None
                     yield ConfigError(f"ConfigMap {namespace}/{name} was deleted")
                     continue
-                for text in _payloads(obj, name, last):
-                    last = text if isinstance(text, str) else last
-                    yield text
+                if (obj.data or {}) != last:
+                    last = dict(obj.data or {})
+                    yield last
                 backoff = 0.2
         except Exception as e:  # the API is down, the watch expired, we may not read it yet
             if stop.is_set():
@@ -174,11 +192,3 @@ async def watch_config_map(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
             backoff = min(backoff * 2, 5.0)
-
-
-def _payloads(cm: ConfigMap, name: str, last: str | None) -> list[str | Exception]:
-    data = cm.data or {}
-    text = data.get(CONFIG_KEY)
-    if text is None:
-        return [ConfigError(f"ConfigMap {name} has no key {CONFIG_KEY!r}")]
-    return [] if text == last else [text]

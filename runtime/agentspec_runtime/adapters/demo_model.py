@@ -7,7 +7,8 @@ runtime logs it at start. It lets the README demo run on a fresh machine with no
 Rules, in order:
 0. asked for a summary of a conversation (memory compression): the user's questions in it;
    asked what the user asked before: the earlier questions of the conversation (memory);
-1. after tool results: report them (``<tool> says: <result>``);
+1. after tool results: report them (``<tool> says: <result>``; a knowledge source's passages
+   as ``According to <citation>: <passage>``, the best one quoted);
 2. a tool whose name appears in the user's text is called — for a partner with the user's
    text as ``message``, for an MCP tool with ``key=value`` pairs from the text;
 3. otherwise a tool whose description shares a keyword with the user's text (``leave`` finds
@@ -121,6 +122,22 @@ def _choose(tools: list[ToolSpec], user: str) -> ToolSpec | None:
     return best[1] if best[0] > 0 else None
 
 
+def _cited(content: str) -> str | None:
+    """A knowledge source's answer (``{"source", "passages"}``) as a cited sentence."""
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or set(value) != {"source", "passages"}:
+        return None
+    passages = [p for p in value["passages"] if isinstance(p, dict) and "citation" in p]
+    if not passages:
+        return f"{value['source']} has nothing on that."
+    best = passages[0]
+    text = " ".join(str(best.get("text", "")).split())
+    return f"According to {best['citation']}: {text}"
+
+
 def _from_memory(messages: list[Message]) -> str | None:
     """Rule 0: a summary of the conversation, or what the user asked before."""
     if messages and _text(messages[0].get("content")) == SUMMARY_INSTRUCTIONS:
@@ -174,7 +191,8 @@ class DemoModel:
                 c["id"]: c["function"]["name"] for m in messages for c in m.get("tool_calls") or ()
             }
             text = f"{LABEL} " + " | ".join(
-                f"{names.get(r.get('tool_call_id'), 'the tool')} says: "
+                _cited(_text(r.get("content")))
+                or f"{names.get(r.get('tool_call_id'), 'the tool')} says: "
                 f"{_text(r.get('content')).removeprefix(LABEL).strip()}"
                 for r in results
             )

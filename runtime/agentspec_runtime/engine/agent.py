@@ -27,6 +27,7 @@ from .journal import Replay
 from .loop import AgentRequest, AgentResult, AgentRun
 from .ports import (
     AgentsVerifierBuilder,
+    DocumentsPorts,
     GuardBuilder,
     LimiterBuilder,
     McpBuilder,
@@ -63,6 +64,7 @@ class Engine:
         build_limiter: LimiterBuilder | None = None,
         build_guard: GuardBuilder | None = None,
         build_agents: AgentsVerifierBuilder | None = None,
+        documents: DocumentsPorts | None = None,
         memory_override: str | None = None,
     ) -> None:
         """``memory_override`` (local mode): every agent's memory goes in-process
@@ -88,6 +90,7 @@ class Engine:
                 limiter=build_limiter,
                 guard=build_guard,
                 agents=build_agents,
+                documents=documents,
             ),
             pool=self.pool,
             memory_override=memory_override,

@@ -29,11 +29,14 @@ from agentspec_runtime.spec.resolved import (
 )
 
 from . import memory as mem
+from .documents import DocumentsKnowledge
 from .errors import ConfigError
-from .knowledge import McpKnowledgeTool
+from .knowledge import DocumentsKnowledgeTool, McpKnowledgeTool, PartnerKnowledgeTool
 from .ports import (
     AgentsVerifierBuilder,
     ContentGuard,
+    DocumentsPorts,
+    Embedder,
     Endpoint,
     GuardBuilder,
     LimiterBuilder,
@@ -44,9 +47,11 @@ from .ports import (
     ModelBuilder,
     ModelClient,
     PartnerBuilder,
+    PartnerConnection,
     RateLimiter,
     SecretResolver,
     TokenVerifier,
+    VectorCache,
     VerifierBuilder,
 )
 from .prompts import PromptSelector
@@ -72,6 +77,7 @@ class Builders:
     limiter: LimiterBuilder | None = None
     guard: GuardBuilder | None = None
     agents: AgentsVerifierBuilder | None = None
+    documents: DocumentsPorts | None = None
 
 
 def _from_secrets(declared: list[NamedValue], resolved: dict[str, str]) -> tuple[str, ...]:
@@ -112,8 +118,12 @@ class Assembler:
                 ToolSource(name=name, kind="mcp", tools=c.tools, status=c.status)
                 for name, c in connections.items()
             ]
-            sources += [await self._partner(p, keys) for p in config.partners]
-            sources += [_knowledge(k, connections) for k in config.knowledge]
+            partners = {p.name: await self._partner(p, keys) for p in config.partners}
+            sources += [_partner_source(name, c) for name, c in partners.items()]
+            sources += [
+                await self._knowledge(k, config, connections, partners, keys)
+                for k in config.knowledge
+            ]
             return Snapshot(
                 config=config,
                 revision=config.revision(),
@@ -169,20 +179,91 @@ class Assembler:
         key = resource_key("mcp", server.model_dump(mode="json"), endpoint.headers, endpoint.params)
         return await self._acquire(keys, key, lambda: self._builders.mcp(server, endpoint))
 
-    async def _partner(self, partner: ResolvedPartner, keys: list[str]) -> ToolSource:
+    async def _partner(self, partner: ResolvedPartner, keys: list[str]) -> PartnerConnection:
         build = self._builders.partner
         if build is None:
             raise ConfigError("this runtime cannot call partner agents")
         headers = await self._values(partner.headers)
         endpoint = Endpoint(headers=headers, secrets=_from_secrets(partner.headers, headers))
         key = resource_key("partner", partner.model_dump(mode="json"), headers)
-        connection = await self._acquire(keys, key, lambda: build(partner, endpoint))
-        return ToolSource(
-            name=partner.name,
-            kind="partner",
-            tools=lambda: [connection.tool],
-            status=connection.status,
+        return await self._acquire(keys, key, lambda: build(partner, endpoint))
+
+    async def _knowledge(
+        self,
+        source: KnowledgeSource,
+        config: AgentConfig,
+        connections: dict[str, McpConnection],
+        partners: dict[str, PartnerConnection],
+        keys: list[str],
+    ) -> ToolSource:
+        """A knowledge source as a tool source, over the connection or index it reads."""
+        described: dict[str, Any] = {"topK": source.top_k}
+        tool: McpKnowledgeTool | PartnerKnowledgeTool | DocumentsKnowledgeTool
+        if source.mcp_tool is not None:
+            connection = connections.get(source.mcp_tool.server)
+            if connection is None:
+                raise ConfigError(
+                    f"knowledge source {source.name!r}: MCP server {source.mcp_tool.server!r} "
+                    "is not in spec.mcpServers"
+                )
+            tool = McpKnowledgeTool(source, connection)
+            described |= {"server": source.mcp_tool.server, "tool": source.mcp_tool.tool}
+            return _knowledge_source(source, tool, lambda: described)
+        if source.partner is not None:
+            partner = partners.get(source.partner.name)
+            if partner is None:
+                raise ConfigError(
+                    f"knowledge source {source.name!r}: agent {source.partner.name!r} is not "
+                    "in spec.partners"
+                )
+            tool = PartnerKnowledgeTool(source, partner.tool)
+            described |= {"partner": source.partner.name}
+            return _knowledge_source(source, tool, lambda: described)
+        knowledge = await self._documents(source, config, keys)
+        tool = DocumentsKnowledgeTool(source, knowledge)
+        return _knowledge_source(source, tool, lambda: {**described, **knowledge.status()})
+
+    async def _documents(
+        self, source: KnowledgeSource, config: AgentConfig, keys: list[str]
+    ) -> DocumentsKnowledge:
+        """The source's index, shared by every snapshot with the same documents, chunking
+        and embedder: a reload that changes anything else keeps it (and does not re-read or
+        re-embed a thing)."""
+        spec = source.documents
+        assert spec is not None
+        ports = self._builders.documents
+        if ports is None:
+            raise ConfigError(
+                f"knowledge source {source.name!r}: this runtime cannot index documents"
+            )
+        embedder: Embedder | None = None
+        cache: VectorCache | None = None
+        if spec.embeddings is not None:
+            embeddings = spec.embeddings
+            api_key = (
+                await self._secrets.get(embeddings.api_key_secret_ref)
+                if embeddings.api_key_secret_ref
+                else None
+            )
+            key = resource_key("embedder", embeddings.model_dump(mode="json"), api_key)
+            embedder = await self._acquire(keys, key, lambda: ports.embedder(embeddings, api_key))
+            # vectors live where the conversations do: Redis (every replica shares them)
+            # when memory is there, else this machine's disk
+            url = await self._redis_url(config) if config.memory.type != "none" else None
+            cache = await self._acquire(
+                keys, resource_key("vectors", url), lambda: ports.cache(url)
+            )
+        identity = resource_key(
+            "documents", spec.model_dump(mode="json"), embedder.identity if embedder else None
         )
+
+        async def build() -> DocumentsKnowledge:
+            knowledge = DocumentsKnowledge(
+                spec, feed=ports.feed(spec.config_map), embedder=embedder, cache=cache
+            )
+            return await knowledge.start()
+
+        return await self._acquire(keys, identity, build)
 
     async def _memory(self, config: AgentConfig, keys: list[str]) -> MemoryStore | None:
         if config.memory.type == "none":
@@ -283,22 +364,15 @@ class Assembler:
         return out
 
 
-def _knowledge(source: KnowledgeSource, connections: dict[str, McpConnection]) -> ToolSource:
-    """A knowledge source as a tool source (only ``mcpTool`` is built: the others are refused
-    before a config gets here)."""
-    if source.mcp_tool is None:
-        raise ConfigError(f"knowledge source {source.name!r}: only mcpTool sources are built")
-    connection = connections.get(source.mcp_tool.server)
-    if connection is None:
-        raise ConfigError(
-            f"knowledge source {source.name!r}: MCP server {source.mcp_tool.server!r} is not "
-            "in spec.mcpServers"
-        )
-    tool = McpKnowledgeTool(source, connection)
-    described = {"server": source.mcp_tool.server, "tool": source.mcp_tool.tool}
+def _partner_source(name: str, connection: PartnerConnection) -> ToolSource:
     return ToolSource(
-        name=source.name,
-        kind="knowledge",
-        tools=lambda: [tool],
-        status=lambda: {**described, "topK": source.top_k},
+        name=name, kind="partner", tools=lambda: [connection.tool], status=connection.status
     )
+
+
+def _knowledge_source(
+    source: KnowledgeSource,
+    tool: McpKnowledgeTool | PartnerKnowledgeTool | DocumentsKnowledgeTool,
+    status: Callable[[], dict[str, Any]],
+) -> ToolSource:
+    return ToolSource(name=source.name, kind="knowledge", tools=lambda: [tool], status=status)

@@ -1,9 +1,12 @@
 """Knowledge sources as retrieval tools: the model asks a question, the source answers with at
 most ``topK`` passages, each with a citation it can quote.
 
-Built here: the ``mcpTool`` source (a named tool of a listed MCP server, called with the
-query; its answer normalised into passages). Not built yet, and refused by
-``spec.resolved.unsupported_fields``: the ``partner`` and ``documents`` sources.
+* ``mcpTool``: a named tool of a listed MCP server, called with the query; its answer
+  normalised into passages (:class:`McpKnowledgeTool`).
+* ``partner``: the partner agent asked over A2A; its answer is one passage whose document is
+  the partner (:class:`PartnerKnowledgeTool`).
+* ``documents``: a ConfigMap's keys, chunked and indexed in-process
+  (:class:`DocumentsKnowledgeTool` over :class:`~.documents.DocumentsKnowledge`).
 
 What the model gets back is JSON::
 
@@ -19,7 +22,7 @@ string or an object whose text is in ``text``, ``content``, ``passage``, ``chunk
 ``score``, ``similarity`` or ``relevance``; failing that, the whole answer is one passage. The
 ``execute_tool`` span records how many passages came back and their scores.
 
-Must not: import an adapter (the MCP connection arrives through ``ports``).
+Must not: import an adapter (connections arrive through ``ports``).
 """
 
 from __future__ import annotations
@@ -34,11 +37,19 @@ from opentelemetry import trace
 
 from agentspec_runtime.spec.agent import KnowledgeSource
 
+from .documents import DocumentsKnowledge
 from .errors import ToolError
-from .ports import McpConnection
-from .types import ToolSpec
+from .ports import McpConnection, Tool
+from .types import ToolResult, ToolSpec
 
-__all__ = ["McpKnowledgeTool", "Passage", "passages_from", "render"]
+__all__ = [
+    "DocumentsKnowledgeTool",
+    "McpKnowledgeTool",
+    "PartnerKnowledgeTool",
+    "Passage",
+    "passages_from",
+    "render",
+]
 
 _LISTS = ("passages", "results", "documents", "matches", "hits", "items", "result")
 _TEXT = ("text", "content", "passage", "chunk_text", "page_content")
@@ -164,23 +175,31 @@ def _query_schema() -> dict[str, Any]:
     }
 
 
-class McpKnowledgeTool:
-    """The ``mcpTool`` source: the named tool of a listed MCP server, called with the query
-    (and ``topK`` when the tool's schema takes a result count), even when the server's
-    ``tools`` allow-list hides that tool from the model itself."""
+def _query(arguments: Mapping[str, Any]) -> str:
+    query = arguments.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise ToolError("give the question as a non-empty string in 'query'")
+    return query
 
-    def __init__(self, source: KnowledgeSource, connection: McpConnection) -> None:
-        assert source.mcp_tool is not None
+
+def _recorded(source: KnowledgeSource, passages: list[Passage]) -> str:
+    """The answer the model reads; the ``execute_tool`` span gets the count and scores."""
+    span = trace.get_current_span()
+    span.set_attribute(PASSAGES, len(passages))
+    scores = [p.score for p in passages if p.score is not None]
+    if scores:
+        span.set_attribute(SCORES, scores)
+    return render(source.name, passages)
+
+
+class _KnowledgeTool:
+    def __init__(self, source: KnowledgeSource, default_description: str) -> None:
         self._source = source
-        self._server = source.mcp_tool.server
-        self._tool = source.mcp_tool.tool
-        self._connection = connection
         self.spec = ToolSpec(
             name=source.name,
-            description=source.description
-            or f"Search the knowledge source {source.name!r}; returns cited passages.",
+            description=source.description or default_description,
             parameters=_query_schema(),
-            # a retrieval reads (the named tool must be free of side effects, see
+            # a retrieval reads (an mcpTool's tool must be free of side effects, see
             # docs/runtime.md): a durable task may repeat it
             retry_safe=True,
         )
@@ -188,6 +207,21 @@ class McpKnowledgeTool:
     @property
     def source(self) -> Literal["knowledge"]:
         return "knowledge"
+
+
+class McpKnowledgeTool(_KnowledgeTool):
+    """The ``mcpTool`` source: the named tool of a listed MCP server, called with the query
+    (and ``topK`` when the tool's schema takes a result count), even when the server's
+    ``tools`` allow-list hides that tool from the model itself."""
+
+    def __init__(self, source: KnowledgeSource, connection: McpConnection) -> None:
+        assert source.mcp_tool is not None
+        super().__init__(
+            source, f"Search the knowledge source {source.name!r}; returns cited passages."
+        )
+        self._server = source.mcp_tool.server
+        self._tool = source.mcp_tool.tool
+        self._connection = connection
 
     def _arguments(self, query: str, schema: Mapping[str, Any]) -> dict[str, Any]:
         arguments: dict[str, Any] = {"query": query}
@@ -227,9 +261,7 @@ class McpKnowledgeTool:
         context_id: str,
         call_key: str | None = None,
     ) -> str:
-        query = arguments.get("query")
-        if not isinstance(query, str) or not query.strip():
-            raise ToolError("give the question as a non-empty string in 'query'")
+        query = _query(arguments)
         schema = self._connection.input_schema(self._tool)
         if schema is None and self._connection.status().get("connected"):
             raise ToolError(
@@ -239,9 +271,62 @@ class McpKnowledgeTool:
         arguments = self._arguments(query, schema or {})
         answer = await self._connection.call(self._tool, arguments, headers=headers)
         passages = passages_from(answer, document=self._tool, top_k=self._source.top_k)
-        span = trace.get_current_span()
-        span.set_attribute(PASSAGES, len(passages))
-        scores = [p.score for p in passages if p.score is not None]
-        if scores:
-            span.set_attribute(SCORES, scores)
-        return render(self._source.name, passages)
+        return _recorded(self._source, passages)
+
+
+class PartnerKnowledgeTool(_KnowledgeTool):
+    """The ``partner`` source: the question goes to the partner agent over A2A (its tool, so
+    identity, hop limit, breaker and usage are the partner's); its answer is one passage
+    whose document is the partner's name."""
+
+    def __init__(self, source: KnowledgeSource, partner: Tool) -> None:
+        assert source.partner is not None
+        super().__init__(
+            source,
+            f"Ask the agent {source.partner.name!r}, which knows about {source.name!r}; "
+            "returns its answer as a cited passage.",
+        )
+        self._partner = partner
+        self._name = source.partner.name
+
+    async def call(
+        self,
+        arguments: dict[str, Any],
+        *,
+        headers: Mapping[str, str],
+        context_id: str,
+        call_key: str | None = None,
+    ) -> ToolResult:
+        query = _query(arguments)
+        answer = await self._partner.call(
+            {"message": query}, headers=headers, context_id=context_id, call_key=call_key
+        )
+        result = answer if isinstance(answer, ToolResult) else ToolResult(answer)
+        passages = [Passage(result.content, self._name, 0)] if result.content.strip() else []
+        return ToolResult(_recorded(self._source, passages), result.usage)
+
+
+class DocumentsKnowledgeTool(_KnowledgeTool):
+    """The ``documents`` source: its in-process index, BM25 fused with dense vectors when the
+    source embeds; each passage's score is the fused (else the BM25) score."""
+
+    def __init__(self, source: KnowledgeSource, knowledge: DocumentsKnowledge) -> None:
+        assert source.documents is not None
+        super().__init__(
+            source, f"Search the documents of {source.name!r}; returns cited passages."
+        )
+        self._knowledge = knowledge
+
+    async def call(
+        self,
+        arguments: dict[str, Any],
+        *,
+        headers: Mapping[str, str],
+        context_id: str,
+        call_key: str | None = None,
+    ) -> str:
+        hits = await self._knowledge.search(_query(arguments), self._source.top_k)
+        passages = [
+            Passage(h.chunk.text, h.chunk.document, h.chunk.position, h.score) for h in hits
+        ]
+        return _recorded(self._source, passages)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -72,12 +71,7 @@ def conversation_key(*, namespace: str, agent: str, consumer: str | None, contex
 
 def estimate_tokens(messages: Iterable[Message]) -> int:
     """About what a BPE tokenizer counts: 4 ASCII characters or 1 other character a token."""
-    total = 0
-    for message in messages:
-        text = text_of(message)
-        ascii_chars = len(text.encode("ascii", "ignore"))
-        total += 4 + math.ceil(ascii_chars / 4) + (len(text) - ascii_chars)
-    return total
+    return sum(4 + search.estimate_tokens(text_of(message)) for message in messages)
 
 
 def text_of(message: Message) -> str:

@@ -7,7 +7,9 @@ of them (``adapters/openai_model.py`` → :class:`ModelClient`, ``adapters/mcp_t
 ``adapters/redis_memory.py`` → :class:`MemoryStore`, ``adapters/task_queue.py`` →
 :class:`TaskJournal`, ``adapters/jwt_auth.py`` → :class:`TokenVerifier`,
 ``adapters/rate_limits.py`` and ``adapters/redis_limits.py`` → :class:`RateLimiter`,
-``adapters/content_guard.py`` → :class:`ContentGuard`), and the entry
+``adapters/content_guard.py`` → :class:`ContentGuard`, ``adapters/documents.py`` →
+:class:`DocumentsFeed`, ``adapters/embeddings.py`` → :class:`Embedder` and
+:class:`VectorCache`), and the entry
 point (``server.py``) hands the engine a *builder* per port, so the engine never imports an
 adapter.
 
@@ -27,12 +29,13 @@ What every implementation must guarantee:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from agentspec_runtime.spec._base import SecretKeySelector
-from agentspec_runtime.spec.agent import GuardSpec, JwtAuthSpec
+from agentspec_runtime.spec.agent import EmbeddingsSpec, GuardSpec, JwtAuthSpec
 from agentspec_runtime.spec.resolved import AgentConfig, ResolvedMcpServer, ResolvedPartner
 
 from .journal import Entry
@@ -42,6 +45,9 @@ from .types import Message, ModelParams, ModelTurn, OnDelta, ToolResult, ToolSpe
 __all__ = [
     "AgentsVerifierBuilder",
     "ContentGuard",
+    "DocumentsFeed",
+    "DocumentsPorts",
+    "Embedder",
     "Endpoint",
     "GuardBuilder",
     "GuardVerdict",
@@ -61,6 +67,7 @@ __all__ = [
     "TaskJournal",
     "TokenVerifier",
     "Tool",
+    "VectorCache",
     "VerifierBuilder",
 ]
 
@@ -318,6 +325,61 @@ class TaskJournal(Protocol):
         ...
 
     async def append(self, entry: Entry) -> None: ...
+
+
+class DocumentsFeed(Protocol):
+    """The documents of one ConfigMap (a folder of files locally), now and on every change."""
+
+    @property
+    def location(self) -> str:
+        """Where they are read from, for /status (``ConfigMap ns/name``, a folder)."""
+        ...
+
+    def watch(self, stop: asyncio.Event) -> AsyncIterator[Mapping[str, str] | Exception]:
+        """Every key's text now, then again after each change, until ``stop``; a failure
+        (unreadable, deleted, forbidden) is yielded as ``ConfigError`` and watching goes on."""
+        ...
+
+
+class Embedder(Protocol):
+    """An embeddings model: one vector per text, in order."""
+
+    @property
+    def identity(self) -> str:
+        """Model and endpoint: two embedders with one identity give the same vectors."""
+        ...
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Raises ``ToolError`` (the endpoint failed, refused or answered nonsense)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class VectorCache(Protocol):
+    """Vectors by content hash, shared by replicas (Redis) or restarts (a local folder).
+    Best effort: a cache that fails reads as a miss and drops writes, never raises."""
+
+    @property
+    def location(self) -> str: ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+    async def put_many(self, items: Mapping[str, bytes]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class DocumentsPorts:
+    """What the ``documents`` knowledge sources need from the outside."""
+
+    feed: Callable[[str], DocumentsFeed]
+    """The feed of a ConfigMap, by name (this agent's namespace)."""
+    embedder: Callable[[EmbeddingsSpec, str | None], Awaitable[Embedder]]
+    """An embedder from its spec (base URL resolved) and API key (secret read)."""
+    cache: Callable[[str | None], Awaitable[VectorCache]]
+    """The vector cache: in this Redis (URL, secrets read), else on local disk (None)."""
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ __all__ = [
     "Chunk",
     "bm25_scores",
     "chunk",
+    "estimate_tokens",
     "reciprocal_rank_fusion",
     "words",
 ]
@@ -47,6 +48,12 @@ _STOP = frozenset(
 )
 CHARS_PER_TOKEN = 4
 """The usual estimate for English text with OpenAI-style tokenizers."""
+
+
+def estimate_tokens(text: str) -> int:
+    """About what a BPE tokenizer counts: 4 ASCII characters or 1 other character a token."""
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return math.ceil(ascii_chars / CHARS_PER_TOKEN) + (len(text) - ascii_chars)
 
 
 _UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -191,14 +198,17 @@ def _pieces(text: str, start: int, end: int, limit: int) -> list[tuple[int, int]
 
 
 def chunk(text: str, *, tokens: int, overlap: int | None = None) -> list[Chunk]:
-    """``text`` in chunks of at most ``tokens`` tokens (4 characters each), filled with whole
+    """``text`` in chunks of at most ``tokens`` tokens (as :func:`estimate_tokens` counts
+    them, over the whole text), filled with whole
     paragraphs or sentences where they fit; each chunk after the first starts with about the
     last ``overlap`` tokens (default: an eighth) before it, so a passage cut at a boundary is
     whole in one of them. Blank text gives no chunk."""
     if tokens < 1:
         raise ValueError("tokens must be at least 1")
-    limit = tokens * CHARS_PER_TOKEN
-    keep = (tokens // 8 if overlap is None else overlap) * CHARS_PER_TOKEN
+    # characters a token in this text: 4 in English, about 1 in Chinese or Japanese
+    per_token = len(text) / max(1, estimate_tokens(text))
+    limit = max(1, int(tokens * per_token))
+    keep = int((tokens // 8 if overlap is None else overlap) * per_token)
     if not 0 <= keep < limit:
         raise ValueError("overlap must be at least 0 and smaller than the chunk")
     body = limit - keep
@@ -243,12 +253,16 @@ def _made(text: str, start: int, end: int) -> tuple[int, int, str]:
 K = TypeVar("K", bound=Hashable)
 
 
-def reciprocal_rank_fusion(rankings: Iterable[Sequence[K]], *, k: int = 60) -> list[K]:
-    """Items of every ranking (best first), best first by ``sum(1 / (k + rank))`` over the
-    rankings they appear in (rank from 1); ties keep first-seen order."""
+def reciprocal_rank_fusion(
+    rankings: Iterable[Sequence[K]], *, k: int = 60
+) -> list[tuple[K, float]]:
+    """Items of every ranking (best first) with their fused score ``sum(1 / (k + rank))``
+    over the rankings they appear in (rank from 1), best first; ties keep first-seen order."""
     fused: dict[K, float] = {}
     for ranking in rankings:
         for rank, item in enumerate(ranking, start=1):
             fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
     order = {item: i for i, item in enumerate(fused)}
-    return sorted(fused, key=lambda item: (-fused[item], order[item]))
+    return [
+        (item, fused[item]) for item in sorted(fused, key=lambda item: (-fused[item], order[item]))
+    ]

@@ -191,8 +191,34 @@ class PartnerSource(SpecModel):
     """Name of an agent listed in spec.partners."""
 
 
+_EMBEDDINGS_NO_BASE_URL_CREDENTIALS = no_url_credentials(
+    "baseUrl", instead="reference the key with apiKeySecretRef"
+)
+
+
+class EmbeddingsSpec(SpecModel):
+    """An OpenAI-compatible embeddings model (``POST {baseUrl}/embeddings``) for dense
+    retrieval of documents, fused with BM25."""
+
+    model_config = ConfigDict(json_schema_extra=invariants(_EMBEDDINGS_NO_BASE_URL_CREDENTIALS))
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    """Embeddings model name (for example text-embedding-3-small)."""
+    base_url: HttpUrl | None = None
+    """OpenAI-compatible base URL (.../v1). Empty: the chat model's baseUrl, else
+    OPENAI_BASE_URL."""
+    api_key_secret_ref: SecretKeySelector | None = None
+    """Secret key holding the API key. Empty: the chat model's key."""
+
+    @model_validator(mode="after")
+    def _check(self) -> EmbeddingsSpec:
+        _EMBEDDINGS_NO_BASE_URL_CREDENTIALS.check(not has_userinfo(self.base_url))
+        return self
+
+
 class DocumentsSource(SpecModel):
-    """Documents from a ConfigMap, chunked and indexed in-process."""
+    """Documents from a ConfigMap (one per key), chunked and indexed in-process: BM25, plus
+    dense vectors fused by reciprocal rank fusion when an embeddings model is named."""
 
     config_map: ResourceName
     """Name of the ConfigMap holding the documents (one per key)."""
@@ -203,6 +229,8 @@ class DocumentsSource(SpecModel):
     """Keys to index. Empty: every key."""
     chunk_tokens: Annotated[int, Field(ge=32, le=8192)] = 512
     """Approximate chunk size in tokens."""
+    embeddings: EmbeddingsSpec | None = None
+    """Embeddings model for this source. Empty: spec.embeddings; neither: BM25 alone."""
 
 
 _ONE_SOURCE = Invariant(
@@ -679,6 +707,8 @@ class AgentSpec(SpecModel):
         list[KnowledgeSource], Field(max_length=MAX_LIST, json_schema_extra=list_map("name"))
     ] = Field(default_factory=list)
     """Retrieval sources, each exposed to the model as a tool."""
+    embeddings: EmbeddingsSpec | None = None
+    """Embeddings model of the documents knowledge sources that name none themselves."""
     memory: MemorySpec = Field(default_factory=MemorySpec)
     """Conversation memory."""
     tasks: TasksSpec = Field(default_factory=TasksSpec)

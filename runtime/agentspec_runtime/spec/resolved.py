@@ -134,6 +134,11 @@ class AgentConfig(SpecModel):
             values += server.headers + server.query_params
         for partner in self.partners:
             values += partner.headers
+        for source in self.knowledge:
+            embeddings = source.documents.embeddings if source.documents else None
+            if embeddings is not None and embeddings.api_key_secret_ref is not None:
+                ref = embeddings.api_key_secret_ref
+                refs[(ref.name, ref.key)] = ref
         for value in values:
             if value.value_from:
                 ref = value.value_from.secret_key_ref
@@ -176,24 +181,9 @@ def allowed_callers(config: AgentConfig) -> frozenset[str]:
 
 
 def _unsupported_set(config: AgentConfig) -> list[tuple[str, bool, str]]:
-    """(field, set in this config, why it cannot be honoured yet)."""
-    unbuilt: list[tuple[str, bool, str]] = []
-    for i, source in enumerate(config.knowledge):
-        unbuilt.append(
-            (
-                f"spec.knowledge[{i}].partner",
-                source.partner is not None,
-                "partner knowledge sources are not built yet; mcpTool sources are",
-            )
-        )
-        unbuilt.append(
-            (
-                f"spec.knowledge[{i}].documents",
-                source.documents is not None,
-                "documents knowledge sources are not built yet; mcpTool sources are",
-            )
-        )
-    return unbuilt
+    """(field, set in this config, why it cannot be honoured yet): none at the moment."""
+    del config
+    return []
 
 
 def unsupported_fields(config: AgentConfig) -> list[Problem]:
@@ -271,7 +261,7 @@ def resolve_agent(
         max_iterations=spec.max_iterations,
         mcp_servers=[s for s in servers if s is not None],
         partners=[p for p in peers if p is not None],
-        knowledge=spec.knowledge,
+        knowledge=[_with_embeddings(spec, k) for k in spec.knowledge],
         memory=spec.memory,
         tasks=spec.tasks,
         rate_limit=spec.runtime.rate_limit,
@@ -452,6 +442,27 @@ def _resolve_partner(
         url=url,
         description=partner.spec.description,
         headers=ref.headers,
+    )
+
+
+def _with_embeddings(spec: AgentSpec, source: KnowledgeSource) -> KnowledgeSource:
+    """A documents source with its effective embeddings model: its own, else the agent's;
+    an empty baseUrl is the chat model's, and so is the key, but only when both name the
+    same endpoint (the chat model's key is never sent to another host)."""
+    documents = source.documents
+    if documents is None:
+        return source
+    embeddings = documents.embeddings or spec.embeddings
+    if embeddings is None:
+        return source
+    model = spec.model
+    base_url = embeddings.base_url or model.base_url
+    key = embeddings.api_key_secret_ref
+    if key is None and base_url == model.base_url:
+        key = model.api_key_secret_ref
+    embeddings = embeddings.model_copy(update={"base_url": base_url, "api_key_secret_ref": key})
+    return source.model_copy(
+        update={"documents": documents.model_copy(update={"embeddings": embeddings})}
     )
 
 

@@ -3,8 +3,9 @@
 Owns the fake model endpoint every engine test and benchmark talks to instead of a real
 model: ``POST /v1/chat/completions`` (JSON and SSE streaming, with tool calls, usage, HTTP
 errors, latency and dropped connections), ``POST /v1/moderations`` (OpenAI's shape; flags
-the words of ``MODERATION_WORDS``, records every input: ``moderated``) and
-``GET /v1/models``, served by uvicorn from a
+the words of ``MODERATION_WORDS``, records every input: ``moderated``),
+``POST /v1/embeddings`` (deterministic vectors that know synonyms, see ``embeddings``;
+records every request's inputs: ``embedded``) and ``GET /v1/models``, served by uvicorn from a
 plain ASGI app, in-process on a background thread (:class:`FakeLLM`) or as a child process
 (``python -m tests.support.fake_llm --port N``, driven by :class:`FakeLLMProcess`).
 

@@ -27,6 +27,7 @@ from typing import Any, TypeAlias
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .embeddings import embed
 from .turns import (
     ChatRequest,
     HttpError,
@@ -79,6 +80,7 @@ class ScriptState:
         self._requests: list[ChatRequest] = []
         self._problems: list[str] = []
         self._moderated: list[str] = []
+        self._embedded: list[list[str]] = []
         self._changed = threading.Condition()
         self._numbers = itertools.count(1)
 
@@ -92,6 +94,7 @@ class ScriptState:
             self._requests.clear()
             self._problems.clear()
             self._moderated.clear()
+            self._embedded.clear()
             self._numbers = itertools.count(1)
 
     @property
@@ -109,6 +112,13 @@ class ScriptState:
             if text is not None:
                 self._moderated.append(text)
             return list(self._moderated)
+
+    def embedded(self, texts: list[str] | None = None) -> list[list[str]]:
+        """Record one embeddings request's inputs (``texts``); every request's so far."""
+        with self._changed:
+            if texts is not None:
+                self._embedded.append(list(texts))
+            return [list(t) for t in self._embedded]
 
     def problems(self) -> list[str]:
         with self._changed:
@@ -365,6 +375,8 @@ class FakeLLMApp:
             await self._chat(scope, receive, send, body)
         elif method == "POST" and path.endswith("/moderations"):
             await self._moderate(body, send)
+        elif method == "POST" and path.endswith("/embeddings"):
+            await self._embed(scope, body, send)
         elif method == "GET" and path.endswith("/models"):
             data = [
                 {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models
@@ -396,12 +408,48 @@ class FakeLLMApp:
         payload = {"id": "modr-fake", "model": "fake-moderation", "results": [result]}
         await _send_json(send, 200, json.dumps(payload).encode())
 
+    async def _embed(self, scope: Scope, body: bytes, send: Send) -> None:
+        """OpenAI's /v1/embeddings, deterministic (see :mod:`.embeddings`); every request's
+        inputs are recorded (``embedded``), so a test counts what was embedded."""
+        if self.api_key is not None and _headers(scope).get("authorization") != (
+            f"Bearer {self.api_key}"
+        ):
+            error = HttpError(
+                status=401, message="Incorrect API key provided", type="invalid_request_error"
+            )
+            await _send_json(send, 401, _error_body(error))
+            return
+        try:
+            request = json.loads(body)
+            texts = request["input"]
+            texts = [texts] if isinstance(texts, str) else texts
+            if not (isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts)):
+                raise TypeError("input must be a string or a non-empty list of strings")
+            model = str(request["model"])
+        except (ValueError, KeyError, TypeError) as e:
+            await _send_json(send, 400, _error_body(_not_found(f"bad embeddings body: {e}")))
+            return
+        self.state.embedded(texts)
+        data = [
+            {"object": "embedding", "index": i, "embedding": embed(t)} for i, t in enumerate(texts)
+        ]
+        words = sum(len(t.split()) for t in texts)
+        payload = {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": words, "total_tokens": words},
+        }
+        await _send_json(send, 200, json.dumps(payload).encode())
+
     async def _admin(self, method: str, path: str, body: bytes, send: Send) -> None:
         out: Any
         if method == "GET" and path == "/_fake/health":
             out = {"ok": True, "pending": self.state.pending, "problems": self.state.problems()}
         elif method == "GET" and path == "/_fake/requests":
             out = [r.to_json() for r in self.state.requests()]
+        elif method == "GET" and path == "/_fake/embedded":
+            out = self.state.embedded()
         elif method == "POST" and path == "/_fake/script":
             turns = [Turn.from_json(t) for t in json.loads(body or b"{}").get("turns", [])]
             self.state.script(turns)

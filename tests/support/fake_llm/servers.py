@@ -244,6 +244,11 @@ class FakeLLM(Managed):
         return self._state.moderated()
 
     @property
+    def embedded(self) -> list[list[str]]:
+        """The inputs of each embeddings request received so far, oldest first."""
+        return self._state.embedded()
+
+    @property
     def last_request(self) -> ChatRequest:
         requests = self._state.requests()
         if not requests:
