@@ -9,15 +9,18 @@ the operator rendered (the image's entrypoint, no args).
 
 Asserted: the agents go Ready; a question sent to the router's Service reaches HR over A2A
 (Service DNS inside the pods) and answers; a finance question goes router → finance → MCP
-tool and back; one trace id covers the router's and HR's model calls; the a2a-sdk client gets
-the router's card naming its Service; a partner added later is callable without restarting
-the router's pod; once HR allows only the router's workload identity, the router's calls
-(carrying its pod's ServiceAccount token for HR) still answer and another agent's are refused.
+tool and back; HR's knowledge source answers from the hr-policies ConfigMap with a
+citation, and an edit of that ConfigMap is re-indexed in the running pod; one trace id
+covers the router's and HR's model calls; the a2a-sdk client gets the router's card naming
+its Service; a partner added later is callable without restarting the router's pod; once HR
+allows only the router's workload identity, the router's calls (carrying its pod's
+ServiceAccount token for HR) still answer and another agent's are refused.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +39,29 @@ TRACE_ID = "5b8efff798038103d269b633813fc60c"
 Json = dict[str, Any]
 
 
-def department(name: str) -> Any:
+def department(name: str) -> Callable[[ChatRequest], Turn]:
     def answer(request: ChatRequest) -> Turn:
         return Turn.text(f"{name} says: {request.last_user_text}")
 
     return answer
+
+
+def hr_model(request: ChatRequest) -> Turn:
+    """HR searches its policies when asked to (``hr-policies query=...``), else answers."""
+    if request.trailing_tool_results or "hr-policies" in request.last_user_text:
+        return tool_then_answer(request)
+    return department("HR")(request)
+
+
+def policies_config_map(edit: Callable[[str], str] = str) -> Json:
+    """The example's hr-policies folder as the ConfigMap its README line makes."""
+    folder = EXAMPLE / "hr-policies"
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "hr-policies"},
+        "data": {p.name: edit(p.read_text()) for p in sorted(folder.iterdir())},
+    }
 
 
 def example_documents(model_urls: dict[str, str]) -> list[Json]:
@@ -116,13 +137,14 @@ def test_multi_agent_example_runs_from_the_built_images(
     # the router until it answers, so the number of model calls is open.
     with (
         FakeLLM(responder=tool_then_answer) as router_llm,
-        FakeLLM(responder=department("HR")) as hr_llm,
+        FakeLLM(responder=hr_model) as hr_llm,
         FakeLLM(responder=tool_then_answer) as finance_llm,
         FakeLLM(responder=department("Legal")) as legal_llm,
         FakeLLM(responder=tool_then_answer) as intruder_llm,
     ):
         for doc in expense_tools_server(cluster.images.runtime.ref):
             kubectl.apply(doc)
+        kubectl.apply(policies_config_map())
         urls = {"router": router_llm, "hr": hr_llm, "finance": finance_llm}
         for doc in example_documents({a: f"{llm.base_url}" for a, llm in urls.items()}):
             kubectl.apply(doc)
@@ -168,6 +190,27 @@ def test_multi_agent_example_runs_from_the_built_images(
             f"http://router.{ns}.svc.cluster.local:8080/a2a"
         )
         assert finance_llm.requests[0].tool_names == ["lookup_claim", "expense_policy"]
+
+        # HR's knowledge: the hr-policies ConfigMap, read and watched through the API by the
+        # HR pod as its own ServiceAccount (whose Role names that ConfigMap), indexed in-pod
+        hr = cluster.service_url("hr", ns)
+
+        def carry_over() -> Json:
+            reply = chat(hr, "hr-policies query='unused days carry over'", model="hr")
+            assert reply.status_code == 200, reply.text
+            said = reply.json()["choices"][0]["message"]["content"]
+            passages: Json = json.loads(said.removeprefix("The tool said: "))
+            return passages
+
+        (best, _) = carry_over()["passages"]
+        assert best["citation"] == "[hr-policies:leave.md#0]"
+        assert "Up to 5 unused days carry over to the" in best["text"]
+        kubectl.apply(policies_config_map(lambda text: text.replace("Up to 5", "Up to 8")))
+        wait_until(
+            lambda: "Up to 8 unused days" in carry_over()["passages"][0]["text"],
+            timeout=20,
+            what="the edited ConfigMap to be re-indexed in the HR pod",
+        )
 
         # hot-add a fourth partner: its pods start, the router lists it, with no restart
         before = router_container(cluster, ns)
@@ -227,7 +270,6 @@ def test_multi_agent_example_runs_from_the_built_images(
             "-p", json.dumps({"spec": {"runtime": only_router}}),
         )  # fmt: skip
         cluster.wait_agent_ready(kubectl, "intruder")
-        hr = cluster.service_url("hr", ns)
         wait_until(
             lambda: chat(hr, "hello", model="hr").status_code == 401,
             timeout=30,

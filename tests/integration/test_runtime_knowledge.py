@@ -20,6 +20,7 @@ from tests.support.agent_files import agent_docs, write_docs
 from tests.support.fake_llm import FakeLLM, ToolCall, Turn
 from tests.support.mcp_servers import McpTestServer
 from tests.support.runtime_proc import RuntimeProcess
+from tests.support.vector_mcp import VectorMcpServer
 
 
 def knowledge_docs(llm: FakeLLM, mcp: McpTestServer, *, top_k: int) -> list[dict[str, Any]]:
@@ -104,3 +105,74 @@ def test_top_k_is_honoured(tmp_path: Path) -> None:
                 "[handbook:travel.md#0]",
                 "[handbook:meals.md#0]",
             ]
+
+
+PARENTAL = "Parental leave lasts 16 weeks for birth parents and 8 weeks for other parents."
+FILLER = [
+    "quarterly",
+    "roadmap",
+    "review",
+    "budget",
+    "vendor",
+    "contract",
+    "facilities",
+    "canteen",
+    "parking",
+    "badge",
+    "printer",
+    "meeting",
+    "minutes",
+    "newsletter",
+    "survey",
+    "onboarding",
+    "archive",
+    "catalogue",
+    "warehouse",
+]
+
+
+def big_corpus(path: Path) -> Path:
+    """Over 1 MiB of chunks (more than a ConfigMap holds), one of them the answer."""
+    lines = []
+    for i in range(1600):
+        words = [FILLER[(i * 7 + j * 3) % len(FILLER)] for j in range(100)]
+        lines.append({"document": f"archive-{i:04d}.md", "chunk": i % 5, "text": " ".join(words)})
+    lines.insert(1234, {"document": "parental.md", "chunk": 0, "text": PARENTAL})
+    path.write_text("\n".join(json.dumps(line) for line in lines))
+    return path
+
+
+def test_a_corpus_too_big_for_a_configmap_comes_from_a_vector_store_behind_mcp(
+    tmp_path: Path,
+) -> None:
+    corpus = big_corpus(tmp_path / "corpus.jsonl")
+    assert corpus.stat().st_size > 1 << 20
+    with FakeLLM() as llm:
+        with VectorMcpServer(corpus=corpus, embeddings_url=llm.base_url) as store:
+            # "baby" is in no passage: the vector store finds it by meaning
+            llm.script(
+                Turn.tool_calls(ToolCall("archive", {"query": "time off after having a baby"})),
+                Turn.text("16 weeks [archive:parental.md#0]."),
+            )
+            docs = agent_docs(llm_url=llm.base_url, mcp=[{"name": "vectors", "url": store.url}])
+            docs[-1]["spec"]["knowledge"] = [
+                {
+                    "name": "archive",
+                    "description": "Everything the company ever wrote down",
+                    "topK": 2,
+                    "mcpTool": {"server": "vectors", "tool": "search_knowledge"},
+                }
+            ]
+            path = write_docs(tmp_path / "agent.yaml", docs)
+            with RuntimeProcess(config=path) as runtime:
+                chat(runtime, "How long is parental leave when we have a baby?")
+        # the store embedded the corpus (1,601 chunks) and then the one query, nothing else
+        embedded = llm.embedded
+        assert sum(len(batch) for batch in embedded[:-1]) == 1601
+        assert embedded[-1] == ["time off after having a baby"]
+    answer = json.loads(llm.requests[1].trailing_tool_results[0]["content"])
+    assert answer["source"] == "archive"
+    first, second = answer["passages"]
+    assert (first["text"], first["citation"]) == (PARENTAL, "[archive:parental.md#0]")
+    assert first["score"] > second["score"]
+    assert second["document"].startswith("archive-")
