@@ -64,7 +64,7 @@ LAZY_ADAPTERS = sorted(
     for p in (ROOT / "runtime/agentspec_runtime/adapters").glob("*.py")
     if p.stem != "__init__"
 )
-LAZY_LIBRARIES = ("lightkube",)  # imported outside the adapters, in cluster mode only
+LAZY_LIBRARIES = ("lightkube", "numpy")  # imported outside the adapters, when a spec needs it
 
 
 def importable(bin_dir: Path, module: str) -> bool:
