@@ -25,7 +25,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -219,18 +219,27 @@ async def build_mcp(server: ResolvedMcpServer, endpoint: Endpoint) -> McpConnect
     return await connect_mcp(server, endpoint)
 
 
-async def build_embedder(spec: EmbeddingsSpec, api_key: str | None) -> Embedder:
-    from .adapters.embeddings import OpenAIEmbedder
+def embedder_builder(
+    environ: dict[str, str],
+) -> Callable[[EmbeddingsSpec, str | None], Awaitable[Embedder]]:
+    async def build(spec: EmbeddingsSpec, api_key: str | None) -> Embedder:
+        from .adapters.embeddings import OpenAIEmbedder
 
-    base_url = str(spec.base_url) if spec.base_url else os.environ.get("OPENAI_BASE_URL")
-    if not base_url:
-        raise ConfigError(
-            f"embeddings model {spec.model!r}: no endpoint (set baseUrl, the chat model's "
-            "baseUrl, or OPENAI_BASE_URL)"
-        )
-    return OpenAIEmbedder(
-        model=spec.model, base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY")
-    )
+        if spec.base_url is not None:
+            base_url, key = str(spec.base_url), api_key
+        else:
+            # the environment's endpoint (the chat model's too): the Secret's key, else the
+            # environment's (never sent to a host the spec names)
+            base_url = environ.get("OPENAI_BASE_URL", "")
+            key = api_key or environ.get("OPENAI_API_KEY")
+        if not base_url:
+            raise ConfigError(
+                f"embeddings model {spec.model!r}: no endpoint (set baseUrl, the chat model's "
+                "baseUrl, or OPENAI_BASE_URL)"
+            )
+        return OpenAIEmbedder(model=spec.model, base_url=base_url, api_key=key)
+
+    return build
 
 
 async def build_jwt(spec: JwtAuthSpec) -> TokenVerifier:
@@ -515,7 +524,9 @@ class Runtime:
             build_guard=build_guard,
             build_agents=self._build_agents if self._identity is not None else None,
             documents=DocumentsPorts(
-                feed=self._documents_feed, embedder=build_embedder, cache=self._vector_cache
+                feed=self._documents_feed,
+                embedder=embedder_builder(self.environ),
+                cache=self._vector_cache,
             ),
             memory_override=s.memory_override,
         )

@@ -16,12 +16,16 @@ and the change is indexed once it is back; a partner's answer as one cited passa
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from agentspec_runtime.spec import AgentResource, PromptTemplateResource, parse_resource
+from agentspec_runtime.spec.resolved import CONFIG_KEY, config_map_name, resolve_agent
 from tests.support.agent_files import agent_docs, write_docs
+from tests.support.control_plane import ControlPlane, NamespacedKubectl
 from tests.support.fake_llm import FakeLLM, ToolCall, Turn
 from tests.support.procs import wait_until
 from tests.support.runtime_proc import RuntimeProcess
@@ -30,6 +34,14 @@ LEAVE = "Every employee has 28 vacation days a year. Up to 5 unused days roll ov
 REMOTE = "Staff may telework up to three days a week with the agreement of their manager."
 EXPENSES = "Submit claims with form EXP-7 within 30 days; receipts are required."
 POLICIES = {"leave.md": LEAVE, "remote.md": REMOTE, "expenses.md": EXPENSES}
+
+
+def edit(path: Path, text: str) -> None:
+    """Replace a document whole, as an editor's save or the kubelet does (a rename): the
+    runtime never reads it half-written."""
+    scratch = path.with_name(f".{path.name}.tmp")
+    scratch.write_text(text)
+    os.replace(scratch, path)
 
 
 def policies_folder(root: Path) -> Path:
@@ -129,7 +141,7 @@ def test_documents_are_cited_and_only_changed_chunks_are_embedded(tmp_path: Path
 
             # one document edited: only it is re-chunked, only its chunk embedded
             changed = REMOTE.replace("three", "two")
-            (tmp_path / "policies" / "remote.md").write_text(changed)
+            edit(tmp_path / "policies" / "remote.md", changed)
             wait_until(
                 lambda: last_build(runtime)["rechunked"] == ["remote.md"],
                 timeout=15,
@@ -179,21 +191,20 @@ def test_a_new_replica_reads_the_vectors_from_redis(tmp_path: Path, redis_url: s
 
 def test_with_the_embeddings_endpoint_down_the_last_index_serves(tmp_path: Path) -> None:
     policies_folder(tmp_path)
-    embedder = FakeLLM().start()
-    port = embedder.port
-    embeddings = {"model": "fake-embed", "baseUrl": embedder.base_url}
-    with FakeLLM() as llm:
-        llm.script(
-            Turn.tool_calls(ToolCall("policies", {"query": "unused vacation days roll over"})),
-            Turn.text("5 days."),
+    with FakeLLM() as llm, FakeLLM() as embedder:
+        changed = LEAVE.replace("5", "8")
+        ask_leave = Turn.tool_calls(
+            ToolCall("policies", {"query": "unused vacation days roll over"})
         )
-        docs = documents_agent(llm, embeddings=embeddings)
+        llm.script(ask_leave, Turn.text("5 days."), ask_leave, Turn.text("8 days."))
+        embeddings = {"model": "fake-embed", "baseUrl": embedder.base_url}
+        docs = documents_agent(llm, top_k=2, embeddings=embeddings)
         path = write_docs(tmp_path / "agent.yaml", docs)
         env = {"AGENTSPEC_STATE_DIR": str(tmp_path / "state")}
         with RuntimeProcess(config=path, env=env) as runtime:
             assert last_build(runtime)["embedded"] == 3
-            embedder.stop()
-            (tmp_path / "policies" / "leave.md").write_text(LEAVE.replace("5", "8"))
+            embedder.fail_embeddings(503)
+            edit(tmp_path / "policies" / "leave.md", changed)
             wait_until(
                 lambda: knowledge(runtime)["error"] is not None,
                 timeout=30,
@@ -204,21 +215,30 @@ def test_with_the_embeddings_endpoint_down_the_last_index_serves(tmp_path: Path)
                 f"fake-embed@{embeddings['baseUrl']}"
             )
             ask(runtime, "What happens to unused days?")
-            # the old text, ranked by BM25 alone (the query could not be embedded either)
-            (passage,) = retrieved(llm, 1)["passages"]
-            assert (passage["text"], passage["citation"]) == (LEAVE, "[policies:leave.md#0]")
-            assert passage["score"] > 1  # a BM25 score, not a fused one (< 0.04)
+            # the old text, ranked by BM25 alone (the query could not be embedded either);
+            # topK 2: the two documents sharing words with the query, best first
+            passages = retrieved(llm, 1)["passages"]
+            assert [(p["text"], p["citation"]) for p in passages] == [
+                (LEAVE, "[policies:leave.md#0]"),
+                (EXPENSES, "[policies:expenses.md#0]"),
+            ]
+            assert passages[0]["score"] > passages[1]["score"] > 0.1  # BM25's, not fused
             assert runtime.get("/readyz")[0] == 200
 
-            # the endpoint is back: the retry indexes the change, embedding only it
-            with FakeLLM(port=port) as back:
-                wait_until(
-                    lambda: knowledge(runtime)["error"] is None,
-                    timeout=40,
-                    what="the retry to index the change",
-                )
-                assert last_build(runtime)["rechunked"] == ["leave.md"]
-                assert back.embedded == [[LEAVE.replace("5", "8")]]
+            # the endpoint is back: a retry (1 s, 2 s, 4 s ... apart) indexes the change,
+            # embedding only it, and the new text is served, fused again
+            embedder.fail_embeddings(None)
+            wait_until(
+                lambda: knowledge(runtime)["error"] is None,
+                timeout=40,
+                what="the retry to index the change",
+            )
+            assert last_build(runtime)["rechunked"] == ["leave.md"]
+            assert embedder.embedded == [[EXPENSES, LEAVE, REMOTE], [changed]]
+            ask(runtime, "And now?")
+            passages = retrieved(llm, 3)["passages"]
+            assert passages[0]["text"] == changed
+            assert passages[0]["score"] < 0.04  # reciprocal rank fusion's
 
 
 def test_a_partner_source_answers_with_one_cited_passage(tmp_path: Path) -> None:
@@ -258,3 +278,60 @@ def test_a_partner_source_answers_with_one_cited_passage(tmp_path: Path) -> None
         assert body["agentspec"]["partnerUsage"]["completion_tokens"] > 0
         assert {t["function"]["name"] for t in llm.requests[0].tools} == {"hr", "hr-answers"}
         assert status == {"name": "hr-answers", "topK": 4, "partner": "hr"}
+
+
+def documents_config_map(data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "policies"}, "data": data}
+
+
+def test_a_configmap_source_is_read_and_watched_through_the_api(
+    control_plane: ControlPlane, kubectl: NamespacedKubectl, namespace: str, tmp_path: Path
+) -> None:
+    """In cluster mode (the real apiserver in place of the pod's): the documents are the
+    ConfigMap's keys; an edit of one key embeds that key's chunk alone; a deletion drops the
+    index and says so."""
+    with FakeLLM() as llm:
+        resources = [parse_resource(d) for d in documents_agent(llm)]
+        agent = next(r for r in resources if isinstance(r, AgentResource))
+        prompts = {r.metadata.name: r for r in resources if isinstance(r, PromptTemplateResource)}
+        config = resolve_agent(
+            agent, namespace=namespace, prompts=prompts, mcp_servers={}, partners={}
+        )
+        kubectl.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": config_map_name(config.name)},
+                "data": {CONFIG_KEY: config.to_json()},
+            }
+        )
+        kubectl.apply(documents_config_map(POLICIES))
+        env = {
+            "AGENT_NAME": config.name,
+            "POD_NAMESPACE": namespace,
+            "KUBECONFIG": str(control_plane.kubeconfig),
+            "AGENTSPEC_STATE_DIR": str(tmp_path / "state"),
+        }
+        with RuntimeProcess(env=env) as runtime:
+            assert llm.embedded == [[EXPENSES, LEAVE, REMOTE]]
+            assert knowledge(runtime)["documents"] == f"ConfigMap {namespace}/policies"
+            changed = REMOTE.replace("three", "two")
+            kubectl.apply(documents_config_map({**POLICIES, "remote.md": changed}))
+            wait_until(
+                lambda: last_build(runtime)["rechunked"] == ["remote.md"],
+                timeout=15,
+                what="the edited key to be re-indexed",
+            )
+            assert llm.embedded[1:] == [[changed]]
+            assert last_build(runtime)["reused"] == 2
+
+            kubectl("delete", "configmap", "policies")
+            wait_until(
+                lambda: knowledge(runtime)["error"] is not None,
+                timeout=15,
+                what="the deletion to show in /status",
+            )
+            status = knowledge(runtime)
+            assert status["error"] == f"ConfigMap {namespace}/policies was deleted"
+            assert status["indexed"] is None  # what was deleted is no longer quoted
+            assert runtime.get("/readyz")[0] == 200  # the agent itself serves on

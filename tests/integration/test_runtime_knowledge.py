@@ -166,6 +166,8 @@ def test_a_corpus_too_big_for_a_configmap_comes_from_a_vector_store_behind_mcp(
             path = write_docs(tmp_path / "agent.yaml", docs)
             with RuntimeProcess(config=path) as runtime:
                 chat(runtime, "How long is parental leave when we have a baby?")
+            # topK went to the store as the tool's result count
+            assert store.calls() == {"search_knowledge:limit=2": 1}
         # the store embedded the corpus (1,601 chunks) and then the one query, nothing else
         embedded = llm.embedded
         assert sum(len(batch) for batch in embedded[:-1]) == 1601

@@ -7,8 +7,9 @@ The child (``python -m tests.support.vector_mcp --port N --corpus FILE --store D
 embeds every text through the OpenAI-compatible ``/embeddings`` endpoint it is given (the
 fake LLM's), stores the vectors and payloads in a Qdrant collection on disk, and serves one
 MCP tool, ``search_knowledge(query, limit)``: the query embedded the same way, the nearest
-chunks as a JSON list of ``{"text", "document", "chunk", "score"}``. ``GET /healthz`` answers
-once the corpus is stored.
+chunks as a JSON list of ``{"text", "document", "chunk", "score"}``. The port is bound first;
+``GET /healthz`` answers once the corpus is stored; ``GET /calls`` counts the searches by
+``limit`` (``{"search_knowledge:limit=2": 1}``).
 
 :class:`VectorMcpServer` runs that child on a free port (``with VectorMcpServer(...) as s``).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from . import mcp_servers
 from .mcp_servers import _ChildServer, _http_ok, _wrap_app
 
 COLLECTION = "knowledge"
@@ -42,6 +45,9 @@ def serve(*, port: int, corpus: Path, store: Path, embeddings_url: str) -> None:
     from mcp.server.mcpserver import MCPServer
     from qdrant_client import QdrantClient, models
 
+    # the port is held from the start (a parallel test cannot take it while the corpus is
+    # embedded); connections wait in the backlog until it is stored and uvicorn serves
+    sock = socket.create_server(("127.0.0.1", port), backlog=128)
     chunks = [json.loads(line) for line in corpus.read_text().splitlines() if line.strip()]
     http = httpx.Client(timeout=60)
     qdrant = QdrantClient(path=str(store))
@@ -64,6 +70,8 @@ def serve(*, port: int, corpus: Path, store: Path, embeddings_url: str) -> None:
 
     def search_knowledge(query: str, limit: int = 5) -> str:
         """Search the knowledge base by meaning; returns the nearest passages as JSON."""
+        key = f"search_knowledge:limit={limit}"
+        mcp_servers._CALLS[key] = mcp_servers._CALLS.get(key, 0) + 1  # GET /calls
         (vector,) = _embed(http, embeddings_url, [query])
         found = qdrant.query_points(COLLECTION, query=vector, limit=limit).points
         hits: list[dict[str, Any]] = [
@@ -73,15 +81,8 @@ def serve(*, port: int, corpus: Path, store: Path, embeddings_url: str) -> None:
 
     server.add_tool(search_knowledge)
     app = _wrap_app(server.streamable_http_app(), required_header=None)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=1,
-        lifespan="on",
-    )
-    uvicorn.Server(config).run()
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -127,6 +128,10 @@ class VectorMcpServer(_ChildServer):
     def start(self) -> VectorMcpServer:
         super().start()
         return self
+
+    def calls(self) -> dict[str, int]:
+        answer: dict[str, int] = httpx.get(f"http://{self.host}:{self.port}/calls").json()
+        return answer
 
 
 if __name__ == "__main__":

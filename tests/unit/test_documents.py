@@ -14,13 +14,28 @@ through the runtime in tests/integration/test_runtime_documents.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
-from agentspec_runtime.engine.documents import BuildReport, DocumentIndex, build_index
+from agentspec_runtime.adapters.documents import FolderDocuments
+from agentspec_runtime.adapters.embeddings import FolderVectorCache
+from agentspec_runtime.engine import documents as docs_module
+from agentspec_runtime.engine.documents import (
+    BuildReport,
+    DocumentIndex,
+    DocumentsKnowledge,
+    build_index,
+    vector_key,
+)
 from agentspec_runtime.engine.errors import ToolError
+from agentspec_runtime.spec.agent import DocumentsSource
 from tests.support.fake_llm.embeddings import embed
+from tests.support.procs import wait_until
 
 CORPUS = {
     "vacation.md": "Employees receive 28 vacation days each year; request them in the portal "
@@ -62,17 +77,21 @@ K = 2
 
 
 class InProcessEmbedder:
+    """The fake LLM's embeddings model, called in process; ``answer`` may replace a text's
+    vector with what a broken endpoint sends (NaN, another size, zeros)."""
+
     identity = "fake-embed@in-process"
 
-    def __init__(self) -> None:
+    def __init__(self, answer: Callable[[str], Any] = embed) -> None:
         self.calls: list[list[str]] = []
         self.down = False
+        self.answer = answer
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if self.down:
             raise ToolError("embeddings model fake-embed: connection refused")
         self.calls.append(list(texts))
-        return [embed(t) for t in texts]
+        return [self.answer(t) for t in texts]
 
     async def aclose(self) -> None:
         return None
@@ -148,3 +167,117 @@ def test_a_failed_embedding_raises_and_a_dimension_mismatch_is_named() -> None:
         index_of({**CORPUS, "new.md": "A new policy."}, embedder=embedder, previous=index)
     with pytest.raises(ToolError, match="3 dimensions; the index has 64"):
         index.search("holiday", 1, [1.0, 0.0, 0.0])
+
+
+def test_zero_vectors_are_no_dense_evidence_and_leave_bm25_its_finds() -> None:
+    """An endpoint that answers zeros for every chunk: the fused ranking is BM25's."""
+    index = index_of(CORPUS, embedder=InProcessEmbedder(lambda _text: [0.0] * 64))
+    hits = index.search("form EXP-7 receipts", 2, embed("refund claims"))
+    lexical = [index.chunks[i].document for i, _ in index.bm25.top("form EXP-7 receipts", 2)]
+    assert [h.chunk.document for h in hits] == lexical
+    assert index.dense(embed("refund claims"), 5) == []
+
+
+def test_cached_vectors_of_another_size_or_not_finite_are_embedded_again(tmp_path: Path) -> None:
+    """The model behind a name changed (other size), or the cache was written to (NaN):
+    those entries are misses."""
+    cache = FolderVectorCache(tmp_path / "vectors")
+    embedder = InProcessEmbedder()
+    vacation, sick = CORPUS["vacation.md"], CORPUS["sick.md"]
+    docs_module_digest = docs_module._digest  # the key the index uses
+    asyncio.run(
+        cache.put_many(
+            {
+                vector_key(embedder.identity, docs_module_digest(vacation)): np.ones(
+                    8, dtype=np.float32
+                ).tobytes(),
+                vector_key(embedder.identity, docs_module_digest(sick)): np.full(
+                    64, np.nan, dtype=np.float32
+                ).tobytes(),
+            }
+        )
+    )
+    report = BuildReport()
+    index = index_of(
+        {"vacation.md": vacation, "sick.md": sick, "remote.md": CORPUS["remote.md"]},
+        embedder=embedder,
+        cache=cache,
+        report=report,
+    )
+    assert index.vectors is not None
+    assert index.vectors.shape == (3, 64)
+    assert (report.embedded, report.cached) == (3, 0)
+    assert sorted(t for call in embedder.calls for t in call) == sorted(
+        [vacation, sick, CORPUS["remote.md"]]
+    )
+
+
+def test_a_changed_embeddings_model_reuses_no_vector() -> None:
+    first = index_of(CORPUS, embedder=InProcessEmbedder())
+    other = InProcessEmbedder()
+    other.identity = "another-model@in-process"
+    report = BuildReport()
+    index_of(CORPUS, embedder=other, previous=first, report=report)
+    assert (report.reused, report.embedded) == (0, len(CORPUS))
+
+
+def replace(path: Path, text: str) -> None:
+    scratch = path.with_name(f".{path.name}.tmp")
+    scratch.write_text(text)
+    os.replace(scratch, path)
+
+
+async def test_nonsense_from_the_endpoint_keeps_the_last_index_and_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source as it runs, on a real folder: a NaN vector fails the build (the last index
+    serves, the error is in status, and a question is answered by BM25 alone); once the
+    endpoint is sane the retry indexes the change; the folder deleted drops the index."""
+    monkeypatch.setattr(docs_module, "RETRY_CAP", 0.2)
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    for name, text in CORPUS.items():
+        (folder / name).write_text(text)
+    broken = False
+
+    def answer(text: str) -> list[float]:
+        return [float("nan")] * 64 if broken else embed(text)
+
+    embedder = InProcessEmbedder(answer)
+    source = DocumentsSource.model_validate({"configMap": "policies", "chunkTokens": 64})
+    knowledge = DocumentsKnowledge(
+        source, feed=FolderDocuments("policies", [tmp_path]), embedder=embedder, cache=None
+    )
+    await knowledge.start()
+    try:
+        assert knowledge.index is not None
+        assert knowledge.error is None
+        broken = True
+        replace(folder / "remote.md", "Telework is allowed two days a week.")
+        await asyncio.to_thread(
+            wait_until, lambda: knowledge.error is not None, timeout=10, what="a failed build"
+        )
+        assert knowledge.error is not None
+        assert knowledge.error.startswith("indexing failed, the last good index serves: ")
+        (hit,) = await knowledge.search("telework three days", 1)
+        assert hit.chunk.text == CORPUS["remote.md"]  # the last index, BM25 alone
+        assert hit.score > 1
+
+        broken = False
+        await asyncio.to_thread(
+            wait_until, lambda: knowledge.error is None, timeout=10, what="the retry"
+        )
+        (hit,) = await knowledge.search("telework", 1)
+        assert hit.chunk.text == "Telework is allowed two days a week."
+
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+        await asyncio.to_thread(
+            wait_until, lambda: knowledge.index is None, timeout=10, what="the index dropped"
+        )
+        assert knowledge.error == f"{folder} was deleted"
+        with pytest.raises(ToolError, match=r"are not indexed: .* was deleted"):
+            await knowledge.search("telework", 1)
+    finally:
+        await knowledge.aclose()

@@ -146,6 +146,9 @@ async def watch_config_map(
         if isinstance(data, Exception):
             yield data
             continue
+        if data is None:
+            yield ConfigError(f"ConfigMap {namespace}/{name} was deleted")
+            continue
         text = data.get(CONFIG_KEY)
         if text is None:
             yield ConfigError(f"ConfigMap {name} has no key {CONFIG_KEY!r}")
@@ -156,9 +159,10 @@ async def watch_config_map(
 
 async def watch_config_map_data(
     client: AsyncClient, *, name: str, namespace: str, stop: asyncio.Event
-) -> AsyncIterator[dict[str, str] | Exception]:
-    """A ConfigMap's ``data`` now and whenever it changes, through the API; re-lists and
-    re-watches after any watch error (each yielded as ``ConfigError``, and so is a deletion)."""
+) -> AsyncIterator[dict[str, str] | Exception | None]:
+    """A ConfigMap's ``data`` after every (re-)list and whenever a watch event changes it,
+    through the API; ``None`` when it is deleted. Re-lists and re-watches after any watch
+    error (each yielded as ``ConfigError``; the next list's data says it is over)."""
     from lightkube.resources.core_v1 import ConfigMap
 
     last: dict[str, str] | None = None
@@ -167,9 +171,9 @@ async def watch_config_map_data(
         try:
             cm = await client.get(ConfigMap, name, namespace=namespace)
             version = cm.metadata.resourceVersion if cm.metadata else None
-            if (cm.data or {}) != last:
-                last = dict(cm.data or {})
-                yield last
+            last = dict(cm.data or {})
+            yield last
+            backoff = 0.2
             async for op, obj in client.watch(
                 ConfigMap,
                 namespace=namespace,
@@ -178,12 +182,11 @@ async def watch_config_map_data(
             ):
                 if op == "DELETED":
                     last = None
-                    yield ConfigError(f"ConfigMap {namespace}/{name} was deleted")
+                    yield None
                     continue
                 if (obj.data or {}) != last:
                     last = dict(obj.data or {})
                     yield last
-                backoff = 0.2
         except Exception as e:  # the API is down, the watch expired, we may not read it yet
             if stop.is_set():
                 return

@@ -12,13 +12,14 @@ both ways.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import watchfiles
 
-from agentspec_runtime.engine.errors import ConfigError
+from agentspec_runtime.engine.errors import ConfigError, DocumentsGoneError
 
 from .config_sources import watch_config_map_data
 
@@ -39,21 +40,27 @@ class ConfigMapDocuments:
     def location(self) -> str:
         return f"ConfigMap {self._namespace}/{self._name}"
 
-    def watch(self, stop: asyncio.Event) -> AsyncIterator[Mapping[str, str] | Exception]:
-        return watch_config_map_data(
+    async def watch(self, stop: asyncio.Event) -> AsyncIterator[Mapping[str, str] | Exception]:
+        async for data in watch_config_map_data(
             self._client, name=self._name, namespace=self._namespace, stop=stop
-        )
+        ):
+            yield DocumentsGoneError(f"{self.location} was deleted") if data is None else data
 
 
 class FolderDocuments:
-    """The files of the first ``<dir>/<name>/`` that exists among ``dirs``."""
+    """The regular files of the first ``<dir>/<name>/`` that exists among ``dirs`` (hidden
+    files and symbolic links are not documents: a link could point anywhere)."""
 
     def __init__(self, name: str, dirs: Sequence[Path]) -> None:
         self._name = name
         self._dirs = [d.resolve() for d in dirs]
 
     def _folder(self) -> Path | None:
-        return next((d / self._name for d in self._dirs if (d / self._name).is_dir()), None)
+        for d in self._dirs:
+            with contextlib.suppress(OSError):
+                if (d / self._name).is_dir():
+                    return d / self._name
+        return None
 
     @property
     def location(self) -> str:
@@ -72,17 +79,16 @@ class FolderDocuments:
         size = 0
         try:
             for path in sorted(folder.iterdir()):
-                if path.name.startswith(".") or not path.is_file():
+                if path.name.startswith(".") or path.is_symlink() or not path.is_file():
                     continue
-                raw = path.read_bytes()
-                size += len(raw)
+                size += path.stat().st_size
                 if size > MAX_BYTES:
                     return ConfigError(
                         f"{folder} holds more than a ConfigMap can (1 MiB): serve a corpus this "
                         "big through an mcpTool knowledge source"
                     )
                 try:
-                    documents[path.name] = raw.decode()
+                    documents[path.name] = path.read_bytes().decode()
                 except UnicodeDecodeError:
                     return ConfigError(f"{path} is not UTF-8 text")
         except OSError as e:
@@ -90,23 +96,30 @@ class FolderDocuments:
         return documents
 
     async def watch(self, stop: asyncio.Event) -> AsyncIterator[Mapping[str, str] | Exception]:
+        """The folder's documents now and after each change; watched without recursion (the
+        spec folders, for the documents folder to appear or go, and the documents folder)."""
         last = await asyncio.to_thread(self.read)
         yield last
-        roots = [d for d in self._dirs if d.is_dir()]
-        if not roots:
-            return
-        async for _changes in watchfiles.awatch(
-            *roots,
-            stop_event=stop,
-            debounce=50,
-            step=10,
-            rust_timeout=200,
-            watch_filter=lambda _change, path: (
-                Path(path).parent.name == self._name or Path(path).name == self._name
-            ),
-        ):
-            current = await asyncio.to_thread(self.read)
-            if isinstance(current, dict) and current == last:
-                continue
-            last = current
-            yield current
+        while not stop.is_set():
+            folder = self._folder()
+            paths = [d for d in self._dirs if d.is_dir()] + ([folder] if folder else [])
+            if not paths:
+                return
+            async for _changes in watchfiles.awatch(
+                *paths,
+                stop_event=stop,
+                recursive=False,
+                debounce=50,
+                step=10,
+                rust_timeout=200,
+            ):
+                current = await asyncio.to_thread(self.read)
+                if isinstance(current, dict) and current == last:
+                    continue
+                if self._folder() != folder:  # the folder came or went: watch anew
+                    gone = folder is not None and self._folder() is None
+                    last = current
+                    yield DocumentsGoneError(f"{folder} was deleted") if gone else current
+                    break
+                last = current
+                yield current

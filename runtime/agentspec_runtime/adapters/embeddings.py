@@ -1,8 +1,9 @@
 """Embeddings for documents knowledge: an OpenAI-compatible ``/v1/embeddings`` client
 (:class:`~..engine.ports.Embedder`) and the vector caches (:class:`~..engine.ports.VectorCache`)
 that keep a chunk from being embedded twice: in Redis (shared by every replica and restart;
-keys ``agentspec:vec:<hash>``, kept 30 days after they were written) or in a folder on this
-machine (``<state dir>/vectors``: restarts of a local agent, or a pod's emptyDir).
+keys ``agentspec:vec:<hash>``, kept 30 days after they were last read or written) or in a
+folder on this machine (``<state dir>/vectors``: restarts of a local agent, or a pod's
+emptyDir; never pruned: it holds what the agent's documents ever were).
 
 A cache is best effort: one that fails is a miss (and a write is dropped), never an error.
 """
@@ -23,7 +24,7 @@ from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from agentspec_runtime.engine.errors import ToolError
 
-from .urls import redis_location
+from .urls import public_url, redact, redis_location
 
 if TYPE_CHECKING:
     import redis.asyncio as redis
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 VECTOR_TTL = 30 * 24 * 3600
 _PREFIX = "agentspec:vec:"
+_READ_BATCH = 256
 
 
 class OpenAIEmbedder:
@@ -50,23 +52,27 @@ class OpenAIEmbedder:
 
     @property
     def identity(self) -> str:
-        return f"{self._model}@{self._base_url}"
+        """Model and endpoint, credentials left out (it is shown in /status and logs)."""
+        return f"{self._model}@{public_url(self._base_url)}"
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         try:
             answer = await self._client.embeddings.create(
                 model=self._model, input=list(texts), encoding_format="float"
             )
+            rows = sorted(answer.data, key=lambda d: d.index)
+            vectors = [list(r.embedding) for r in rows]
         except openai.APIError as e:
-            detail = str(e).replace(self._secret, "***") if self._secret else str(e)
+            detail = redact(str(e), [self._secret] if self._secret else [])
             raise ToolError(f"embeddings model {self.identity}: {detail}") from e
-        rows = sorted(answer.data, key=lambda d: d.index)
-        if len(rows) != len(texts) or not all(isinstance(r.embedding, list) for r in rows):
+        except (TypeError, ValueError, AttributeError, RuntimeError) as e:  # not the shape
+            raise ToolError(f"embeddings model {self.identity}: unusable answer ({e})") from e
+        if len(vectors) != len(texts):
             raise ToolError(
-                f"embeddings model {self.identity}: answered {len(rows)} vectors for "
+                f"embeddings model {self.identity}: answered {len(vectors)} vectors for "
                 f"{len(texts)} texts"
             )
-        return [list(r.embedding) for r in rows]
+        return vectors
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -82,14 +88,23 @@ class RedisVectorCache:
         return self._where
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """In pipelines of ``_READ_BATCH`` keys; a hit's expiry starts again (a corpus in use
+        never expires), a failed batch reads as misses."""
         from redis.exceptions import RedisError
 
-        try:
-            values = await self._client.mget([_PREFIX + k for k in keys])
-        except RedisError as e:
-            log.warning("vector cache %s: %s (read as misses)", self._where, e)
-            return [None] * len(keys)
-        return [v if isinstance(v, bytes) else None for v in values]
+        out: list[bytes | None] = []
+        for start in range(0, len(keys), _READ_BATCH):
+            batch = keys[start : start + _READ_BATCH]
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for key in batch:
+                        pipe.getex(_PREFIX + key, ex=VECTOR_TTL)
+                    values = await pipe.execute()
+            except RedisError as e:
+                log.warning("vector cache %s: %s (read as misses)", self._where, e)
+                values = [None] * len(batch)
+            out += [v if isinstance(v, bytes) else None for v in values]
+        return out
 
     async def put_many(self, items: Mapping[str, bytes]) -> None:
         from redis.exceptions import RedisError

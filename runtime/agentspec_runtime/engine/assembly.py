@@ -238,6 +238,7 @@ class Assembler:
             )
         embedder: Embedder | None = None
         cache: VectorCache | None = None
+        parts: list[str] = []
         if spec.embeddings is not None:
             embeddings = spec.embeddings
             api_key = (
@@ -250,12 +251,12 @@ class Assembler:
             # vectors live where the conversations do: Redis (every replica shares them)
             # when memory is there, else this machine's disk
             url = await self._redis_url(config) if config.memory.type != "none" else None
-            cache = await self._acquire(
-                keys, resource_key("vectors", url), lambda: ports.cache(url)
-            )
-        identity = resource_key(
-            "documents", spec.model_dump(mode="json"), embedder.identity if embedder else None
-        )
+            cache_key = resource_key("vectors", url)
+            cache = await self._acquire(keys, cache_key, lambda: ports.cache(url))
+            parts = [key, cache_key]
+        # the index holds its embedder and cache: a new key or cache is a new index (read
+        # from the cache), never an old index calling a closed client
+        identity = resource_key("documents", spec.model_dump(mode="json"), *parts)
 
         async def build() -> DocumentsKnowledge:
             knowledge = DocumentsKnowledge(

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from agentspec_runtime.spec.agent import DocumentsSource
 
-from .errors import ToolError
+from .errors import DocumentsGoneError, ToolError
 from .ports import DocumentsFeed, Embedder, VectorCache
-from .search import Bm25Index, chunk, reciprocal_rank_fusion
+from .search import Bm25Index, chunk, estimate_tokens, reciprocal_rank_fusion
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,7 +44,11 @@ __all__ = ["Chunk", "DocumentIndex", "DocumentsKnowledge", "Hit", "build_index"]
 
 log = logging.getLogger(__name__)
 EMBED_BATCH = 64
-"""Texts per embeddings request."""
+"""Texts per embeddings request, at most."""
+EMBED_BATCH_TOKENS = 60_000
+"""Tokens per embeddings request, about (OpenAI's cap is 300,000)."""
+QUERY_EMBED_SECONDS = 5.0
+"""How long a question waits for its embedding before BM25 answers alone."""
 CANDIDATES = 50
 """How deep each ranking goes before fusion (at least topK)."""
 FIRST_INDEX_WAIT = 30.0
@@ -125,7 +129,9 @@ class DocumentIndex:
         k = min(k, len(similarity))
         best = np.argpartition(-similarity, k - 1)[:k]
         ranked = sorted(best.tolist(), key=lambda i: (-float(similarity[i]), i))
-        return [(i, float(similarity[i])) for i in ranked]
+        # a chunk at 0 or below (no vector, or nothing in common) is no dense evidence: it
+        # must not push BM25's finds out of the fused ranking
+        return [(i, float(similarity[i])) for i in ranked if similarity[i] > 0]
 
 
 @dataclass
@@ -160,6 +166,64 @@ def _chunks(
     return tuple(c for key in sorted(by_document) for c in by_document[key]), by_document
 
 
+def _usable(row: Any) -> Any:
+    """``row`` as a vector: a non-empty 1-D float32 array of finite numbers, else None."""
+    import numpy as np
+
+    try:
+        vector = np.asarray(row, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if vector.ndim != 1 or vector.size == 0 or not bool(np.isfinite(vector).all()):
+        return None
+    return vector
+
+
+def _batches(digests: Sequence[str], texts: Mapping[str, str]) -> list[list[str]]:
+    """At most ``EMBED_BATCH`` texts and about ``EMBED_BATCH_TOKENS`` tokens a request
+    (endpoints cap both)."""
+    batches: list[list[str]] = []
+    tokens = 0
+    for digest in digests:
+        size = estimate_tokens(texts[digest])
+        if not batches or len(batches[-1]) >= EMBED_BATCH or tokens + size > EMBED_BATCH_TOKENS:
+            batches.append([])
+            tokens = 0
+        batches[-1].append(digest)
+        tokens += size
+    return batches
+
+
+async def _embed(
+    digests: Sequence[str],
+    texts: Mapping[str, str],
+    *,
+    embedder: Embedder,
+    cache: VectorCache | None,
+    report: BuildReport,
+) -> dict[str, Any]:
+    """Fresh vectors for ``digests``, written to the cache as they come."""
+    out: dict[str, Any] = {}
+    for batch in _batches(digests, texts):
+        rows = await embedder.embed([texts[d] for d in batch])
+        if len(rows) != len(batch):
+            raise ToolError(f"the embeddings model answered {len(rows)} vectors for {len(batch)}")
+        fresh: dict[str, bytes] = {}
+        for digest, row in zip(batch, rows, strict=True):
+            vector = _usable(row)
+            if vector is None:
+                raise ToolError(
+                    "the embeddings model answered a vector that is empty, not numbers or not "
+                    "finite"
+                )
+            out[digest] = vector
+            fresh[vector_key(embedder.identity, digest)] = vector.tobytes()
+        report.embedded += len(batch)
+        if cache is not None:
+            await cache.put_many(fresh)
+    return out
+
+
 async def _vectors(
     chunks: Sequence[Chunk],
     *,
@@ -168,40 +232,50 @@ async def _vectors(
     previous: DocumentIndex | None,
     report: BuildReport,
 ) -> Matrix:
+    """One unit row per chunk: from the previous index (same embedder), else the cache,
+    else the endpoint. A cached vector that is not usable, or not of the size the endpoint
+    answers now (the model behind the name changed), is embedded again."""
     import numpy as np
 
     identity = embedder.identity
-    known: dict[str, Any] = (
-        previous.vector_of() if previous and previous.embedder == identity else {}
-    )
+    same = previous is not None and previous.embedder == identity and previous.vectors is not None
+    known: dict[str, Any] = previous.vector_of() if same and previous is not None else {}
+    size = previous.vectors.shape[1] if same and previous and previous.vectors is not None else None
+    texts = {c.digest: c.text for c in chunks}
     wanted = list(dict.fromkeys(c.digest for c in chunks if c.digest not in known))
     report.reused = sum(1 for c in chunks if c.digest in known)
+    cached: dict[str, Any] = {}
     if wanted and cache is not None:
         keys = [vector_key(identity, d) for d in wanted]
         for digest, raw in zip(wanted, await cache.get_many(keys), strict=True):
-            if raw is not None and len(raw) % 4 == 0 and raw:
-                known[digest] = np.frombuffer(raw, dtype=np.float32)
-                report.cached += 1
-        wanted = [d for d in wanted if d not in known]
-    texts = {c.digest: c.text for c in chunks}
-    for start in range(0, len(wanted), EMBED_BATCH):
-        batch = wanted[start : start + EMBED_BATCH]
-        rows = await embedder.embed([texts[d] for d in batch])
-        if len(rows) != len(batch):
-            raise ToolError(f"the embeddings model answered {len(rows)} vectors for {len(batch)}")
-        fresh: dict[str, bytes] = {}
-        for digest, row in zip(batch, rows, strict=True):
-            vector = np.asarray(row, dtype=np.float32)
-            known[digest] = vector
-            fresh[vector_key(identity, digest)] = vector.tobytes()
-        report.embedded += len(batch)
-        if cache is not None:
-            await cache.put_many(fresh)
+            if raw and len(raw) % 4 == 0:
+                vector = _usable(np.frombuffer(raw, dtype=np.float32))
+                if vector is not None:
+                    cached[digest] = vector
+    fresh = await _embed(
+        [d for d in wanted if d not in cached],
+        texts,
+        embedder=embedder,
+        cache=cache,
+        report=report,
+    )
+    sizes = (
+        [v.size for v in fresh.values()]
+        or ([size] if size else [])
+        or [v.size for v in cached.values()]
+    )
+    if sizes:
+        size = max(set(sizes), key=sizes.count)
+    stale = [d for d, v in cached.items() if v.size != size]
+    if stale:
+        log.warning("%d cached vectors of another size than %s: embedded again", len(stale), size)
+        fresh |= await _embed(stale, texts, embedder=embedder, cache=cache, report=report)
+    report.cached = len(cached) - len(stale)
+    known |= {d: v for d, v in cached.items() if v.size == size} | fresh
     if not chunks:
         return np.zeros((0, 1), dtype=np.float32)
-    dimensions = {known[c.digest].shape for c in chunks}
-    if len(dimensions) != 1:
-        raise ToolError(f"the embeddings model answered vectors of several sizes: {dimensions}")
+    if len({known[c.digest].size for c in chunks}) != 1:
+        raise ToolError("the embeddings model answered vectors of several sizes")
     matrix = np.stack([known[c.digest] for c in chunks]).astype(np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
@@ -259,10 +333,17 @@ class DocumentsKnowledge:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._first = asyncio.Event()
-        self.error: str | None = None
+        self.feed_error: str | None = None
+        """Why the documents cannot be read (cleared when they can again)."""
+        self.build_error: str | None = None
+        """Why the last build failed (cleared by the next that succeeds)."""
         self.missing: list[str] = []
         self.last_report = BuildReport()
         self.builds = 0
+
+    @property
+    def error(self) -> str | None:
+        return self.feed_error or self.build_error
 
     async def start(self, wait: float = FIRST_INDEX_WAIT) -> DocumentsKnowledge:
         """Follow the documents; wait (at most ``wait`` s) for the first attempt at an index.
@@ -272,8 +353,12 @@ class DocumentsKnowledge:
             asyncio.create_task(self._follow(), name=f"documents:{self._spec.config_map}"),
             asyncio.create_task(self._build_loop(), name=f"index:{self._spec.config_map}"),
         ]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first.wait(), wait)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first.wait(), wait)
+        except BaseException:  # cancelled while assembling: nothing may keep running
+            await self.aclose()
+            raise
         return self
 
     async def aclose(self) -> None:
@@ -285,15 +370,43 @@ class DocumentsKnowledge:
                 await task
 
     async def _follow(self) -> None:
-        async for update in self._feed.watch(self._stop):
-            if isinstance(update, Exception):
-                self.error = str(update)
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                async for update in self._feed.watch(self._stop):
+                    self._take(update)
+                    backoff = 1.0
+                return
+            except Exception as e:  # a feed that breaks is followed again, not abandoned
+                self.feed_error = f"cannot follow {self._feed.location}: {e}"
+                log.warning("documents: %s", self.feed_error, exc_info=True)
                 self._first.set()
-                continue
-            wanted = self._spec.keys
-            self.missing = [k for k in wanted if k not in update]
-            self._latest = {k: v for k, v in update.items() if not wanted or k in wanted}
-            self._changed.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), backoff)
+                backoff = min(backoff * 2, RETRY_CAP)
+
+    def _take(self, update: Mapping[str, str] | Exception) -> None:
+        if isinstance(update, DocumentsGoneError):
+            # deleted: what was removed is no longer quoted
+            self.feed_error, self.index, self._latest = str(update), None, None
+            self._first.set()
+            return
+        if isinstance(update, Exception):  # unreadable for now: the last index serves
+            self.feed_error = str(update)
+            self._first.set()
+            return
+        wanted = self._spec.keys
+        self.missing = [k for k in wanted if k not in update]
+        latest = {k: v for k, v in update.items() if not wanted or k in wanted}
+        if wanted and not latest:
+            self.feed_error = f"{self._feed.location} has none of the keys {list(wanted)}"
+            self._first.set()
+            return
+        self.feed_error = None
+        if latest == self._latest and (self.index is not None or self.build_error):
+            return  # the same documents again (a watch re-listed): nothing to rebuild
+        self._latest = latest
+        self._changed.set()
 
     async def _build_loop(self) -> None:
         backoff = 1.0
@@ -313,9 +426,15 @@ class DocumentsKnowledge:
                     cache=self._cache,
                     report=report,
                 )
-            except ToolError as e:
-                self.error = f"indexing failed, the last good index serves: {e}"
-                log.warning("documents %s: %s", self._feed.location, self.error)
+            except Exception as e:  # an endpoint's nonsense as much as its outage
+                serving = "the last good index serves" if self.index else "no index yet"
+                self.build_error = f"indexing failed, {serving}: {e}"
+                log.warning(
+                    "documents %s: %s",
+                    self._feed.location,
+                    self.build_error,
+                    exc_info=not isinstance(e, ToolError),
+                )
                 self._first.set()
                 # retry the same documents, unless newer ones arrive first
                 with contextlib.suppress(TimeoutError):
@@ -323,7 +442,9 @@ class DocumentsKnowledge:
                 backoff = min(backoff * 2, RETRY_CAP)
                 self._changed.set()
                 continue
-            self.index, self.error, self.last_report = index, None, report
+            if self._latest is None:  # deleted while this was built
+                continue
+            self.index, self.build_error, self.last_report = index, None, report
             self.builds += 1
             backoff = 1.0
             self._first.set()
@@ -340,16 +461,25 @@ class DocumentsKnowledge:
         index = self.index
         if index is None:
             raise ToolError(
-                f"the documents of {self._feed.location} are not indexed yet"
-                + (f": {self.error}" if self.error else "")
+                f"the documents of {self._feed.location} are not indexed"
+                + (f": {self.error}" if self.error else " yet")
             )
         vector = None
         if index.vectors is not None and self._embedder is not None:
             try:
-                vector = (await self._embedder.embed([query]))[0]
-            except ToolError as e:  # the words still find passages
-                log.warning("documents %s: query not embedded (%s): BM25 alone", self._feed, e)
-        return index.search(query, top_k, vector)
+                rows = await asyncio.wait_for(self._embedder.embed([query]), QUERY_EMBED_SECONDS)
+                vector = _usable(rows[0])
+                if vector is None:
+                    raise ToolError("an unusable vector (empty, not numbers or not finite)")
+            except Exception as e:  # the words still find passages
+                log.warning(
+                    "documents %s: question not embedded (%s): BM25 alone", self._feed.location, e
+                )
+        try:
+            return index.search(query, top_k, vector)
+        except ToolError as e:  # a query vector of another size: the model changed
+            log.warning("documents %s: %s: BM25 alone", self._feed.location, e)
+            return index.search(query, top_k, None)
 
     def status(self) -> dict[str, Any]:
         index = self.index

@@ -18,6 +18,7 @@ Messages are the engine's own, stable and safe to show a caller: never the upstr
 (it may echo credentials) nor an internal URL. The upstream's text is logged, redacted.
     ├── ToolError             one tool call failed: told to the model, never a crash
     ├── ConfigError           a config update is invalid: reject it, keep the last good one
+    │   └── DocumentsGoneError    a documents source's ConfigMap (folder) was deleted
     ├── NotReadyError         no config loaded yet, or draining: answer 503
     ├── RateLimitedError      the consumer's budget is spent: 429 + Retry-After + x-ratelimit-*
     ├── LimiterUnavailableError  the shared budgets cannot be read: answer 503 (fail closed)
@@ -96,6 +97,11 @@ class ToolError(AgentspecError):
 
 class ConfigError(AgentspecError):
     """A config (or config update) cannot be loaded; the last good one keeps serving."""
+
+
+class DocumentsGoneError(ConfigError):
+    """The documents a knowledge source follows were deleted: their index is dropped (what
+    was removed is no longer quoted)."""
 
 
 class NotReadyError(AgentspecError):

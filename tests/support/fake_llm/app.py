@@ -354,6 +354,8 @@ class FakeLLMApp:
         self._released = asyncio.Event()
         self._released.set()
         self._closing = asyncio.Event()
+        self.embeddings_failing: int | None = None
+        """An HTTP status every embeddings request gets (the endpoint "down"), or None."""
 
     def hold(self) -> None:
         """Record requests but answer none until :meth:`release`."""
@@ -428,6 +430,11 @@ class FakeLLMApp:
             model = str(request["model"])
         except (ValueError, KeyError, TypeError) as e:
             await _send_json(send, 400, _error_body(_not_found(f"bad embeddings body: {e}")))
+            return
+        if self.embeddings_failing is not None:
+            status = self.embeddings_failing
+            error = HttpError(status=status, message="embeddings unavailable", type="server_error")
+            await _send_json(send, status, _error_body(error))
             return
         self.state.embedded(texts)
         data = [

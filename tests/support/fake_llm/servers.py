@@ -228,6 +228,15 @@ class FakeLLM(Managed):
     def release(self) -> None:
         self._on_loop(FakeLLMApp.release)
 
+    def fail_embeddings(self, status: int | None = 503) -> None:
+        """Answer every embeddings request with HTTP ``status`` (the endpoint down; not
+        recorded in ``embedded``); None: answer them again."""
+
+        def failing(app: FakeLLMApp) -> None:
+            app.embeddings_failing = status
+
+        self._on_loop(failing)
+
     @property
     def pending(self) -> int:
         """Scripted steps not yet used."""
