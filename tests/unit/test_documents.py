@@ -275,7 +275,7 @@ async def test_nonsense_from_the_endpoint_keeps_the_last_index_and_is_retried(
         await asyncio.to_thread(
             wait_until, lambda: knowledge.index is None, timeout=10, what="the index dropped"
         )
-        assert knowledge.error == f"{folder} was deleted"
+        assert str(knowledge.error) == f"{folder} was deleted"
         with pytest.raises(ToolError, match=r"are not indexed: .* was deleted"):
             await knowledge.search("telework", 1)
     finally:
