@@ -18,12 +18,12 @@ upgrade=()
 common=(--universal --python-version 3.11 --generate-hashes --quiet
         --custom-compile-command "scripts/lock.sh")
 "$UV" pip compile pyproject.toml "${common[@]}" "${upgrade[@]}" \
-  --extra dev --extra operator --extra runtime -o requirements/dev.txt
+  --extra dev --extra operator --extra runtime --extra studio -o requirements/dev.txt
 # The build backend the images use to build the project's wheel (pyproject's build-system).
 python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))' |
   "$UV" pip compile - "${common[@]}" "${upgrade[@]}" -o requirements/build.txt
-for extra in runtime operator; do
+for extra in runtime operator studio; do
   "$UV" pip compile pyproject.toml "${common[@]}" \
     --extra "$extra" -c requirements/dev.txt -o "requirements/$extra.txt"
 done
-echo "locked: requirements/{dev,runtime,operator,build}.txt" >&2
+echo "locked: requirements/{dev,runtime,operator,studio,build}.txt" >&2

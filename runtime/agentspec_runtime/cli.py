@@ -63,6 +63,7 @@ DELEGATED = {
     "runtime": ("agentspec_runtime.server", "run one agent: the execution engine"),
     "up": ("agentspec_runtime.up", "run specs locally, one process per agent, hot-reloading"),
     "chat": ("agentspec_runtime.chat", "talk to a running agent from the terminal (streaming)"),
+    "studio": ("agentspec_studio.main", "the Agent Studio web UI (needs the [studio] extra)"),
 }
 
 

@@ -1,4 +1,5 @@
-"""Each extra is complete on its own: ``[runtime]`` and ``[operator]`` in fresh venvs.
+"""Each extra is complete on its own: ``[runtime]``, ``[operator]`` and ``[studio]`` in
+fresh venvs.
 
 The first release shipped a runtime extra without aiohttp; the tests passed because the dev
 venv had every extra. Here each extra is installed alone, the way a user would
@@ -8,7 +9,8 @@ started.
 In: ``uv venv`` + ``uv pip install '.[<extra>]' --constraint requirements/<extra>.txt``; the
 fake LLM; a private control plane for the operator. Asserted: the runtime venv holds no
 operator package (kopf) and serves ``/readyz`` and a chat answer; the operator venv holds no
-runtime package (openai) and reconciles an AgentSpec into its children.
+runtime package (openai) and reconciles an AgentSpec into its children; the studio venv holds
+neither and answers its API from the real apiserver.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tests.support.fake_llm import FakeLLM, Turn
 from tests.support.operator_proc import OperatorProcess
 from tests.support.operator_testkit import agent_doc, eventually, prompt_doc
 from tests.support.runtime_proc import RuntimeProcess
+from tests.support.studio_proc import StudioProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,3 +123,22 @@ def test_the_operator_extra_alone_reconciles_an_agent(tmp_path: Path) -> None:
             )
         finally:
             operator.stop()
+
+
+@pytest.mark.timeout(600)
+def test_the_studio_extra_alone_serves_its_api(tmp_path: Path, control_plane: ControlPlane) -> None:
+    bin_dir = venv_with("studio", tmp_path / "venv")
+    assert not importable(bin_dir, "openai")
+    assert not importable(bin_dir, "kopf")
+    with StudioProcess(
+        kubeconfig=control_plane.kubeconfig, command=(str(bin_dir / "agentspec"),)
+    ) as studio:
+        # a fresh apiserver answers 429 "storage is (re)initializing" for a moment
+        eventually(
+            lambda: httpx.get(f"{studio.base_url}/api/health", timeout=10).status_code == 200,
+            timeout=30,
+            what="the studio to reach the apiserver",
+        )
+        agents = httpx.get(f"{studio.base_url}/api/namespaces/default/agents", timeout=10)
+        assert agents.status_code == 200, agents.text
+        assert agents.json() == {"items": []}

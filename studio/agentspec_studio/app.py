@@ -1,0 +1,296 @@
+"""The Studio's HTTP API (JSON under ``/api``), live updates as server-sent events, and the
+built UI's static files.
+
+Every write is the user's own (their kubeconfig): a spec is saved by a server-side dry run
+first (``POST .../dry-run``: the diff, the server's verdict with each field's message, the
+fields other managers own, and whether Argo CD manages the object), then applied under the
+field manager ``agentspec-studio`` (``POST .../apply``): fields other managers own (``kubectl
+apply``, a controller) are taken over only with ``takeOwnership`` (the user confirmed the
+diff), else 409 listing them; an object Argo CD manages is not applied (409 with the YAML to
+commit instead) unless the request says ``force``. Prompt changes are updates at
+the object's resourceVersion (a concurrent change answers 409).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from . import views
+from .cluster import UNREACHABLE, Cluster, KubeApiError
+from .views import EditError, Json
+
+STATIC = Path(__file__).parent / "static"
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _json(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status)
+
+
+def _guarded(handler: Handler) -> Handler:
+    """Problems as JSON: the API's own status and causes, an edit's reason, or 503 when the
+    cluster cannot be reached (the page says so)."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except KubeApiError as e:
+            return _json(e.to_json(), e.status)
+        except EditError as e:
+            return _json({"status": e.status, "message": str(e), "causes": []}, e.status)
+        except UNREACHABLE as e:
+            message = f"the cluster cannot be reached: {e}"
+            return _json({"status": 503, "message": message, "causes": []}, 503)
+
+    return run
+
+
+async def _body(request: Request) -> Json:
+    try:
+        value = json.loads(await request.body() or b"{}")
+    except ValueError as e:
+        raise EditError(f"the body is not JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise EditError("the body must be a JSON object")
+    return value
+
+
+class _Api:
+    """The handlers, over one cluster connection."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    async def health(self, _: Request) -> Response:
+        try:
+            await self.cluster.check()
+        except KubeApiError as e:
+            return _json({"cluster": {"ok": False, "error": e.message}}, 503)
+        except UNREACHABLE as e:
+            return _json({"cluster": {"ok": False, "error": f"unreachable: {e}"}}, 503)
+        return _json({"cluster": {"ok": True}, "namespace": self.cluster.namespace})
+
+    async def agents(self, request: Request) -> Response:
+        ns = request.path_params["ns"]
+        prompts = {
+            p["metadata"]["name"]: p for p in await self.cluster.list_of("PromptTemplate", ns)
+        }
+        rows = [
+            views.agent_summary(a, prompts) for a in await self.cluster.list_of("AgentSpec", ns)
+        ]
+        return _json({"items": rows})
+
+    async def agent(self, request: Request) -> Response:
+        ns, name = request.path_params["ns"], request.path_params["name"]
+        obj = await self.cluster.get("AgentSpec", ns, name)
+        if obj is None:
+            raise KubeApiError(404, f"AgentSpec {ns}/{name} not found")
+        prompts = {
+            p["metadata"]["name"]: p for p in await self.cluster.list_of("PromptTemplate", ns)
+        }
+        return _json(
+            {
+                "summary": views.agent_summary(obj, prompts),
+                "object": obj,
+                "yaml": views.as_yaml(views.clean(obj)),
+                "conditions": (obj.get("status") or {}).get("conditions") or [],
+                "events": await self.cluster.events(ns, "AgentSpec", name),
+                "children": await self.cluster.children(ns, obj["metadata"]["uid"]),
+                "agentCard": (obj.get("status") or {}).get("agentCard"),
+            }
+        )
+
+    async def schema(self, request: Request) -> Response:
+        return _json(await self.cluster.schema(request.path_params["kind"]))
+
+    async def dry_run(self, request: Request) -> Response:
+        ns = request.path_params["ns"]
+        obj = views.parse_one((await _body(request)).get("yaml", ""))
+        live = await self.cluster.get(obj["kind"], ns, obj["metadata"]["name"])
+        conflicts: list[Json] = []
+        try:
+            after = await self.cluster.apply(obj, ns, dry_run=True)
+        except KubeApiError as e:
+            conflicts = _conflicts(e)
+            if not conflicts:
+                raise
+            # the result if the user takes those fields over (they confirm on apply)
+            after = await self.cluster.apply(obj, ns, dry_run=True, force=True)
+        return _json(
+            {
+                "diff": views.diff(live, after, name=obj["metadata"]["name"]),
+                "created": live is None,
+                "argoManaged": views.argo_managed(live) if live else None,
+                "conflicts": conflicts,
+                "object": after,
+            }
+        )
+
+    async def apply(self, request: Request) -> Response:
+        ns = request.path_params["ns"]
+        body = await _body(request)
+        obj = views.parse_one(body.get("yaml", ""))
+        live = await self.cluster.get(obj["kind"], ns, obj["metadata"]["name"])
+        app_name = views.argo_managed(live) if live else None
+        if app_name and not body.get("force"):
+            return _json(
+                {
+                    "status": 409,
+                    "message": f"Argo CD application {app_name!r} manages this object: commit "
+                    "the YAML to its Git source instead (the next sync would undo the change)",
+                    "argoManaged": app_name,
+                    "yaml": views.as_yaml(views.clean(obj)),
+                    "causes": [],
+                },
+                409,
+            )
+        try:
+            done = await self.cluster.apply(
+                obj, ns, dry_run=False, force=bool(body.get("takeOwnership"))
+            )
+        except KubeApiError as e:
+            conflicts = _conflicts(e)
+            if not conflicts:
+                raise
+            fields = ", ".join(c["field"] for c in conflicts)
+            return _json(
+                {
+                    "status": 409,
+                    "message": f"other field managers own {fields}: confirm to take them over "
+                    "(takeOwnership)",
+                    "conflicts": conflicts,
+                    "causes": e.causes,
+                },
+                409,
+            )
+        return _json({"object": done})
+
+    async def prompts(self, request: Request) -> Response:
+        ns = request.path_params["ns"]
+        items = [
+            {
+                "name": p["metadata"]["name"],
+                "versions": (p.get("spec") or {}).get("versions") or [],
+                "release": (p.get("spec") or {}).get("release"),
+                "labels": (p.get("spec") or {}).get("labels") or {},
+                "serving": views.prompt_serving(p),
+                "status": p.get("status") or {},
+                "argoManaged": views.argo_managed(p),
+            }
+            for p in await self.cluster.list_of("PromptTemplate", ns)
+        ]
+        return _json({"items": items})
+
+    async def _template(self, request: Request) -> Json:
+        ns, name = request.path_params["ns"], request.path_params["name"]
+        template = await self.cluster.get("PromptTemplate", ns, name)
+        if template is None:
+            raise KubeApiError(404, f"PromptTemplate {ns}/{name} not found")
+        return template
+
+    async def version_diff(self, request: Request) -> Response:
+        template = await self._template(request)
+        old, new = request.query_params.get("from", ""), request.query_params.get("to", "")
+        return _json({"diff": views.version_diff(template, old, new)})
+
+    def prompt_edit(self, edit: Callable[[Json, Json], Json]) -> Handler:
+        async def run(request: Request) -> Response:
+            template = await self._template(request)
+            changed = edit(template, await _body(request))
+            done = await self.cluster.replace(changed, request.path_params["ns"])
+            return _json({"object": done, "serving": views.prompt_serving(done)})
+
+        return run
+
+    async def mcp_servers(self, request: Request) -> Response:
+        items = await self.cluster.list_of("McpServer", request.path_params["ns"])
+        return _json({"items": [views.mcp_summary(s) for s in items]})
+
+    async def topology(self, request: Request) -> Response:
+        ns = request.path_params["ns"]
+        return _json(
+            views.topology(
+                await self.cluster.list_of("AgentSpec", ns),
+                await self.cluster.list_of("McpServer", ns),
+            )
+        )
+
+    async def live(self, request: Request) -> Response:
+        ns = request.path_params["ns"]
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield b": connected\n\n"
+            async for change in self.cluster.watch(ns):
+                yield f"event: change\ndata: {json.dumps(change)}\n\n".encode()
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+def build_app(cluster: Cluster) -> Starlette:
+    api = _Api(cluster)
+    base = "/api/namespaces/{ns}"
+    routes: list[Any] = [
+        Route("/api/health", api.health),
+        Route(f"{base}/agents", _guarded(api.agents)),
+        Route(f"{base}/agents/{{name}}", _guarded(api.agent)),
+        Route("/api/schema/{kind}", _guarded(api.schema)),
+        Route(f"{base}/dry-run", _guarded(api.dry_run), methods=["POST"]),
+        Route(f"{base}/apply", _guarded(api.apply), methods=["POST"]),
+        Route(f"{base}/prompts", _guarded(api.prompts)),
+        Route(f"{base}/prompts/{{name}}/diff", _guarded(api.version_diff)),
+        Route(
+            f"{base}/prompts/{{name}}/versions",
+            _guarded(api.prompt_edit(views.add_version)),
+            methods=["POST"],
+        ),
+        Route(
+            f"{base}/prompts/{{name}}/canary",
+            _guarded(
+                api.prompt_edit(lambda t, b: views.set_canary(t, str(b.get("version")), _int(b)))
+            ),
+            methods=["POST"],
+        ),
+        Route(
+            f"{base}/prompts/{{name}}/promote",
+            _guarded(api.prompt_edit(lambda t, _b: views.promote(t))),
+            methods=["POST"],
+        ),
+        Route(
+            f"{base}/prompts/{{name}}/rollback",
+            _guarded(api.prompt_edit(lambda t, _b: views.rollback(t))),
+            methods=["POST"],
+        ),
+        Route(f"{base}/mcpservers", _guarded(api.mcp_servers)),
+        Route(f"{base}/topology", _guarded(api.topology)),
+        Route(f"{base}/live", api.live),
+    ]
+    if STATIC.is_dir():
+        routes.append(Mount("/", StaticFiles(directory=STATIC, html=True)))
+    return Starlette(routes=routes)
+
+
+def _conflicts(error: KubeApiError) -> list[Json]:
+    """The fields another manager owns, from a server-side apply's 409."""
+    if error.status != 409:
+        return []
+    return [
+        {"field": c["field"], "owner": c["message"]}
+        for c in error.causes
+        if c.get("reason") == "FieldManagerConflict"
+    ]
+
+
+def _int(body: Json) -> int:
+    weight = body.get("weight")
+    if not isinstance(weight, int) or isinstance(weight, bool):
+        raise EditError("weight must be a whole number, 0-100")
+    return weight

@@ -1,0 +1,296 @@
+"""What the Studio's pages show and the edits they make, as plain functions of objects.
+
+Objects are the Kubernetes API's JSON (dicts). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+Json = dict[str, Any]
+
+FIELD_MANAGER = "agentspec-studio"
+"""The field manager of every write the Studio makes (server-side apply and updates)."""
+ARGO_TRACKING_LABEL = "app.kubernetes.io/instance"
+ARGO_TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
+PREVIOUS_STABLE = "studio.agentspec.io/previous-stable"
+"""Annotation on a PromptTemplate: the stable version before the last promotion (rollback)."""
+_NOISE = ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation")
+
+
+class EditError(ValueError):
+    """An edit that cannot be made; the message says why (HTTP 409 or 422)."""
+
+    def __init__(self, message: str, *, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def argo_managed(obj: Mapping[str, Any]) -> str | None:
+    """The Argo CD application that tracks ``obj`` (its tracking annotation, else its
+    instance label when Argo CD set it), or None."""
+    meta = obj.get("metadata") or {}
+    tracking = (meta.get("annotations") or {}).get(ARGO_TRACKING_ANNOTATION)
+    if tracking:
+        return str(tracking).split(":", 1)[0]
+    labels = meta.get("labels") or {}
+    if ARGO_TRACKING_LABEL in labels and "argocd.argoproj.io/instance" not in labels:
+        managers = {m.get("manager", "") for m in meta.get("managedFields") or []}
+        if any("argocd" in m for m in managers):
+            return str(labels[ARGO_TRACKING_LABEL])
+    return None
+
+
+def condition(obj: Mapping[str, Any], kind: str) -> Json | None:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind:
+            return dict(c)
+    return None
+
+
+def agent_summary(agent: Mapping[str, Any], prompts: Mapping[str, Mapping[str, Any]]) -> Json:
+    """One row of the agents page."""
+    spec = agent.get("spec") or {}
+    status = agent.get("status") or {}
+    ready = condition(agent, "Ready") or {}
+    stalled = condition(agent, "Stalled") or {}
+    ref = spec.get("promptRef") or {}
+    template = prompts.get(ref.get("name", "")) if ref else None
+    serving: list[Json] = []
+    if spec.get("prompt"):
+        serving = [{"version": "inline", "weight": 100}]
+    elif template is not None:
+        serving = prompt_serving(template, pinned=ref.get("version"), label=ref.get("label"))
+    return {
+        "name": agent["metadata"]["name"],
+        "namespace": agent["metadata"].get("namespace"),
+        "ready": ready.get("status") == "True",
+        "reason": (stalled.get("reason") if stalled.get("status") == "True" else None)
+        or ready.get("reason"),
+        "message": stalled.get("message")
+        if stalled.get("status") == "True"
+        else ready.get("message"),
+        "model": (spec.get("model") or {}).get("model"),
+        "prompt": ref.get("name") if ref else None,
+        "promptVersions": serving,
+        "replicas": status.get("replicas"),
+        "readyReplicas": status.get("readyReplicas"),
+        "partners": [p["name"] for p in spec.get("partners") or []],
+        "mcpServers": [m["name"] for m in spec.get("mcpServers") or []],
+        "knowledge": [k["name"] for k in spec.get("knowledge") or []],
+        "argoManaged": argo_managed(agent),
+    }
+
+
+def prompt_serving(
+    template: Mapping[str, Any], *, pinned: str | None = None, label: str | None = None
+) -> list[Json]:
+    """The versions a template serves and their weights (a pin or label serves one)."""
+    spec = template.get("spec") or {}
+    if pinned:
+        return [{"version": pinned, "weight": 100}]
+    if label:
+        version = (spec.get("labels") or {}).get(label)
+        return [{"version": version, "weight": 100}] if version else []
+    release = spec.get("release") or {}
+    canary = release.get("canary")
+    if canary and canary.get("weight"):
+        weight = int(canary["weight"])
+        return [
+            {"version": release.get("stable"), "weight": 100 - weight},
+            {"version": canary["version"], "weight": weight},
+        ]
+    return [{"version": release.get("stable"), "weight": 100}]
+
+
+def clean(obj: Mapping[str, Any]) -> Json:
+    """``obj`` without what the server writes (status, managed fields, versions)."""
+    out = copy.deepcopy(dict(obj))
+    out.pop("status", None)
+    meta = out.get("metadata") or {}
+    for key in _NOISE:
+        meta.pop(key, None)
+    return out
+
+
+def as_yaml(obj: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(obj), sort_keys=False, allow_unicode=True, width=100)
+
+
+def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any], *, name: str) -> str:
+    """A unified diff of the YAML the user sees (``before`` None: a new object)."""
+    old = as_yaml(clean(before)).splitlines(keepends=True) if before else []
+    new = as_yaml(clean(after)).splitlines(keepends=True)
+    return "".join(difflib.unified_diff(old, new, f"{name} (live)", f"{name} (after)"))
+
+
+def parse_one(text: str) -> Json:
+    """The one object a YAML (or JSON) text holds; ``EditError`` naming what is wrong."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        raise EditError(f"not valid YAML: {e}") from e
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        raise EditError("give exactly one object (a mapping with apiVersion, kind, metadata)")
+    obj: Json = docs[0]
+    for field in ("apiVersion", "kind"):
+        if not isinstance(obj.get(field), str):
+            raise EditError(f"{field} is missing")
+    if not isinstance((obj.get("metadata") or {}).get("name"), str):
+        raise EditError("metadata.name is missing")
+    return obj
+
+
+# -- the prompt center -----------------------------------------------------------------------
+
+
+def _versions(template: Mapping[str, Any]) -> list[Json]:
+    return list((template.get("spec") or {}).get("versions") or [])
+
+
+def _version_names(template: Mapping[str, Any]) -> list[str]:
+    return [str(v.get("version")) for v in _versions(template)]
+
+
+def _require(template: Mapping[str, Any], version: str) -> None:
+    if version not in _version_names(template):
+        raise EditError(
+            f"PromptTemplate {template['metadata']['name']!r} has no version {version!r}"
+        )
+
+
+def version_diff(template: Mapping[str, Any], old: str, new: str) -> str:
+    """A unified diff of two versions' templates."""
+    _require(template, old)
+    _require(template, new)
+    # each text ends its last line, so the diff's lines never run together
+    texts = {
+        str(v["version"]): str(v.get("template", "")).rstrip("\n") + "\n"
+        for v in _versions(template)
+    }
+    return "".join(
+        difflib.unified_diff(
+            texts[old].splitlines(keepends=True),
+            texts[new].splitlines(keepends=True),
+            f"{old}",
+            f"{new}",
+        )
+    )
+
+
+def add_version(template: Mapping[str, Any], version: Mapping[str, Any]) -> Json:
+    """``template`` with a new version appended: versions are immutable, so a name already
+    taken is refused (409), never overwritten."""
+    name = version.get("version")
+    if not isinstance(name, str) or not name:
+        raise EditError("the version needs a name (version)")
+    if not isinstance(version.get("template"), str) or not version["template"]:
+        raise EditError("the version needs a template")
+    if name in _version_names(template):
+        raise EditError(
+            f"version {name!r} exists and versions are immutable: give the new one another name",
+            status=409,
+        )
+    out = copy.deepcopy(dict(template))
+    allowed = {"version", "template", "variables", "description"}
+    out["spec"]["versions"] = [
+        *_versions(template),
+        {k: v for k, v in version.items() if k in allowed},
+    ]
+    return out
+
+
+def set_canary(template: Mapping[str, Any], version: str, weight: int) -> Json:
+    _require(template, version)
+    if not 0 <= weight <= 100:
+        raise EditError("the canary weight is a percentage, 0-100")
+    out = copy.deepcopy(dict(template))
+    release = out["spec"]["release"]
+    if version == release.get("stable"):
+        raise EditError(f"{version!r} is the stable version already: pick another as canary")
+    release["canary"] = {"version": version, "weight": weight}
+    return out
+
+
+def promote(template: Mapping[str, Any]) -> Json:
+    """The canary becomes stable (the stable before is kept for a rollback)."""
+    release = (template.get("spec") or {}).get("release") or {}
+    canary = release.get("canary")
+    if not canary:
+        raise EditError("there is no canary to promote", status=409)
+    out = copy.deepcopy(dict(template))
+    annotations = out["metadata"].setdefault("annotations", {})
+    annotations[PREVIOUS_STABLE] = release["stable"]
+    out["spec"]["release"] = {"stable": canary["version"]}
+    return out
+
+
+def rollback(template: Mapping[str, Any]) -> Json:
+    """Back to the stable version before the last promotion, canary dropped; without a
+    promotion on record, to the version listed before the stable one."""
+    spec = template.get("spec") or {}
+    stable = (spec.get("release") or {}).get("stable")
+    previous = ((template.get("metadata") or {}).get("annotations") or {}).get(PREVIOUS_STABLE)
+    names = _version_names(template)
+    if not previous or previous not in names or previous == stable:
+        at = names.index(stable) if stable in names else 0
+        if at == 0:
+            raise EditError("there is no earlier version to roll back to", status=409)
+        previous = names[at - 1]
+    out = copy.deepcopy(dict(template))
+    out["metadata"].setdefault("annotations", {}).pop(PREVIOUS_STABLE, None)
+    out["spec"]["release"] = {"stable": previous}
+    return out
+
+
+# -- registries and topology -----------------------------------------------------------------
+
+
+def mcp_summary(server: Mapping[str, Any]) -> Json:
+    status = server.get("status") or {}
+    ready = condition(server, "Ready") or {}
+    return {
+        "name": server["metadata"]["name"],
+        "url": (server.get("spec") or {}).get("url"),
+        "reachable": ready.get("status") == "True",
+        "reason": ready.get("reason"),
+        "message": ready.get("message"),
+        "tools": status.get("tools") or [],
+        "lastProbeTime": status.get("lastProbeTime"),
+    }
+
+
+def topology(agents: Iterable[Mapping[str, Any]], servers: Iterable[Mapping[str, Any]]) -> Json:
+    """Nodes (agents, MCP servers, knowledge sources) and edges (calls), with health."""
+    nodes: list[Json] = []
+    edges: list[Json] = []
+    server_health = {
+        s["metadata"]["name"]: (condition(s, "Ready") or {}).get("status") == "True"
+        for s in servers
+    }
+    for name, healthy in sorted(server_health.items()):
+        nodes.append({"id": f"mcp/{name}", "kind": "mcp", "name": name, "healthy": healthy})
+    for agent in agents:
+        name = agent["metadata"]["name"]
+        spec = agent.get("spec") or {}
+        ready = (condition(agent, "Ready") or {}).get("status") == "True"
+        nodes.append({"id": f"agent/{name}", "kind": "agent", "name": name, "healthy": ready})
+        for partner in spec.get("partners") or []:
+            target = partner["name"]
+            if partner.get("namespace"):
+                target = f"{partner['namespace']}/{target}"
+            edges.append({"from": f"agent/{name}", "to": f"agent/{target}", "kind": "partner"})
+        for server in spec.get("mcpServers") or []:
+            edges.append({"from": f"agent/{name}", "to": f"mcp/{server['name']}", "kind": "mcp"})
+        for source in spec.get("knowledge") or []:
+            node = f"knowledge/{name}/{source['name']}"
+            nodes.append(
+                {"id": node, "kind": "knowledge", "name": source["name"], "healthy": ready}
+            )
+            edges.append({"from": f"agent/{name}", "to": node, "kind": "knowledge"})
+    return {"nodes": nodes, "edges": edges}

@@ -1,0 +1,230 @@
+"""Agent Studio's API (issue 18, the backend) against the real kube-apiserver.
+
+In: ``agentspec studio`` as a process with a kubeconfig (the tests' admin one; a user with
+read-only RBAC for the refusal case), CRDs installed, objects applied with kubectl (no
+operator: statuses are the API's). Asserted: the agents page's rows; a save is a server-side
+dry run first (the diff, nothing changed) and then a server-side apply under the field
+manager ``agentspec-studio``; a CEL rule's message comes back as the field's cause; an
+object Argo CD tracks is not applied (409 with the YAML to commit) unless forced; the prompt
+center adds immutable versions, sets a canary, promotes and rolls back; the installed CRD's
+schema is served; an unreachable cluster answers 503 saying so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.control_plane import ControlPlane, NamespacedKubectl
+from tests.support.operator_testkit import agent_doc, get, prompt_doc
+from tests.support.studio_proc import StudioProcess
+
+Json = dict[str, Any]
+
+
+@pytest.fixture
+def studio(control_plane: ControlPlane) -> Iterator[StudioProcess]:
+    with StudioProcess(kubeconfig=control_plane.kubeconfig) as process:
+        yield process
+
+
+def api(studio: StudioProcess, method: str, path: str, body: Json | None = None) -> httpx.Response:
+    return httpx.request(method, f"{studio.base_url}{path}", json=body, timeout=20)
+
+
+def test_agents_are_listed_with_model_prompt_versions_and_partners(
+    studio: StudioProcess, kubectl: NamespacedKubectl, namespace: str
+) -> None:
+    kubectl.apply(prompt_doc("p", versions=("v1", "v2"), canary={"version": "v2", "weight": 20}))
+    kubectl.apply(agent_doc("router", partners=[{"name": "hr"}]))
+    kubectl.apply(agent_doc("hr", knowledge=[{"name": "kb", "documents": {"configMap": "kb"}}]))
+    response = api(studio, "GET", f"/api/namespaces/{namespace}/agents")
+    assert response.status_code == 200, response.text
+    rows = {row["name"]: row for row in response.json()["items"]}
+    assert set(rows) == {"router", "hr"}
+    router = rows["router"]
+    assert router["model"] == "gpt-4o-mini"
+    assert router["prompt"] == "p"
+    assert router["promptVersions"] == [
+        {"version": "v1", "weight": 80},
+        {"version": "v2", "weight": 20},
+    ]
+    assert router["partners"] == ["hr"]
+    assert router["ready"] is False  # no operator here: no Ready condition yet
+    assert rows["hr"]["knowledge"] == ["kb"]
+    detail = api(studio, "GET", f"/api/namespaces/{namespace}/agents/router").json()
+    assert yaml.safe_load(detail["yaml"])["spec"]["partners"] == [{"name": "hr"}]
+    assert detail["events"] == []
+    missing = api(studio, "GET", f"/api/namespaces/{namespace}/agents/nobody")
+    assert missing.status_code == 404
+    assert missing.json()["message"] == f"AgentSpec {namespace}/nobody not found"
+
+
+def test_a_save_is_a_dry_run_with_a_diff_then_a_server_side_apply(
+    studio: StudioProcess, kubectl: NamespacedKubectl, namespace: str
+) -> None:
+    kubectl.apply(prompt_doc("p"))
+    kubectl.apply(agent_doc("a"))
+    edited = agent_doc("a")
+    edited["spec"]["model"]["model"] = "gpt-4o"
+    text = yaml.safe_dump(edited)
+    dry = api(studio, "POST", f"/api/namespaces/{namespace}/dry-run", {"yaml": text})
+    assert dry.status_code == 200, dry.text
+    body = dry.json()
+    assert body["created"] is False
+    assert body["argoManaged"] is None
+    assert "-    model: gpt-4o-mini\n+    model: gpt-4o\n" in body["diff"]
+    # kubectl apply owns the field: the user is shown who, and must confirm taking it over
+    assert body["conflicts"] == [
+        {
+            "field": ".spec.model.model",
+            "owner": 'conflict with "kubectl-client-side-apply" using agentspec.io/v1alpha1',
+        }
+    ]
+    assert get(kubectl, "agentspec", "a")["spec"]["model"]["model"] == "gpt-4o-mini"
+    refused = api(studio, "POST", f"/api/namespaces/{namespace}/apply", {"yaml": text})
+    assert refused.status_code == 409
+    assert refused.json()["message"].startswith("other field managers own .spec.model.model")
+    assert get(kubectl, "agentspec", "a")["spec"]["model"]["model"] == "gpt-4o-mini"
+
+    applied = api(
+        studio, "POST", f"/api/namespaces/{namespace}/apply", {"yaml": text, "takeOwnership": True}
+    )
+    assert applied.status_code == 200, applied.text
+    live = json.loads(
+        kubectl("get", "agentspec", "a", "-o", "json", "--show-managed-fields").stdout
+    )
+    assert live["spec"]["model"]["model"] == "gpt-4o"
+    managers = {m["manager"] for m in live["metadata"]["managedFields"]}
+    assert "agentspec-studio" in managers
+
+    # a new object: the diff is the whole object
+    new = yaml.safe_dump(agent_doc("b"))
+    dry = api(studio, "POST", f"/api/namespaces/{namespace}/dry-run", {"yaml": new}).json()
+    assert dry["created"] is True
+    assert "+kind: AgentSpec\n" in dry["diff"]
+    assert kubectl("get", "agentspec", "b", check=False).returncode != 0
+
+
+def test_the_servers_refusal_names_the_field_and_its_rule(
+    studio: StudioProcess, namespace: str
+) -> None:
+    both = agent_doc("a", prompt="p")
+    both["spec"]["prompt"] = "You are inline."
+    response = api(
+        studio, "POST", f"/api/namespaces/{namespace}/dry-run", {"yaml": yaml.safe_dump(both)}
+    )
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert any(
+        "set exactly one of promptRef or prompt" in cause["message"] for cause in problem["causes"]
+    ), problem
+    bad = api(studio, "POST", f"/api/namespaces/{namespace}/dry-run", {"yaml": "a: [b"})
+    assert bad.status_code == 422
+    assert bad.json()["message"].startswith("not valid YAML")
+
+
+def test_an_object_argo_cd_manages_is_offered_as_yaml_to_commit(
+    studio: StudioProcess, kubectl: NamespacedKubectl, namespace: str
+) -> None:
+    kubectl.apply(prompt_doc("p"))
+    tracked = agent_doc("a")
+    tracked["metadata"]["annotations"] = {
+        "argocd.argoproj.io/tracking-id": "agents:agentspec.io/AgentSpec:ns/a"
+    }
+    kubectl.apply(tracked)
+    edited = json.loads(json.dumps(tracked))
+    edited["spec"]["maxIterations"] = 3
+    text = yaml.safe_dump(edited)
+    dry = api(studio, "POST", f"/api/namespaces/{namespace}/dry-run", {"yaml": text}).json()
+    assert dry["argoManaged"] == "agents"
+    refused = api(studio, "POST", f"/api/namespaces/{namespace}/apply", {"yaml": text})
+    assert refused.status_code == 409
+    assert refused.json()["argoManaged"] == "agents"
+    assert yaml.safe_load(refused.json()["yaml"])["spec"]["maxIterations"] == 3
+    assert get(kubectl, "agentspec", "a")["spec"]["maxIterations"] == 10  # the default
+    forced = api(
+        studio,
+        "POST",
+        f"/api/namespaces/{namespace}/apply",
+        {"yaml": text, "force": True, "takeOwnership": True},
+    )
+    assert forced.status_code == 200, forced.text
+    assert get(kubectl, "agentspec", "a")["spec"]["maxIterations"] == 3
+
+
+def test_the_prompt_center_versions_canary_promote_and_rollback(
+    studio: StudioProcess, kubectl: NamespacedKubectl, namespace: str
+) -> None:
+    kubectl.apply(prompt_doc("p"))
+    base = f"/api/namespaces/{namespace}/prompts/p"
+    added = api(studio, "POST", f"{base}/versions", {"version": "v2", "template": "Be brief."})
+    assert added.status_code == 200, added.text
+    again = api(studio, "POST", f"{base}/versions", {"version": "v2", "template": "Changed."})
+    assert again.status_code == 409
+    assert "versions are immutable" in again.json()["message"]
+    diff = api(studio, "GET", f"{base}/diff?from=v1&to=v2").json()["diff"]
+    assert "-You are helpful (v1).\n+Be brief.\n" in diff
+
+    canary = api(studio, "POST", f"{base}/canary", {"version": "v2", "weight": 20})
+    assert canary.status_code == 200, canary.text
+    assert canary.json()["serving"] == [
+        {"version": "v1", "weight": 80},
+        {"version": "v2", "weight": 20},
+    ]
+    assert get(kubectl, "prompttemplate", "p")["spec"]["release"]["canary"] == {
+        "version": "v2",
+        "weight": 20,
+    }
+    listed = api(studio, "GET", f"/api/namespaces/{namespace}/prompts").json()["items"]
+    assert [v["version"] for v in listed[0]["versions"]] == ["v1", "v2"]
+
+    promoted = api(studio, "POST", f"{base}/promote", {})
+    assert promoted.status_code == 200, promoted.text
+    assert get(kubectl, "prompttemplate", "p")["spec"]["release"] == {"stable": "v2"}
+    rolled = api(studio, "POST", f"{base}/rollback", {})
+    assert rolled.status_code == 200, rolled.text
+    assert get(kubectl, "prompttemplate", "p")["spec"]["release"] == {"stable": "v1"}
+    none = api(studio, "POST", f"{base}/rollback", {})
+    assert none.status_code == 409
+    assert none.json()["message"] == "there is no earlier version to roll back to"
+    bad = api(studio, "POST", f"{base}/canary", {"version": "v9", "weight": 20})
+    assert bad.status_code == 422
+    assert bad.json()["message"] == "PromptTemplate 'p' has no version 'v9'"
+
+
+def test_the_schema_is_the_installed_crds(studio: StudioProcess) -> None:
+    schema = api(studio, "GET", "/api/schema/AgentSpec").json()
+    spec = schema["properties"]["spec"]
+    assert spec["properties"]["model"]["properties"]["model"]["type"] == "string"
+    assert "description" in spec["properties"]["maxIterations"]
+    assert api(studio, "GET", "/api/schema/Pod").status_code == 404
+
+
+def test_an_unreachable_cluster_is_said_plainly(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    with StudioProcess(kubeconfig=kubeconfig) as studio:
+        health = api(studio, "GET", "/api/health")
+        assert health.status_code == 503
+        assert health.json()["cluster"]["ok"] is False
+        agents = api(studio, "GET", "/api/namespaces/default/agents")
+        assert agents.status_code == 503
+        assert agents.json()["message"].startswith("the cluster cannot be reached")
