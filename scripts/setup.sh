@@ -11,6 +11,8 @@
 #   - Prometheus and KEDA's operator and metrics server built from the Go module proxy
 #     (scripts/build-metrics-tools.sh, cached outside the repo; the autoscaling tests)
 #   - the pinned npm MCP server (scripts/install-npm-tools.sh, cached outside the repo)
+#   - Agent Studio's web UI, from npm with its lock file (scripts/build-studio-ui.sh; the
+#     browser tests drive Debian's chromium)
 #   - the runtime and operator images (scripts/build-images.sh, cached outside the repo)
 #
 # --python-only: only the virtualenv (what the local demo needs).
@@ -29,6 +31,7 @@ missing=()
 [[ $python_only == 1 ]] || command -v buildah >/dev/null || missing+=(buildah)
 [[ $python_only == 1 ]] || command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 [[ $python_only == 1 ]] || command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+[[ $python_only == 1 ]] || command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then
   sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
   log "installing Debian packages: ${missing[*]}"
@@ -62,6 +65,7 @@ if [[ $python_only == 0 ]]; then
   metrics_build=$!
   trap 'kill -- -"$metrics_build" 2>/dev/null || true' EXIT
   scripts/install-npm-tools.sh >/dev/null
+  scripts/build-studio-ui.sh
   scripts/build-images.sh >/dev/null
   wait "$metrics_build"
   trap - EXIT

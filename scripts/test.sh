@@ -25,7 +25,7 @@ PY
 echo "== gates: ruff, mypy --strict, import-linter, CRDs current"
 ruff check .
 ruff format --check .
-mypy runtime/agentspec_runtime operator/agentspec_operator tests bench
+mypy runtime/agentspec_runtime operator/agentspec_operator studio/agentspec_studio tests bench
 lint-imports
 agentspec crds --check
 

@@ -231,10 +231,16 @@ def promote(template: Mapping[str, Any]) -> Json:
 
 
 def rollback(template: Mapping[str, Any]) -> Json:
-    """Back to the stable version before the last promotion, canary dropped; without a
-    promotion on record, to the version listed before the stable one."""
+    """Roll back the last release step: a canary is dropped (all traffic to stable); without
+    one, stable goes back to the version before the last promotion, else to the version
+    listed before it."""
     spec = template.get("spec") or {}
-    stable = (spec.get("release") or {}).get("stable")
+    release = spec.get("release") or {}
+    stable = release.get("stable")
+    out = copy.deepcopy(dict(template))
+    if release.get("canary"):
+        out["spec"]["release"] = {"stable": stable}
+        return out
     previous = ((template.get("metadata") or {}).get("annotations") or {}).get(PREVIOUS_STABLE)
     names = _version_names(template)
     if not previous or previous not in names or previous == stable:
@@ -242,7 +248,6 @@ def rollback(template: Mapping[str, Any]) -> Json:
         if at == 0:
             raise EditError("there is no earlier version to roll back to", status=409)
         previous = names[at - 1]
-    out = copy.deepcopy(dict(template))
     out["metadata"].setdefault("annotations", {}).pop(PREVIOUS_STABLE, None)
     out["spec"]["release"] = {"stable": previous}
     return out

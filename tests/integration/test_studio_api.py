@@ -184,6 +184,10 @@ def test_the_prompt_center_versions_canary_promote_and_rollback(
     }
     listed = api(studio, "GET", f"/api/namespaces/{namespace}/prompts").json()["items"]
     assert [v["version"] for v in listed[0]["versions"]] == ["v1", "v2"]
+    # a rollback with a canary set drops the canary
+    dropped = api(studio, "POST", f"{base}/rollback", {})
+    assert dropped.json()["serving"] == [{"version": "v1", "weight": 100}]
+    api(studio, "POST", f"{base}/canary", {"version": "v2", "weight": 20})
 
     promoted = api(studio, "POST", f"{base}/promote", {})
     assert promoted.status_code == 200, promoted.text
