@@ -14,7 +14,9 @@ the object's resourceVersion (a concurrent change answers 409).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,11 @@ from starlette.staticfiles import StaticFiles
 
 from . import views
 from .cluster import UNREACHABLE, Cluster, KubeApiError
+from .usage import PrometheusError, Usage
 from .views import EditError, Json
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("agentspec.studio")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -42,14 +46,23 @@ def _guarded(handler: Handler) -> Handler:
 
     async def run(request: Request) -> Response:
         try:
+            for key in ("ns", "name"):
+                if key in request.path_params:
+                    views.check_name(request.path_params[key], key)
             return await handler(request)
         except KubeApiError as e:
             return _json(e.to_json(), e.status)
         except EditError as e:
             return _json({"status": e.status, "message": str(e), "causes": []}, e.status)
+        except PrometheusError as e:
+            return _json({"status": 503, "message": str(e), "causes": []}, 503)
         except UNREACHABLE as e:
             message = f"the cluster cannot be reached: {e}"
             return _json({"status": 503, "message": message, "causes": []}, 503)
+        except Exception as e:  # a bug or a surprise: said as JSON, logged with its trace
+            log.exception("%s %s", request.method, request.url.path)
+            message = f"the Studio failed: {type(e).__name__}: {e}"
+            return _json({"status": 500, "message": message, "causes": []}, 500)
 
     return run
 
@@ -67,8 +80,9 @@ async def _body(request: Request) -> Json:
 class _Api:
     """The handlers, over one cluster connection."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, usage: Usage) -> None:
         self.cluster = cluster
+        self.usage = usage
 
     async def health(self, _: Request) -> Response:
         try:
@@ -205,11 +219,58 @@ class _Api:
     def prompt_edit(self, edit: Callable[[Json, Json], Json]) -> Handler:
         async def run(request: Request) -> Response:
             template = await self._template(request)
-            changed = edit(template, await _body(request))
+            body = await _body(request)
+            app_name = views.argo_managed(template)
+            if app_name and not body.get("force"):
+                raise EditError(
+                    f"Argo CD application {app_name!r} manages this PromptTemplate: change it in "
+                    "Git (the next sync would undo this), or send force",
+                    status=409,
+                )
+            changed = edit(template, body)
             done = await self.cluster.replace(changed, request.path_params["ns"])
             return _json({"object": done, "serving": views.prompt_serving(done)})
 
         return run
+
+    async def usage_report(self, request: Request) -> Response:
+        ns = request.path_params["ns"]
+        return _json(await self.usage.report(ns, request.query_params.get("window", "1h")))
+
+    async def chat(self, request: Request) -> Response:
+        """The playground: one message to the agent's OpenAI-compatible API through the
+        apiserver's service proxy, in a conversation (``contextId``) and a trace of its own
+        (the trace id is sent as ``traceparent`` and returned)."""
+        ns, name = request.path_params["ns"], request.path_params["name"]
+        body = await _body(request)
+        message = body.get("message")
+        if not isinstance(message, str) or not message.strip():
+            raise EditError("message: the text to send")
+        context = body.get("contextId") or secrets.token_hex(8)
+        trace_id = secrets.token_hex(16)
+        headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+        payload = {
+            "model": name,
+            "messages": [{"role": "user", "content": message}],
+            "context_id": str(context),
+        }
+        status, answer = await self.cluster.proxy_post(
+            ns, name, "v1/chat/completions", payload, port=8080, headers=headers
+        )
+        if status != 200:
+            error = answer.get("error")
+            detail = error.get("message") if isinstance(error, dict) else answer.get("message")
+            raise KubeApiError(status, f"agent {name!r} answered HTTP {status}: {detail or answer}")
+        choice = (answer.get("choices") or [{}])[0]
+        return _json(
+            {
+                "answer": (choice.get("message") or {}).get("content"),
+                "usage": answer.get("usage"),
+                "agentspec": answer.get("agentspec"),
+                "traceId": trace_id,
+                "contextId": context,
+            }
+        )
 
     async def mcp_servers(self, request: Request) -> Response:
         items = await self.cluster.list_of("McpServer", request.path_params["ns"])
@@ -230,13 +291,61 @@ class _Api:
         async def stream() -> AsyncIterator[bytes]:
             yield b": connected\n\n"
             async for change in self.cluster.watch(ns):
-                yield f"event: change\ndata: {json.dumps(change)}\n\n".encode()
+                event = "problem" if change.get("type") == "ERROR" else "change"
+                yield f"event: {event}\ndata: {json.dumps(change)}\n\n".encode()
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
 
-def build_app(cluster: Cluster) -> Starlette:
-    api = _Api(cluster)
+class LocalOnly:
+    """Refuses what a hostile web page could send through the user's browser (the API acts
+    with the user's cluster credentials): a ``Host`` other than the Studio's own (DNS
+    rebinding), and any request but GET that is not JSON or comes from another ``Origin``
+    (cross-site request forgery: a page cannot send JSON cross-origin without a preflight,
+    which this server never answers)."""
+
+    def __init__(self, app: Any, *, hosts: set[str]) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            problem = self._problem(scope["method"], headers)
+            if problem is not None:
+                await _json({"status": 403, "message": problem, "causes": []}, 403)(
+                    scope, receive, send
+                )
+                return
+        await self.app(scope, receive, send)
+
+    def _problem(self, method: str, headers: dict[str, str]) -> str | None:
+        host = headers.get("host", "")
+        if host not in self.hosts:
+            return f"Host {host!r} is not this Studio's (allowed: {sorted(self.hosts)})"
+        if method in ("GET", "HEAD"):
+            return None
+        origin = headers.get("origin")
+        if origin is not None and origin.removeprefix("http://") not in self.hosts:
+            return f"requests from {origin!r} are refused (cross-site)"
+        if headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return "send JSON (content-type: application/json)"
+        return None
+
+
+def allowed_hosts(host: str, port: int, extra: Iterable[str] = ()) -> set[str]:
+    """The ``Host`` values the Studio answers: its own address, loopback names, and the
+    names a proxy in front of it uses (``--allow-host``)."""
+    names = {host, "127.0.0.1", "localhost", "[::1]"}
+    return {f"{n}:{port}" for n in names} | set(extra)
+
+
+def build_app(
+    cluster: Cluster, usage: Usage | None = None, *, hosts: set[str] | None = None
+) -> Any:
+    """The ASGI app; ``hosts``: the allowed ``Host`` values (None: no check, for tests that
+    call the app in process)."""
+    api = _Api(cluster, usage or Usage(None, {}))
     base = "/api/namespaces/{ns}"
     routes: list[Any] = [
         Route("/api/health", api.health),
@@ -269,13 +378,16 @@ def build_app(cluster: Cluster) -> Starlette:
             _guarded(api.prompt_edit(lambda t, _b: views.rollback(t))),
             methods=["POST"],
         ),
+        Route(f"{base}/usage", _guarded(api.usage_report)),
+        Route(f"{base}/agents/{{name}}/chat", _guarded(api.chat), methods=["POST"]),
         Route(f"{base}/mcpservers", _guarded(api.mcp_servers)),
         Route(f"{base}/topology", _guarded(api.topology)),
-        Route(f"{base}/live", api.live),
+        Route(f"{base}/live", _guarded(api.live)),
     ]
     if STATIC.is_dir():
         routes.append(Mount("/", StaticFiles(directory=STATIC, html=True)))
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    return app if hosts is None else LocalOnly(app, hosts=hosts)
 
 
 def _conflicts(error: KubeApiError) -> list[Json]:

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx2
 from lightkube import AsyncClient, KubeConfig
+from lightkube.config import client_adapter
+from lightkube.config.kubeconfig import SingleConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import (
     create_global_resource,
@@ -80,9 +82,13 @@ def _dict(obj: Any) -> Json:
 
 
 class Cluster:
-    def __init__(self, client: AsyncClient, *, namespace: str) -> None:
+    def __init__(
+        self, client: AsyncClient, *, namespace: str, config: SingleConfig | None = None
+    ) -> None:
         self.client = client
         self.namespace = namespace
+        self._config = config
+        self._http: httpx2.AsyncClient | None = None
         """The kubeconfig context's namespace: the one pages open on."""
 
     @classmethod
@@ -92,7 +98,7 @@ class Cluster:
         if single is None:
             raise ValueError(f"no context {context!r} in the kubeconfig")
         client = AsyncClient(single, field_manager=FIELD_MANAGER, timeout=httpx2.Timeout(15))
-        return cls(client, namespace=single.namespace or "default")
+        return cls(client, namespace=single.namespace or "default", config=single)
 
     def _kind(self, kind: str) -> Any:
         try:
@@ -118,12 +124,17 @@ class Cluster:
         raise AssertionError("unreachable")
 
     async def get(self, kind: str, namespace: str, name: str) -> Json | None:
-        try:
-            return _dict(await self.client.get(self._kind(kind), name, namespace=namespace))
-        except ApiError as e:
-            if e.status.code == 404:
-                return None
-            raise _problem(e) from e
+        resource = self._kind(kind)
+        for attempt in range(READ_RETRIES + 1):
+            try:
+                return _dict(await self.client.get(resource, name, namespace=namespace))
+            except ApiError as e:
+                if e.status.code == 404:
+                    return None
+                if e.status.code != 429 or attempt == READ_RETRIES:
+                    raise _problem(e) from e
+                await asyncio.sleep(1.0)
+        raise AssertionError("unreachable")
 
     async def apply(self, obj: Json, namespace: str, *, dry_run: bool, force: bool = False) -> Json:
         """Server-side apply under the Studio's field manager; fields another manager owns
@@ -191,15 +202,20 @@ class Cluster:
             crd = _dict(await self.client.get(CRD, f"{PLURALS[kind]}.{GROUP}"))
         except ApiError as e:
             raise _problem(e) from e
-        version = next(v for v in crd["spec"]["versions"] if v["name"] == VERSION)
+        version = next((v for v in crd["spec"]["versions"] if v["name"] == VERSION), None)
+        if version is None:
+            raise KubeApiError(404, f"the installed {kind} CRD does not serve {VERSION}")
         schema: Json = version["schema"]["openAPIV3Schema"]
         return schema
 
     async def watch(self, namespace: str) -> AsyncIterator[Json]:
-        """Every change to the agents, prompts and MCP servers of ``namespace``."""
+        """Every change to the agents, prompts and MCP servers of ``namespace``; a watch
+        this user may not make is said once (type ERROR) and not retried, another failure
+        is said and retried with backoff (1 s doubling to 30 s)."""
         queue: asyncio.Queue[Json] = asyncio.Queue(maxsize=1000)
 
         async def follow(kind: str) -> None:
+            backoff = 1.0
             while True:
                 try:
                     async for op, obj in self.client.watch(self._kind(kind), namespace=namespace):
@@ -207,9 +223,15 @@ class Cluster:
                         await queue.put(
                             {"kind": kind, "type": op, "name": meta.name if meta else None}
                         )
+                        backoff = 1.0
                 except ApiError as e:
                     await queue.put({"kind": kind, "type": "ERROR", "message": str(e)})
-                    await asyncio.sleep(2)
+                    if e.status.code in (401, 403, 404):
+                        return
+                except Exception as e:  # the cluster unreachable, credentials expired
+                    await queue.put({"kind": kind, "type": "ERROR", "message": str(e)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
 
         tasks = [asyncio.create_task(follow(kind)) for kind in KINDS]
         try:
@@ -219,5 +241,34 @@ class Cluster:
             for task in tasks:
                 task.cancel()
 
+    async def proxy_post(
+        self,
+        namespace: str,
+        service: str,
+        path: str,
+        body: Json,
+        *,
+        port: int,
+        headers: dict[str, str],
+    ) -> tuple[int, Json]:
+        """POST to a Service through the apiserver's service proxy (the user needs
+        ``services/proxy`` there): the Studio reaches an agent as the user may, from outside
+        the cluster."""
+        if self._config is None:
+            raise KubeApiError(501, "no kubeconfig to reach Services through")
+        if self._http is None:
+            self._http = client_adapter.AsyncClient(
+                self._config, client_adapter.ConnectionParams(timeout=httpx2.Timeout(180))
+            )
+        url = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
+        response = await self._http.post(url, json=body, headers=headers)
+        try:
+            data = response.json()
+        except ValueError:
+            data = {"message": response.text[:2000]}
+        return response.status_code, data if isinstance(data, dict) else {"value": data}
+
     async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
         await self.client.close()

@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 import uvicorn
+import yaml
 
-from .app import build_app
+from .app import allowed_hosts, build_app
 from .cluster import Cluster
+from .usage import Usage, load_prices
 
 
 def main(argv: list[str]) -> int:
@@ -22,14 +25,47 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--context", default=None, help="default: the current context")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8500)
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        help="another Host value to answer (the name a proxy in front of the Studio uses)",
+    )
+    parser.add_argument(
+        "--prometheus-url", default=None, help="the Prometheus that scrapes the agents (usage)"
+    )
+    parser.add_argument(
+        "--prices", type=Path, default=None, help="YAML: model -> {input, output} USD per 1M"
+    )
     args = parser.parse_args(argv)
+    try:
+        prices = load_prices(args.prices)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        print(f"agentspec studio: --prices: {e}", file=sys.stderr)
+        return 2
     try:
         cluster = Cluster.from_kubeconfig(args.kubeconfig, args.context)
     except Exception as e:  # no kubeconfig, a broken one: say so, do not trace back
         print(f"agentspec studio: cannot read the kubeconfig: {e}", file=sys.stderr)
         return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"agentspec studio: warning: listening on {args.host}: whoever reaches it acts with "
+            "your cluster credentials; put an authenticating proxy in front (docs/studio.md)",
+            file=sys.stderr,
+        )
+    app = build_app(
+        cluster,
+        Usage(args.prometheus_url, prices),
+        hosts=allowed_hosts(args.host, args.port, args.allow_host),
+    )
     config = uvicorn.Config(
-        build_app(cluster), host=args.host, port=args.port, log_level="warning", lifespan="off"
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=2,  # open live streams must not hold Ctrl-C
     )
     print(f"Agent Studio on http://{args.host}:{args.port} (namespace {cluster.namespace})")
     asyncio.run(uvicorn.Server(config).serve())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -18,6 +19,9 @@ FIELD_MANAGER = "agentspec-studio"
 """The field manager of every write the Studio makes (server-side apply and updates)."""
 ARGO_TRACKING_LABEL = "app.kubernetes.io/instance"
 ARGO_TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
+ARGO_INSTANCE_LABEL = "argocd.argoproj.io/instance"
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+"""A Kubernetes object or namespace name (DNS-1123): nothing else goes into an API path."""
 PREVIOUS_STABLE = "studio.agentspec.io/previous-stable"
 """Annotation on a PromptTemplate: the stable version before the last promotion (rollback)."""
 _NOISE = ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation")
@@ -39,7 +43,9 @@ def argo_managed(obj: Mapping[str, Any]) -> str | None:
     if tracking:
         return str(tracking).split(":", 1)[0]
     labels = meta.get("labels") or {}
-    if ARGO_TRACKING_LABEL in labels and "argocd.argoproj.io/instance" not in labels:
+    if ARGO_INSTANCE_LABEL in labels:  # Argo CD's recommended instanceLabelKey
+        return str(labels[ARGO_INSTANCE_LABEL])
+    if ARGO_TRACKING_LABEL in labels:  # the default key, shared with Helm: Argo CD wrote it?
         managers = {m.get("manager", "") for m in meta.get("managedFields") or []}
         if any("argocd" in m for m in managers):
             return str(labels[ARGO_TRACKING_LABEL])
@@ -141,9 +147,17 @@ def parse_one(text: str) -> Json:
     for field in ("apiVersion", "kind"):
         if not isinstance(obj.get(field), str):
             raise EditError(f"{field} is missing")
-    if not isinstance((obj.get("metadata") or {}).get("name"), str):
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
         raise EditError("metadata.name is missing")
+    check_name(meta["name"], "metadata.name")
     return obj
+
+
+def check_name(value: str, what: str) -> str:
+    if not NAME.match(value):
+        raise EditError(f"{what}: {value!r} is not a Kubernetes name (lower-case, digits, '-')")
+    return value
 
 
 # -- the prompt center -----------------------------------------------------------------------
@@ -285,9 +299,10 @@ def topology(agents: Iterable[Mapping[str, Any]], servers: Iterable[Mapping[str,
         spec = agent.get("spec") or {}
         ready = (condition(agent, "Ready") or {}).get("status") == "True"
         nodes.append({"id": f"agent/{name}", "kind": "agent", "name": name, "healthy": ready})
+        namespace = agent["metadata"].get("namespace")
         for partner in spec.get("partners") or []:
             target = partner["name"]
-            if partner.get("namespace"):
+            if partner.get("namespace") and partner["namespace"] != namespace:
                 target = f"{partner['namespace']}/{target}"
             edges.append({"from": f"agent/{name}", "to": f"agent/{target}", "kind": "partner"})
         for server in spec.get("mcpServers") or []:
@@ -298,4 +313,13 @@ def topology(agents: Iterable[Mapping[str, Any]], servers: Iterable[Mapping[str,
                 {"id": node, "kind": "knowledge", "name": source["name"], "healthy": ready}
             )
             edges.append({"from": f"agent/{name}", "to": node, "kind": "knowledge"})
+    # an edge to what is not here (another namespace, a missing server) gets a node saying so
+    known = {n["id"] for n in nodes}
+    for edge in edges:
+        if edge["to"] not in known:
+            kind, _, rest = edge["to"].partition("/")
+            nodes.append(
+                {"id": edge["to"], "kind": kind, "name": rest, "healthy": False, "missing": True}
+            )
+            known.add(edge["to"])
     return {"nodes": nodes, "edges": edges}

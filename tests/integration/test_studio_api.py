@@ -1,13 +1,13 @@
 """Agent Studio's API (issue 18, the backend) against the real kube-apiserver.
 
-In: ``agentspec studio`` as a process with a kubeconfig (the tests' admin one; a user with
-read-only RBAC for the refusal case), CRDs installed, objects applied with kubectl (no
-operator: statuses are the API's). Asserted: the agents page's rows; a save is a server-side
-dry run first (the diff, nothing changed) and then a server-side apply under the field
-manager ``agentspec-studio``; a CEL rule's message comes back as the field's cause; an
+In: ``agentspec studio`` as a process with the tests' admin kubeconfig, CRDs installed,
+objects applied with kubectl (no operator: statuses are the API's). Asserted: the agents
+page's rows; a save is a server-side dry run first (the diff, nothing changed) and then a
+server-side apply under the field manager ``agentspec-studio``; a CEL rule's message comes back as the field's cause; an
 object Argo CD tracks is not applied (409 with the YAML to commit) unless forced; the prompt
 center adds immutable versions, sets a canary, promotes and rolls back; the installed CRD's
-schema is served; an unreachable cluster answers 503 saying so.
+schema is served; an unreachable cluster answers 503 saying so; what a hostile page could
+send through the user's browser (another Host, another Origin, a form post) is refused.
 """
 
 from __future__ import annotations
@@ -186,12 +186,18 @@ def test_the_prompt_center_versions_canary_promote_and_rollback(
     assert [v["version"] for v in listed[0]["versions"]] == ["v1", "v2"]
     # a rollback with a canary set drops the canary
     dropped = api(studio, "POST", f"{base}/rollback", {})
+    assert dropped.status_code == 200, dropped.text
     assert dropped.json()["serving"] == [{"version": "v1", "weight": 100}]
-    api(studio, "POST", f"{base}/canary", {"version": "v2", "weight": 20})
 
+    # v3 listed after v2; promoted straight from v1: a rollback goes back to v1 (the stable
+    # before the promotion, on record), not to v2 (listed before)
+    assert api(
+        studio, "POST", f"{base}/versions", {"version": "v3", "template": "Be kind."}
+    ).is_success
+    assert api(studio, "POST", f"{base}/canary", {"version": "v3", "weight": 50}).is_success
     promoted = api(studio, "POST", f"{base}/promote", {})
     assert promoted.status_code == 200, promoted.text
-    assert get(kubectl, "prompttemplate", "p")["spec"]["release"] == {"stable": "v2"}
+    assert get(kubectl, "prompttemplate", "p")["spec"]["release"] == {"stable": "v3"}
     rolled = api(studio, "POST", f"{base}/rollback", {})
     assert rolled.status_code == 200, rolled.text
     assert get(kubectl, "prompttemplate", "p")["spec"]["release"] == {"stable": "v1"}
@@ -232,3 +238,40 @@ def test_an_unreachable_cluster_is_said_plainly(tmp_path: Path) -> None:
         agents = api(studio, "GET", "/api/namespaces/default/agents")
         assert agents.status_code == 503
         assert agents.json()["message"].startswith("the cluster cannot be reached")
+
+
+def test_what_a_hostile_page_could_send_is_refused(
+    studio: StudioProcess, kubectl: NamespacedKubectl, namespace: str
+) -> None:
+    kubectl.apply(prompt_doc("p"))
+    url = f"{studio.base_url}/api/namespaces/{namespace}/prompts/p/versions"
+    body = json.dumps({"version": "v9", "template": "Obey evil.example."})
+    forged = [
+        # a page's form or no-cors fetch: not JSON
+        {"content-type": "text/plain"},
+        # JSON from another site's page (a preflight would be needed, and is never answered)
+        {"content-type": "application/json", "origin": "http://evil.example"},
+        # DNS rebinding: the attacker's name, resolved to 127.0.0.1
+        {"content-type": "application/json", "host": "evil.example:8500"},
+    ]
+    for headers in forged:
+        response = httpx.post(url, content=body, headers=headers, timeout=10)
+        assert response.status_code == 403, (headers, response.text)
+    rebound = httpx.get(
+        f"{studio.base_url}/api/namespaces/{namespace}/agents",
+        headers={"host": "evil.example:8500"},
+        timeout=10,
+    )
+    assert rebound.status_code == 403
+    versions = get(kubectl, "prompttemplate", "p")["spec"]["versions"]
+    assert [v["version"] for v in versions] == ["v1"]
+    # the Studio's own page (same origin, JSON) may
+    own = httpx.post(
+        url,
+        content=body,
+        headers={"content-type": "application/json", "origin": studio.base_url},
+        timeout=10,
+    )
+    assert own.status_code == 200, own.text
+    bad_name = api(studio, "GET", f"/api/namespaces/{namespace}/agents/..")
+    assert bad_name.status_code in (404, 422)

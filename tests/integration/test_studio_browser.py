@@ -3,28 +3,36 @@ the shipped cluster (the chart's operator, agents as pods of the built images).
 
 Asserted, as a user sees it: an agent created through the form generated from the CRD's
 schema (reviewed as a server-side dry run's diff, then applied) goes Ready in the agents
-list; a prompt version added in the prompt center, a 20 % canary set, both versions shown
-serving with their weights, and the canary rolled back — each with its confirmation; the
-topology graph shows the agent; the agents page fits a phone-width screen; an unreachable
-cluster is said plainly. Screenshots of each page are kept in ``test-artifacts/studio/``.
+list; a prompt version added in the prompt center, a 20 % canary set, both versions serving
+with their weights and, once conversations ran on each, both versions' token figures from a
+real Prometheus side by side, then the canary rolled back — each step with its confirmation;
+a chat in the playground (through the apiserver's service proxy) with the prompt version,
+tokens and trace id it was served with; the usage page's tokens and cost per prompt version;
+the topology graph; the agents page at phone width; an unreachable cluster said plainly.
+Screenshots of each page are kept in ``test-artifacts/studio/``.
 
-Not covered yet (not built): the playground chat, traces, token cost.
+Not covered yet (not built): traces (Jaeger), partner hops in the playground.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import yaml
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from agentspec_runtime.engine.prompts import bucket
 from tests.support.cluster import ShippedCluster
 from tests.support.control_plane import NamespacedKubectl
 from tests.support.fake_llm import FakeLLM, echo
-from tests.support.operator_testkit import prompt_doc
+from tests.support.metrics_stack import Prometheus
+from tests.support.operator_testkit import eventually, prompt_doc
 from tests.support.studio_proc import StudioProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,15 +68,31 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def chat(studio: StudioProcess, ns: str, context: str) -> Any:
+    response = httpx.post(
+        f"{studio.base_url}/api/namespaces/{ns}/agents/helper/chat",
+        json={"message": "hello", "contextId": context},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def test_create_an_agent_release_a_prompt_canary_and_see_the_topology(
-    cluster: ShippedCluster, cluster_ns: NamespacedKubectl, page: Page
+    cluster: ShippedCluster, cluster_ns: NamespacedKubectl, page: Page, tmp_path: Path
 ) -> None:
     ns = cluster_ns.namespace
     cluster_ns.apply(prompt_doc("helper-prompt"))
-    # echo: the agent's model is never asked here; it answers if it were
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("gpt-4o-mini: {input: 0.15, output: 0.6}\n")
+    # echo: open-ended; the conversations below are counted by Prometheus, not scripted
     with (
         FakeLLM(responder=echo) as llm,
-        StudioProcess(kubeconfig=cluster.plane.kubeconfig) as studio,
+        Prometheus(cluster.plane) as prometheus,
+        StudioProcess(
+            kubeconfig=cluster.plane.kubeconfig,
+            args=("--prometheus-url", prometheus.url, "--prices", str(prices)),
+        ) as studio,
     ):
         page.goto(f"{studio.base_url}/#/{ns}/agents")
         expect(page.get_by_text("No agents here yet.")).to_be_visible()
@@ -93,7 +117,7 @@ def test_create_an_agent_release_a_prompt_canary_and_see_the_topology(
         # the agents page follows the cluster (server-sent events) until the agent is Ready
         page.goto(f"{studio.base_url}/#/{ns}/agents")
         row = page.locator('tr[data-agent="helper"]')
-        expect(row).to_contain_text("Ready", timeout=120_000)
+        expect(row.locator(".badge")).to_have_text("Ready", timeout=120_000)
         expect(row).to_contain_text("v1 100%")
         shot(page, "2-agents")
 
@@ -115,7 +139,29 @@ def test_create_an_agent_release_a_prompt_canary_and_see_the_topology(
         expect(card.get_by_label("Serving")).to_have_text("Serving: v1 80% · v2 20%")
         page.goto(f"{studio.base_url}/#/{ns}/agents")
         expect(page.locator('tr[data-agent="helper"]')).to_contain_text("v1 80%, v2 20%")
+
+        # conversations on both versions (their buckets decide: the runtime's own function)
+        canary_ctx = next(f"c{i}" for i in range(1000) if bucket(f"c{i}") < 20)
+        stable_ctx = next(f"s{i}" for i in range(1000) if bucket(f"s{i}") >= 20)
+        eventually(
+            lambda: chat(studio, ns, canary_ctx)["agentspec"]["promptVersion"] == "v2",
+            timeout=60,
+            what="the agent to serve the canary",
+        )
+        # Prometheus counts from a series' first scraped sample: once the new version's
+        # series (created at 0 when the config loaded) has been scraped, converse on both
+        time.sleep(3)
+        for _ in range(2):
+            assert chat(studio, ns, canary_ctx)["agentspec"]["promptVersion"] == "v2"
+            assert chat(studio, ns, stable_ctx)["agentspec"]["promptVersion"] == "v1"
         page.goto(f"{studio.base_url}/#/{ns}/prompts")
+        card = page.locator('[data-template="helper-prompt"]')
+        # both versions' token figures, side by side, once Prometheus has scraped them
+        for version in ("v1", "v2"):
+            expect(card.locator(f'[data-figures="{version}"]')).not_to_have_text(
+                "0 / 0", timeout=60_000
+            )
+            expect(card.locator(f'[data-figures="{version}"]')).not_to_have_text("—")
         shot(page, "3-prompt-center-canary")
         card = page.locator('[data-template="helper-prompt"]')
         card.get_by_role("button", name="Roll back").click()
@@ -127,20 +173,40 @@ def test_create_an_agent_release_a_prompt_canary_and_see_the_topology(
         )["spec"]["release"]
         assert release == {"stable": "v1"}
 
+        # the playground: through the apiserver's service proxy, as the user
+        page.goto(f"{studio.base_url}/#/{ns}/playground")
+        page.get_by_role("textbox", name="Message").fill("Are you there?")
+        page.get_by_role("button", name="Send").click()
+        details = page.get_by_label("Answer details")
+        expect(details).to_contain_text("prompt v1")
+        expect(details).to_contain_text("trace ")
+        expect(page.get_by_label("Conversation")).to_contain_text("Are you there?")
+        assert llm.requests[-1].last_user_text == "Are you there?"
+        trace = llm.requests[-1].headers["traceparent"].split("-")[1]
+        expect(details).to_contain_text(trace)  # the trace id shown is the one the agent used
+        shot(page, "4-playground")
+
+        page.goto(f"{studio.base_url}/#/{ns}/usage")
+        for version in ("v1", "v2"):
+            row = page.locator(f'tr[data-usage="helper/{version}"]')
+            expect(row).to_be_visible(timeout=30_000)
+            expect(row).not_to_contain_text("no price")
+        shot(page, "5-usage")
+
         page.goto(f"{studio.base_url}/#/{ns}/topology")
         expect(page.get_by_label("agent helper, healthy")).to_be_visible()
-        shot(page, "4-topology")
+        shot(page, "6-topology")
         page.goto(f"{studio.base_url}/#/{ns}/registries")
         expect(page.get_by_role("link", name="helper")).to_be_visible()
-        shot(page, "5-registries")
+        shot(page, "7-registries")
 
         # a phone-width screen: the agents page without sideways scrolling
         page.set_viewport_size({"width": 390, "height": 844})
         page.goto(f"{studio.base_url}/#/{ns}/agents")
-        expect(page.locator('tr[data-agent="helper"]')).to_contain_text("Ready")
+        expect(page.locator('tr[data-agent="helper"] .badge')).to_have_text("Ready")
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the page is {width}px wide at a 390px screen"
-        shot(page, "6-agents-phone")
+        shot(page, "8-agents-phone")
 
 
 def test_an_unreachable_cluster_is_said_on_the_page(tmp_path: Path, page: Page) -> None:
@@ -161,4 +227,4 @@ def test_an_unreachable_cluster_is_said_on_the_page(tmp_path: Path, page: Page) 
         page.goto(f"{studio.base_url}/")
         alert = page.get_by_role("alert").first
         expect(alert).to_contain_text("The cluster cannot be reached")
-        shot(page, "7-unreachable")
+        shot(page, "9-unreachable")

@@ -20,9 +20,12 @@ class StudioProcess(Managed):
         kubeconfig: Path,
         context: str | None = None,
         command: tuple[str, ...] = (sys.executable, "-m", "agentspec_runtime.cli"),
+        args: tuple[str, ...] = (),
     ) -> None:
-        """``command``: the ``agentspec`` CLI to run (default: this venv's)."""
+        """``command``: the ``agentspec`` CLI to run (default: this venv's); ``args``: more
+        flags (``--prometheus-url``, ``--prices``)."""
         self.command = command
+        self.args = args
         self.kubeconfig = kubeconfig
         self.context = context
         (self.port,) = free_ports(1)
@@ -38,6 +41,7 @@ class StudioProcess(Managed):
         argv += ["--kubeconfig", str(self.kubeconfig), "--port", str(self.port)]
         if self.context:
             argv += ["--context", self.context]
+        argv += self.args
         process = start_process(
             "studio", argv, log_path=self._log_dir / "studio.log", env=dict(os.environ)
         )

@@ -2,9 +2,11 @@ import { useEffect, useState } from "react";
 import { call, type Json } from "./api";
 import { Agents, AgentDetail } from "./pages/Agents";
 import { Editor } from "./pages/Editor";
+import { Playground } from "./pages/Playground";
 import { Prompts } from "./pages/Prompts";
 import { Registries } from "./pages/Registries";
 import { Topology } from "./pages/Topology";
+import { Usage } from "./pages/Usage";
 
 // Hash routes: #/<namespace>/<page>[/<name>]; the server serves one index.html.
 function useRoute(): string[] {
@@ -24,6 +26,8 @@ const PAGES: [string, string][] = [
   ["prompts", "Prompts"],
   ["registries", "Registries"],
   ["topology", "Topology"],
+  ["playground", "Playground"],
+  ["usage", "Usage & cost"],
 ];
 
 export function App() {
@@ -33,7 +37,7 @@ export function App() {
     call("GET", "/api/health").then(setHealth, (e) => setHealth({ cluster: { ok: false, error: e.body?.cluster?.error ?? e.message } }));
   }, []);
   if (!health) return <p className="notice">Connecting to the cluster…</p>;
-  const ns = route[0] ?? health.namespace ?? "default";
+  const ns = route[0] ? decodeURIComponent(route[0]) : health.namespace ?? "default";
   const page = route[1] ?? "agents";
   const name = route[2] ? decodeURIComponent(route[2]) : undefined;
   return (
@@ -51,8 +55,9 @@ export function App() {
           className="namespace"
           onSubmit={(e) => {
             e.preventDefault();
-            const value = new FormData(e.currentTarget).get("ns");
-            window.location.hash = `#/${value}/${page}`;
+            const value = String(new FormData(e.currentTarget).get("ns") ?? "").trim();
+            const rest = name ? `${page}/${encodeURIComponent(name)}` : page;
+            window.location.hash = `#/${encodeURIComponent(value)}/${rest}`;
           }}
         >
           <label>
@@ -73,6 +78,8 @@ export function App() {
         {page === "prompts" && <Prompts ns={ns} />}
         {page === "registries" && <Registries ns={ns} />}
         {page === "topology" && <Topology ns={ns} />}
+        {page === "playground" && <Playground ns={ns} />}
+        {page === "usage" && <Usage ns={ns} />}
       </main>
     </>
   );

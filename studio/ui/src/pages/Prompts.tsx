@@ -1,8 +1,9 @@
 import { useState } from "react";
 import { ApiError, call, nsPath, type Json } from "../api";
 import { Diff, Problem, useLive } from "./common";
+import { useUsage } from "./Usage";
 
-function Template({ ns, t, reload }: { ns: string; t: Json; reload: () => void }) {
+function Template({ ns, t, reload, usage }: { ns: string; t: Json; reload: () => void; usage: Json | null }) {
   const base = `${nsPath(ns)}/prompts/${encodeURIComponent(t.name)}`;
   const names: string[] = t.versions.map((v: Json) => v.version);
   const [from, setFrom] = useState(names[0]);
@@ -15,9 +16,11 @@ function Template({ ns, t, reload }: { ns: string; t: Json; reload: () => void }
   const [canary, setCanary] = useState(names[names.length - 1]);
   const [weight, setWeight] = useState(10);
 
+  const [running, setRunning] = useState(false);
   const act = (label: string, run: () => Promise<unknown>) => setPending({ label, run });
   const confirm = async () => {
-    if (!pending) return;
+    if (!pending || running) return; // one click, one change
+    setRunning(true);
     setError(null);
     try {
       await pending.run();
@@ -26,11 +29,15 @@ function Template({ ns, t, reload }: { ns: string; t: Json; reload: () => void }
       setError(e as ApiError);
     }
     setPending(null);
+    setRunning(false);
   };
 
   return (
     <article className="card" aria-labelledby={`t-${t.name}`} data-template={t.name}>
-      <h3 id={`t-${t.name}`}>{t.name}</h3>
+      <h3 id={`t-${t.name}`}>
+        {t.name}
+        {t.argoManaged && <span className="tag">Argo CD: {t.argoManaged}</span>}
+      </h3>
       <p aria-label="Serving">
         Serving: {t.serving.map((s: Json) => `${s.version} ${s.weight}%`).join(" · ")}
       </p>
@@ -39,7 +46,8 @@ function Template({ ns, t, reload }: { ns: string; t: Json; reload: () => void }
           <tr>
             <th scope="col">Version</th>
             <th scope="col">Template</th>
-            <th scope="col">Requests (stable/canary split)</th>
+            <th scope="col">Split</th>
+            <th scope="col">Tokens in / out (1h)</th>
           </tr>
         </thead>
         <tbody>
@@ -54,6 +62,7 @@ function Template({ ns, t, reload }: { ns: string; t: Json; reload: () => void }
                 <code>{v.template.slice(0, 120)}</code>
               </td>
               <td>{t.serving.find((s: Json) => s.version === v.version)?.weight ?? 0}%</td>
+              <td data-figures={v.version}>{figures(usage, t, v.version)}</td>
             </tr>
           ))}
         </tbody>
@@ -110,12 +119,25 @@ function Template({ ns, t, reload }: { ns: string; t: Json; reload: () => void }
         <button disabled={!t.release?.canary} onClick={() => act(`Promote ${t.release?.canary?.version} to stable`, () => call("POST", `${base}/promote`, {}))}>
           Promote canary
         </button>
-        <button onClick={() => act("Roll back stable", () => call("POST", `${base}/rollback`, {}))}>Roll back</button>
+        <button
+          onClick={() =>
+            act(t.release?.canary ? `Drop the canary ${t.release.canary.version}` : "Roll stable back", () =>
+              call("POST", `${base}/rollback`, {}),
+            )
+          }
+        >
+          Roll back
+        </button>
       </div>
       {pending && (
         <div role="alertdialog" aria-label="Confirm" className="notice">
           <p>{pending.label}?</p>
-          <button onClick={confirm}>Confirm</button> <button onClick={() => setPending(null)}>Cancel</button>
+          <button onClick={confirm} disabled={running} autoFocus>
+            Confirm
+          </button>{" "}
+          <button onClick={() => setPending(null)} disabled={running}>
+            Cancel
+          </button>
         </div>
       )}
       <Problem error={error} />
@@ -123,17 +145,27 @@ function Template({ ns, t, reload }: { ns: string; t: Json; reload: () => void }
   );
 }
 
+/** Tokens a version spent across the agents using the template (from Prometheus). */
+function figures(usage: Json | null, t: Json, version: string): string {
+  if (!usage) return "—";
+  const users: string[] = (t.status?.usedBy ?? []).map((u: string) => u.split("/").pop());
+  const rows = usage.rows.filter((r: Json) => r.promptVersion === version && (users.length === 0 || users.includes(r.agent)));
+  const sum = (k: string) => rows.reduce((n: number, r: Json) => n + r[k], 0);
+  return `${sum("input")} / ${sum("output")}`;
+}
+
 export function Prompts({ ns }: { ns: string }) {
   const [data, error, reload] = useLive<{ items: Json[] }>(ns, `${nsPath(ns)}/prompts`);
+  const [usage] = useUsage(ns, "1h");
   return (
     <section aria-labelledby="prompts-title">
       <h2 id="prompts-title">Prompt center</h2>
       <p className="help">
-        Versions are immutable. Per-version requests, tokens, latency and errors from Prometheus are not shown yet; the split is the
-        configured weight.
+        Versions are immutable. Tokens per version come from Prometheus (last hour); requests, latency and errors per version are
+        not measured by version yet.
       </p>
       <Problem error={error} />
-      {data?.items.map((t) => <Template key={`${t.name}:${t.versions.length}:${JSON.stringify(t.release)}`} ns={ns} t={t} reload={reload} />)}
+      {data?.items.map((t) => <Template key={`${t.name}:${t.versions.length}:${JSON.stringify(t.release)}`} ns={ns} t={t} reload={reload} usage={usage} />)}
     </section>
   );
 }

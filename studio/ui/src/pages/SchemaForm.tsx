@@ -1,3 +1,4 @@
+import { useEffect, useState } from "react";
 import type { Schema } from "./schema";
 
 type Value = any;
@@ -86,16 +87,35 @@ export function Field({ name, schema, value, onChange, path, depth }: Props) {
         </fieldset>
       );
     }
+    if (schema.items.enum) {
+      return (
+        <fieldset className="group">
+          <legend>{name}</legend>
+          <Help schema={schema} id={help} />
+          {schema.items.enum.map((option) => (
+            <label key={String(option)} className="choice">
+              <input
+                type="checkbox"
+                data-path={`${path}.${String(option)}`}
+                checked={items.includes(option)}
+                onChange={(e) => onChange(e.target.checked ? [...items, option] : items.filter((x) => x !== option))}
+              />{" "}
+              {String(option)}
+            </label>
+          ))}
+        </fieldset>
+      );
+    }
+    return <ListField name={name} schema={schema} items={items} onChange={onChange} id={id} help={help} path={path} />;
+  }
+  if (schema.type === "object") {
+    // a map (additionalProperties): keys are the user's, so it is edited as YAML
     return (
       <div className="field">
-        <label htmlFor={id}>{name} (comma-separated)</label>
-        <input
-          id={id}
-          data-path={path}
-          aria-describedby={help}
-          defaultValue={items.join(", ")}
-          onBlur={(e) => onChange(e.target.value.split(",").map((s) => s.trim()).filter(Boolean))}
-        />
+        <span className="label">{name}</span>
+        <small className="help">
+          A map: edit it in the YAML view.{value ? ` Now: ${JSON.stringify(value)}` : ""}
+        </small>
         <Help schema={schema} id={help} />
       </div>
     );
@@ -117,11 +137,21 @@ export function Field({ name, schema, value, onChange, path, depth }: Props) {
     );
   }
   if (schema.type === "boolean") {
+    // three states: unset (the default), true, false
     return (
       <div className="field">
-        <label>
-          <input type="checkbox" data-path={path} aria-describedby={help} checked={Boolean(value)} onChange={(e) => onChange(e.target.checked || undefined)} /> {name}
-        </label>
+        <label htmlFor={id}>{name}</label>
+        <select
+          id={id}
+          data-path={path}
+          aria-describedby={help}
+          value={value === undefined ? "" : String(value)}
+          onChange={(e) => onChange(e.target.value === "" ? undefined : e.target.value === "true")}
+        >
+          <option value="">(default{schema.default !== undefined ? `: ${schema.default}` : ""})</option>
+          <option value="true">true</option>
+          <option value="false">false</option>
+        </select>
         <Help schema={schema} id={help} />
       </div>
     );
@@ -140,6 +170,48 @@ export function Field({ name, schema, value, onChange, path, depth }: Props) {
         placeholder={schema.default !== undefined ? String(schema.default) : undefined}
         value={value ?? ""}
         onChange={(e) => onChange(e.target.value === "" ? undefined : numeric ? Number(e.target.value) : e.target.value)}
+      />
+      <Help schema={schema} id={help} />
+    </div>
+  );
+}
+
+/** A list of plain values, one a line (a value may hold commas: a regular expression). */
+function ListField({
+  name,
+  schema,
+  items,
+  onChange,
+  id,
+  help,
+  path,
+}: {
+  name: string;
+  schema: Schema;
+  items: unknown[];
+  onChange: (v: unknown) => void;
+  id: string;
+  help: string;
+  path: string;
+}) {
+  const joined = items.map(String).join("\n");
+  const [text, setText] = useState(joined);
+  useEffect(() => setText(joined), [joined]); // the object changed elsewhere (YAML, a load)
+  const numeric = schema.items?.type === "integer" || schema.items?.type === "number";
+  return (
+    <div className="field">
+      <label htmlFor={id}>{name} (one a line)</label>
+      <textarea
+        id={id}
+        data-path={path}
+        aria-describedby={help}
+        rows={Math.max(2, items.length + 1)}
+        value={text}
+        onChange={(e) => {
+          setText(e.target.value);
+          const values = e.target.value.split("\n").map((s) => s.trim()).filter(Boolean);
+          onChange(numeric ? values.map(Number) : values);
+        }}
       />
       <Help schema={schema} id={help} />
     </div>

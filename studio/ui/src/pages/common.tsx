@@ -1,24 +1,39 @@
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 import { ApiError, call, nsPath, type Json } from "../api";
 
-/** GET a path, again whenever the namespace's objects change (server-sent events). */
+/** GET a path, again whenever the namespace's objects change (server-sent events, coalesced:
+ * a burst of changes is one reload); a response that arrives after a newer request is
+ * dropped, and switching path clears what the old one showed. */
 export function useLive<T = Json>(ns: string, path: string): [T | null, ApiError | null, () => void] {
   const [data, setData] = useState<T | null>(null);
   const [error, setError] = useState<ApiError | null>(null);
+  const sequence = useRef(0);
   const load = useCallback(() => {
+    const mine = ++sequence.current;
     call<T>("GET", path).then(
       (d) => {
+        if (mine !== sequence.current) return;
         setData(d);
         setError(null);
       },
-      (e) => setError(e),
+      (e) => mine === sequence.current && setError(e),
     );
   }, [path]);
   useEffect(() => {
+    setData(null);
+    setError(null);
     load();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const soon = () => {
+      clearTimeout(timer);
+      timer = setTimeout(load, 300);
+    };
     const events = new EventSource(`${nsPath(ns)}/live`);
-    events.addEventListener("change", load);
-    return () => events.close();
+    events.addEventListener("change", soon);
+    return () => {
+      clearTimeout(timer);
+      events.close();
+    };
   }, [ns, load]);
   return [data, error, load];
 }

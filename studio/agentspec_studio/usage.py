@@ -1,0 +1,118 @@
+"""Token usage and cost from the Prometheus that scrapes the agents (``--prometheus-url``):
+per agent and prompt version over a window, priced by the Studio's price table
+(``--prices FILE``: ``{model: {input: <USD per 1M tokens>, output: ...}}``).
+
+The agents' metrics (see docs/runtime.md): ``agentspec_tokens_total{agent, model,
+prompt_version, direction}`` and ``agentspec_requests_total{agent, api, outcome}``, with the
+``namespace`` label the scrape adds (a PodMonitor, or the chart's scrape config).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx2
+import yaml
+
+from .views import EditError, Json
+
+WINDOW = re.compile(r"^[1-9][0-9]{0,3}[smhd]$")
+NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class PrometheusError(Exception):
+    """Prometheus cannot be reached or refused the query; the page says so."""
+
+
+def load_prices(path: Path | None) -> dict[str, dict[str, float]]:
+    if path is None:
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a mapping of model -> {{input, output}} USD per 1M tokens")
+    prices: dict[str, dict[str, float]] = {}
+    for model, price in data.items():
+        if not isinstance(price, dict):
+            raise ValueError(f"{path}: {model}: give input and output USD per 1M tokens")
+        prices[str(model)] = {k: float(price.get(k, 0)) for k in ("input", "output")}
+    return prices
+
+
+class Usage:
+    def __init__(self, url: str | None, prices: Mapping[str, Mapping[str, float]]) -> None:
+        self.url = url.rstrip("/") if url else None
+        self.prices = prices
+
+    async def _query(self, client: httpx2.AsyncClient, promql: str) -> list[Json]:
+        try:
+            response = await client.get(f"{self.url}/api/v1/query", params={"query": promql})
+            data = response.json()
+        except (httpx2.HTTPError, ValueError) as e:
+            raise PrometheusError(f"Prometheus at {self.url} cannot be reached: {e}") from e
+        if data.get("status") != "success":
+            raise PrometheusError(f"Prometheus refused the query: {data.get('error')}")
+        result: list[Json] = data["data"]["result"]
+        return result
+
+    async def report(self, namespace: str, window: str) -> Json:
+        if not self.url:
+            raise PrometheusError("no Prometheus configured (agentspec studio --prometheus-url)")
+        if not WINDOW.match(window):
+            raise EditError("window: a number and s, m, h or d (for example 1h)")
+        if not NAMESPACE.match(namespace):
+            raise EditError(f"{namespace!r} is not a namespace name")
+        selector = f'namespace="{namespace}"'
+        async with httpx2.AsyncClient(timeout=15) as client:
+            tokens = await self._query(
+                client,
+                "sum by (agent, model, prompt_version, direction) "
+                f"(increase(agentspec_tokens_total{{{selector}}}[{window}]))",
+            )
+            requests = await self._query(
+                client,
+                "sum by (agent, outcome) "
+                f"(increase(agentspec_requests_total{{{selector}}}[{window}]))",
+            )
+        rows: dict[tuple[str, str, str], Json] = {}
+        for series in tokens:
+            labels = series["metric"]
+            key = (
+                labels.get("agent", ""),
+                labels.get("prompt_version", ""),
+                labels.get("model", ""),
+            )
+            row = rows.setdefault(
+                key,
+                {
+                    "agent": key[0],
+                    "promptVersion": key[1],
+                    "model": key[2],
+                    "input": 0,
+                    "output": 0,
+                },
+            )
+            value = float(series["value"][1])
+            direction = "input" if labels.get("direction") == "input" else "output"
+            row[direction] += round(value) if math.isfinite(value) else 0
+        for row in rows.values():
+            price = self.prices.get(row["model"])
+            row["cost"] = (
+                round((row["input"] * price["input"] + row["output"] * price["output"]) / 1e6, 6)
+                if price
+                else None
+            )
+        outcomes: dict[str, Json] = {}
+        for series in requests:
+            labels = series["metric"]
+            entry = outcomes.setdefault(labels.get("agent", ""), {"agent": labels.get("agent", "")})
+            value = float(series["value"][1])
+            entry[labels.get("outcome", "unknown")] = round(value) if math.isfinite(value) else 0
+        return {
+            "window": window,
+            "rows": sorted(rows.values(), key=lambda r: (r["agent"], r["promptVersion"])),
+            "requests": sorted(outcomes.values(), key=lambda r: r["agent"]),
+            "priced": sorted(self.prices),
+        }
