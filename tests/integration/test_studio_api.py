@@ -3,11 +3,12 @@
 In: ``agentspec studio`` as a process with the tests' admin kubeconfig, CRDs installed,
 objects applied with kubectl (no operator: statuses are the API's). Asserted: the agents
 page's rows; a save is a server-side dry run first (the diff, nothing changed) and then a
-server-side apply under the field manager ``agentspec-studio``; a CEL rule's message comes back as the field's cause; an
-object Argo CD tracks is not applied (409 with the YAML to commit) unless forced; the prompt
-center adds immutable versions, sets a canary, promotes and rolls back; the installed CRD's
-schema is served; an unreachable cluster answers 503 saying so; what a hostile page could
-send through the user's browser (another Host, another Origin, a form post) is refused.
+server-side apply under the field manager ``agentspec-studio``; a CEL rule's message comes
+back as the field's cause; an object Argo CD tracks is not applied (409 with the YAML to
+commit) unless forced; the prompt center adds immutable versions, sets a canary, promotes
+and rolls back; the installed CRD's schema is served; an unreachable cluster answers 503
+saying so; what a hostile page could send through the user's browser (another Host, another
+Origin, a form post) is refused.
 """
 
 from __future__ import annotations
