@@ -106,14 +106,14 @@ def test_bad_yaml_is_named(text: str, message: str) -> None:
 
 
 def test_the_diff_leaves_out_what_the_server_writes() -> None:
-    live = {
+    live: Json = {
         "apiVersion": "v1",
         "kind": "AgentSpec",
         "metadata": {"name": "a", "resourceVersion": "7", "managedFields": [{}], "uid": "u"},
         "spec": {"model": {"model": "m1"}},
         "status": {"conditions": []},
     }
-    after = {
+    after: Json = {
         **live,
         "metadata": {**live["metadata"], "resourceVersion": "8"},
         "spec": {"model": {"model": "m2"}},
@@ -125,7 +125,7 @@ def test_the_diff_leaves_out_what_the_server_writes() -> None:
 
 
 def test_topology_edges_reach_nodes_and_name_what_is_missing() -> None:
-    agents = [
+    agents: list[Json] = [
         {
             "metadata": {"name": "router", "namespace": "ns"},
             "spec": {
