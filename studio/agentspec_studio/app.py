@@ -27,9 +27,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import views
-from .cluster import UNREACHABLE, Cluster, KubeApiError
+from .cluster import UNREACHABLE, Cluster
+from .folder import Folder
 from .usage import PrometheusError, Usage
-from .views import EditError, Json
+from .views import EditError, Json, KubeApiError
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("agentspec.studio")
@@ -80,7 +81,7 @@ async def _body(request: Request) -> Json:
 class _Api:
     """The handlers, over one cluster connection."""
 
-    def __init__(self, cluster: Cluster, usage: Usage) -> None:
+    def __init__(self, cluster: Cluster | Folder, usage: Usage) -> None:
         self.cluster = cluster
         self.usage = usage
 
@@ -341,7 +342,7 @@ def allowed_hosts(host: str, port: int, extra: Iterable[str] = ()) -> set[str]:
 
 
 def build_app(
-    cluster: Cluster, usage: Usage | None = None, *, hosts: set[str] | None = None
+    cluster: Cluster | Folder, usage: Usage | None = None, *, hosts: set[str] | None = None
 ) -> Any:
     """The ASGI app; ``hosts``: the allowed ``Host`` values (None: no check, for tests that
     call the app in process)."""

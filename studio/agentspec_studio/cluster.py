@@ -23,7 +23,7 @@ from lightkube.generic_resource import (
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ConfigMap, Event, Service, ServiceAccount
 
-from .views import FIELD_MANAGER, Json
+from .views import FIELD_MANAGER, Json, KubeApiError
 
 GROUP, VERSION = "agentspec.io", "v1alpha1"
 KINDS = {
@@ -45,17 +45,6 @@ CHILD_KINDS: list[Any] = [Deployment, Service, ConfigMap, ServiceAccount]
 READ_RETRIES = 3
 UNREACHABLE = (OSError, httpx2.TransportError)
 """What a cluster that cannot be reached raises (refused, timed out, TLS)."""
-
-
-class KubeApiError(Exception):
-    def __init__(self, status: int, message: str, causes: list[Json] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.causes = causes or []
-
-    def to_json(self) -> Json:
-        return {"status": self.status, "message": self.message, "causes": self.causes}
 
 
 def _problem(error: ApiError) -> KubeApiError:

@@ -1,4 +1,5 @@
-"""``agentspec studio``: the Studio's web application, against the current kubeconfig.
+"""``agentspec studio [FOLDER]``: the Studio's web application, against the current
+kubeconfig (or, with FOLDER, the YAML files ``agentspec up`` runs).
 
 Binds 127.0.0.1 by default: the API acts with the user's own credentials, so it must not be
 reachable by others (behind a team's SSO proxy, see docs/studio.md).
@@ -16,11 +17,18 @@ import yaml
 
 from .app import allowed_hosts, build_app
 from .cluster import Cluster
+from .folder import Folder
 from .usage import Usage, load_prices
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="agentspec studio", description=__doc__)
+    parser.add_argument(
+        "folder",
+        nargs="?",
+        type=Path,
+        help="folder mode: the YAML files agentspec up runs, instead of a cluster",
+    )
     parser.add_argument("--kubeconfig", default=None, help="default: KUBECONFIG, ~/.kube/config")
     parser.add_argument("--context", default=None, help="default: the current context")
     parser.add_argument("--host", default="127.0.0.1")
@@ -43,11 +51,18 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError, yaml.YAMLError) as e:
         print(f"agentspec studio: --prices: {e}", file=sys.stderr)
         return 2
-    try:
-        cluster = Cluster.from_kubeconfig(args.kubeconfig, args.context)
-    except Exception as e:  # no kubeconfig, a broken one: say so, do not trace back
-        print(f"agentspec studio: cannot read the kubeconfig: {e}", file=sys.stderr)
-        return 2
+    backend: Cluster | Folder
+    if args.folder is not None:
+        if not args.folder.is_dir():
+            print(f"agentspec studio: {args.folder}: no such folder", file=sys.stderr)
+            return 2
+        backend = Folder(args.folder)
+    else:
+        try:
+            backend = Cluster.from_kubeconfig(args.kubeconfig, args.context)
+        except Exception as e:  # no kubeconfig, a broken one: say so, do not trace back
+            print(f"agentspec studio: cannot read the kubeconfig: {e}", file=sys.stderr)
+            return 2
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"agentspec studio: warning: listening on {args.host}: whoever reaches it acts with "
@@ -55,7 +70,7 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
     app = build_app(
-        cluster,
+        backend,
         Usage(args.prometheus_url, prices),
         hosts=allowed_hosts(args.host, args.port, args.allow_host),
     )
@@ -67,6 +82,7 @@ def main(argv: list[str]) -> int:
         lifespan="off",
         timeout_graceful_shutdown=2,  # open live streams must not hold Ctrl-C
     )
-    print(f"Agent Studio on http://{args.host}:{args.port} (namespace {cluster.namespace})")
+    where = f"folder {args.folder}" if args.folder else f"namespace {backend.namespace}"
+    print(f"Agent Studio on http://{args.host}:{args.port} ({where})", flush=True)
     asyncio.run(uvicorn.Server(config).serve())
     return 0

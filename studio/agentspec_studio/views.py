@@ -27,6 +27,20 @@ PREVIOUS_STABLE = "studio.agentspec.io/previous-stable"
 _NOISE = ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation")
 
 
+class KubeApiError(Exception):
+    """What the Kubernetes API (or the folder standing in for it) answered: its status, its
+    message and each field's cause."""
+
+    def __init__(self, status: int, message: str, causes: list[Json] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.causes = causes or []
+
+    def to_json(self) -> Json:
+        return {"status": self.status, "message": self.message, "causes": self.causes}
+
+
 class EditError(ValueError):
     """An edit that cannot be made; the message says why (HTTP 409 or 422)."""
 

@@ -1,5 +1,5 @@
 """``agentspec studio`` as a user runs it: a child process on a free loopback port, with a
-kubeconfig (the tests' admin one, or a narrower user's)."""
+kubeconfig (the tests' admin one, or a broken one), or on a folder of spec files."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ class StudioProcess(Managed):
     def __init__(
         self,
         *,
-        kubeconfig: Path,
+        kubeconfig: Path | None = None,
+        folder: Path | None = None,
         context: str | None = None,
         command: tuple[str, ...] = (sys.executable, "-m", "agentspec_runtime.cli"),
         args: tuple[str, ...] = (),
@@ -27,6 +28,7 @@ class StudioProcess(Managed):
         self.command = command
         self.args = args
         self.kubeconfig = kubeconfig
+        self.folder = folder
         self.context = context
         (self.port,) = free_ports(1)
         self.process: ManagedProcess | None = None
@@ -37,8 +39,11 @@ class StudioProcess(Managed):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, *, timeout: float = 20.0) -> StudioProcess:
-        argv = [*self.command, "studio"]
-        argv += ["--kubeconfig", str(self.kubeconfig), "--port", str(self.port)]
+        argv = [*self.command, "studio", "--port", str(self.port)]
+        if self.folder is not None:
+            argv.append(str(self.folder))
+        if self.kubeconfig is not None:
+            argv += ["--kubeconfig", str(self.kubeconfig)]
         if self.context:
             argv += ["--context", self.context]
         argv += self.args

@@ -1,0 +1,228 @@
+"""Folder mode (``agentspec studio FOLDER``): the YAML files ``agentspec up`` runs stand in
+for the cluster. Reads are the files' documents; a save is checked as ``agentspec validate``
+would check the folder with it (schema, references) and written into the file that holds the
+object (only that document is rewritten: the others keep their text and comments), or into
+a new ``<kind>-<name>.yaml``; the running agents hot-reload the file. An agent is Ready when
+the process ``agentspec up`` started for it answers ``/readyz`` (its registry:
+``~/.cache/agentspec/up-agents.json``); the playground talks to that process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import watchfiles
+import yaml
+
+from agentspec_runtime.spec.bundle import Bundle
+from agentspec_runtime.spec.crd import all_crds
+from agentspec_runtime.specfiles import yaml_files
+
+from .views import Json, KubeApiError
+
+REGISTRY = Path.home() / ".cache" / "agentspec" / "up-agents.json"
+KINDS = ("AgentSpec", "PromptTemplate", "McpServer")
+_SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
+
+
+def _split(text: str) -> list[str]:
+    """A file's documents as text, separators left out (``"---".join`` puts them back)."""
+    return _SEPARATOR.split(text)
+
+
+def _key(doc: Any) -> tuple[str, str] | None:
+    if not isinstance(doc, dict):
+        return None
+    return str(doc.get("kind")), str((doc.get("metadata") or {}).get("name"))
+
+
+class Folder:
+    namespace = "default"
+
+    def __init__(self, folder: Path, *, registry: Path = REGISTRY) -> None:
+        self.folder = folder.resolve()
+        self.registry = registry
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _documents(self) -> list[tuple[Path, int, Json]]:
+        files, _ = yaml_files([self.folder])
+        out: list[tuple[Path, int, Json]] = []
+        for path in files:
+            try:
+                parts = _split(path.read_text())
+            except OSError:
+                continue
+            for index, part in enumerate(parts):
+                try:
+                    doc = yaml.safe_load(part)
+                except yaml.YAMLError:
+                    continue
+                if isinstance(doc, dict):
+                    out.append((path, index, doc))
+        return out
+
+    def _urls(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.registry.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    async def check(self) -> None:
+        if not self.folder.is_dir():
+            raise KubeApiError(503, f"the folder {self.folder} is not there")
+
+    async def _with_status(self, doc: Json) -> Json:
+        out = copy.deepcopy(doc)
+        out.setdefault("metadata", {})["namespace"] = self.namespace
+        if doc.get("kind") != "AgentSpec":
+            return out
+        url = self._urls().get(out["metadata"].get("name", ""))
+        ready, reason = False, "NotRunning"
+        if url:
+            try:
+                async with httpx2.AsyncClient(timeout=2) as client:
+                    ready = (await client.get(f"{url}/readyz")).status_code == 200
+                reason = "Running" if ready else "NotReady"
+            except httpx2.HTTPError:
+                reason = "NotRunning"
+        message = f"served at {url}" if ready else "not running: start it with agentspec up"
+        out["status"] = {
+            "conditions": [
+                {"type": "Ready", "status": str(ready), "reason": reason, "message": message}
+            ],
+            **({"agentCard": f"{url}/.well-known/agent-card.json"} if url else {}),
+        }
+        return out
+
+    async def list_of(self, kind: str, namespace: str) -> list[Json]:
+        del namespace
+        docs = [d for _, _, d in self._documents() if d.get("kind") == kind]
+        return [await self._with_status(d) for d in docs]
+
+    async def get(self, kind: str, namespace: str, name: str) -> Json | None:
+        del namespace
+        for _, _, doc in self._documents():
+            if _key(doc) == (kind, name):
+                found = await self._with_status(doc)
+                found["metadata"].setdefault("uid", f"{kind}/{name}")
+                return found
+        return None
+
+    async def events(self, namespace: str, kind: str, name: str) -> list[Json]:
+        return []
+
+    async def children(self, namespace: str, uid: str) -> list[Json]:
+        return []
+
+    async def schema(self, kind: str) -> Json:
+        for crd in all_crds().values():
+            if crd["spec"]["names"]["kind"] == kind:
+                schema: Json = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+                return schema
+        raise KubeApiError(404, f"the Studio does not edit kind {kind!r}")
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _validated(self, obj: Json) -> None:
+        """The folder's documents with ``obj`` in place, checked as ``agentspec validate``."""
+        if obj.get("kind") not in KINDS:
+            raise KubeApiError(422, f"the Studio does not edit kind {obj.get('kind')!r}")
+        clean = copy.deepcopy(obj)
+        clean.get("metadata", {}).pop("namespace", None)
+        clean.pop("status", None)
+        docs = [d for _, _, d in self._documents() if _key(d) != _key(clean)] + [clean]
+        bundle, problems = Bundle.of(
+            ((d, f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}") for d in docs),
+            namespace=self.namespace,
+        )
+        problems = problems or bundle.problems()
+        if problems:
+            raise KubeApiError(
+                422,
+                "the folder would not be valid",
+                [{"field": "", "message": p, "reason": "Invalid"} for p in problems],
+            )
+
+    async def apply(self, obj: Json, namespace: str, *, dry_run: bool, force: bool = False) -> Json:
+        del namespace, force
+        self._validated(obj)
+        if not dry_run:
+            self._write(obj)
+        done = copy.deepcopy(obj)
+        done.setdefault("metadata", {})["namespace"] = self.namespace
+        return done
+
+    async def replace(self, obj: Json, namespace: str) -> Json:
+        return await self.apply(obj, namespace, dry_run=False)
+
+    def _write(self, obj: Json) -> None:
+        body = copy.deepcopy(obj)
+        body.pop("status", None)
+        meta = body.get("metadata") or {}
+        for noise in ("namespace", "uid", "resourceVersion", "managedFields", "generation"):
+            meta.pop(noise, None)
+        text = yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=100)
+        for path, index, doc in self._documents():
+            if _key(doc) == _key(body):
+                parts = _split(path.read_text())
+                # the comment lines that open the document stay; its YAML is replaced
+                opening = []
+                for line in parts[index].lstrip("\n").splitlines():
+                    if not line.startswith("#"):
+                        break
+                    opening.append(line + "\n")
+                parts[index] = ("\n" if index else "") + "".join(opening) + text
+                self._save(path, "---".join(parts))
+                return
+        kind, name = _key(body) or ("object", "new")
+        self._save(self.folder / f"{kind.lower()}-{name}.yaml", text)
+
+    @staticmethod
+    def _save(path: Path, text: str) -> None:
+        """Atomically (a rename): the agents never read a half-written file."""
+        scratch = path.with_name(f".{path.name}.studio-tmp")
+        scratch.write_text(text)
+        os.replace(scratch, path)
+
+    # -- live and the playground --------------------------------------------------------
+
+    async def watch(self, namespace: str) -> AsyncIterator[Json]:
+        del namespace
+        async for _changes in watchfiles.awatch(self.folder, debounce=100, step=20):
+            yield {"kind": "*", "type": "MODIFIED", "name": None}
+            await asyncio.sleep(0)
+
+    async def proxy_post(
+        self,
+        namespace: str,
+        service: str,
+        path: str,
+        body: Json,
+        *,
+        port: int,
+        headers: dict[str, str],
+    ) -> tuple[int, Json]:
+        del namespace, port
+        url = self._urls().get(service)
+        if url is None:
+            raise KubeApiError(503, f"agent {service!r} is not running: start it with agentspec up")
+        async with httpx2.AsyncClient(timeout=180) as client:
+            response = await client.post(f"{url}/{path.lstrip('/')}", json=body, headers=headers)
+        try:
+            data = response.json()
+        except ValueError:
+            data = {"message": response.text[:2000]}
+        return response.status_code, data if isinstance(data, dict) else {"value": data}
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,114 @@
+"""Agent Studio's folder mode (``agentspec studio FOLDER``) next to ``agentspec up`` on the
+same folder: the multi-agent example, offline demo model.
+
+Asserted: the agents are listed Ready from the processes ``agentspec up`` runs; a prompt
+version added and released through the Studio is written into the YAML file (the file's
+other documents and its opening comment kept), and the running HR agent answers with the new
+prompt without restarting; a save that would break the folder is refused naming the problem
+and changes nothing; the playground reaches the local agent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import httpx
+import yaml
+
+from tests.support.procs import start_process, wait_until
+from tests.support.studio_proc import StudioProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_folder_mode_writes_the_files_and_the_running_agents_reload(tmp_path: Path) -> None:
+    folder = tmp_path / "specs"
+    shutil.copytree(ROOT / "examples" / "multi-agent", folder)
+    log = tmp_path / "up.log"
+    up = start_process(
+        "agentspec-up",
+        [
+            sys.executable, "-m", "agentspec_runtime.cli", "up", str(folder),
+            "--port-base", "0", "--run-local-commands",
+        ],
+        log_path=log,
+        env=dict(os.environ),
+        cwd=ROOT,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: "agentspec up: ready" in log.read_text(), timeout=90, what="agentspec up"
+        )
+        match = re.search(r"^  hr\s+(http://127\.0\.0\.1:\d+)", log.read_text(), re.M)
+        assert match, log.read_text()
+        hr = match.group(1)
+        before = httpx.get(f"{hr}/status", timeout=10).json()["pid"]
+        with StudioProcess(folder=folder) as studio:
+            api = f"{studio.base_url}/api/namespaces/default"
+            rows = httpx.get(f"{api}/agents", timeout=20).json()["items"]
+            assert {r["name"]: r["ready"] for r in rows} == {
+                "router": True,
+                "hr": True,
+                "finance": True,
+            }
+
+            prompts = folder / "prompts.yaml"
+            opening = prompts.read_text().splitlines()[0]
+            assert opening.startswith("#")
+            base = f"{api}/prompts/hr-prompt"
+            friendly = "You are the friendly HR assistant. Answer questions about leave."
+            for path, body in (
+                ("versions", {"version": "v2", "template": friendly}),
+                ("canary", {"version": "v2", "weight": 50}),
+                ("promote", {}),
+            ):
+                response = httpx.post(f"{base}/{path}", json=body, timeout=20)
+                assert response.status_code == 200, response.text
+            written = list(yaml.safe_load_all(prompts.read_text()))
+            hr_prompt = next(d for d in written if d["metadata"]["name"] == "hr-prompt")
+            assert hr_prompt["spec"]["release"] == {"stable": "v2"}
+            assert {d["metadata"]["name"] for d in written} == {
+                "router-prompt",
+                "hr-prompt",
+                "finance-prompt",
+            }
+            assert prompts.read_text().splitlines()[0] == opening
+
+            def hr_says() -> str:
+                body = httpx.post(
+                    f"{hr}/v1/chat/completions",
+                    json={"model": "hr", "messages": [{"role": "user", "content": "hello"}]},
+                    timeout=20,
+                ).json()
+                answer: str = body["choices"][0]["message"]["content"]
+                return answer
+
+            wait_until(lambda: "friendly" in hr_says(), timeout=15, what="HR to reload")
+            assert httpx.get(f"{hr}/status", timeout=10).json()["pid"] == before
+
+            # a save that would break the folder: refused, naming why, nothing written
+            text = (folder / "agents.yaml").read_text()
+            broken = {
+                "apiVersion": "agentspec.io/v1alpha1",
+                "kind": "AgentSpec",
+                "metadata": {"name": "hr"},
+                "spec": {"promptRef": {"name": "nope"}, "model": {"model": "gpt-4o-mini"}},
+            }
+            refused = httpx.post(
+                f"{api}/dry-run", json={"yaml": yaml.safe_dump(broken)}, timeout=20
+            )
+            assert refused.status_code == 422, refused.text
+            causes = [c["message"] for c in refused.json()["causes"]]
+            assert any("PromptTemplate 'nope' not found" in c for c in causes), causes
+            assert (folder / "agents.yaml").read_text() == text
+
+            chat = httpx.post(f"{api}/agents/hr/chat", json={"message": "hello"}, timeout=30)
+            assert chat.status_code == 200, chat.text
+            assert "friendly" in chat.json()["answer"]
+            assert chat.json()["agentspec"]["promptVersion"] == "v2"
+    finally:
+        up.stop(grace=15)
