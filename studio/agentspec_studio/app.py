@@ -29,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 from . import views
 from .cluster import UNREACHABLE, Cluster
 from .folder import Folder
+from .traces import TraceStore
 from .usage import PrometheusError, Usage
 from .views import EditError, Json, KubeApiError
 
@@ -84,6 +85,7 @@ class _Api:
     def __init__(self, cluster: Cluster | Folder, usage: Usage) -> None:
         self.cluster = cluster
         self.usage = usage
+        self.traces = TraceStore()
 
     async def health(self, _: Request) -> Response:
         try:
@@ -273,6 +275,27 @@ class _Api:
             }
         )
 
+    async def receive_traces(self, request: Request) -> Response:
+        """OTLP/HTTP: the agents' spans (``OTEL_EXPORTER_OTLP_ENDPOINT`` = this Studio)."""
+        taken = self.traces.receive(
+            await request.body(), request.headers.get("content-type", "application/x-protobuf")
+        )
+        return _json({"partialSuccess": {}, "taken": taken})
+
+    async def recent_traces(self, _: Request) -> Response:
+        return _json({"items": self.traces.recent()})
+
+    async def trace(self, request: Request) -> Response:
+        trace_id = request.path_params["trace"]
+        found = self.traces.trace(trace_id)
+        if found is None:
+            raise KubeApiError(
+                404,
+                f"trace {trace_id} is not here (the Studio keeps the traces the agents send it: "
+                "OTEL_EXPORTER_OTLP_ENDPOINT)",
+            )
+        return _json(found)
+
     async def mcp_servers(self, request: Request) -> Response:
         items = await self.cluster.list_of("McpServer", request.path_params["ns"])
         return _json({"items": [views.mcp_summary(s) for s in items]})
@@ -302,8 +325,8 @@ class LocalOnly:
     """Refuses what a hostile web page could send through the user's browser (the API acts
     with the user's cluster credentials): a ``Host`` other than the Studio's own (DNS
     rebinding), and any request but GET that is not JSON or comes from another ``Origin``
-    (cross-site request forgery: a page cannot send JSON cross-origin without a preflight,
-    which this server never answers)."""
+    (cross-site request forgery: a page cannot send JSON or protobuf cross-origin without a
+    preflight, which this server never answers)."""
 
     def __init__(self, app: Any, *, hosts: set[str]) -> None:
         self.app = app
@@ -329,7 +352,9 @@ class LocalOnly:
         origin = headers.get("origin")
         if origin is not None and origin.removeprefix("http://") not in self.hosts:
             return f"requests from {origin!r} are refused (cross-site)"
-        if headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        kind = headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in ("application/json", "application/x-protobuf"):
+            # text/plain, forms: what another site's page may send without a preflight
             return "send JSON (content-type: application/json)"
         return None
 
@@ -380,6 +405,9 @@ def build_app(
             methods=["POST"],
         ),
         Route(f"{base}/usage", _guarded(api.usage_report)),
+        Route("/v1/traces", _guarded(api.receive_traces), methods=["POST"]),
+        Route("/api/traces", _guarded(api.recent_traces)),
+        Route("/api/traces/{trace:str}", _guarded(api.trace)),
         Route(f"{base}/agents/{{name}}/chat", _guarded(api.chat), methods=["POST"]),
         Route(f"{base}/mcpservers", _guarded(api.mcp_servers)),
         Route(f"{base}/topology", _guarded(api.topology)),

@@ -16,7 +16,6 @@ Not covered yet (not built): traces (Jaeger), partner hops in the playground.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +24,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from agentspec_runtime.engine.prompts import bucket
+from tests.support.browser import chromium, new_page, shot
 from tests.support.cluster import ShippedCluster
 from tests.support.control_plane import NamespacedKubectl
 from tests.support.fake_llm import FakeLLM, echo
@@ -35,37 +35,17 @@ from tests.support.metrics_stack import Prometheus
 from tests.support.operator_testkit import eventually, prompt_doc
 from tests.support.studio_proc import StudioProcess
 
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "test-artifacts" / "studio"
-# the browser itself: /usr/bin/chromium is Debian's launcher script
-CHROMIUM = (
-    "/usr/lib/chromium/chromium"
-    if Path("/usr/lib/chromium/chromium").is_file()
-    else shutil.which("chromium")
-)
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert CHROMIUM, "Debian's chromium is missing: scripts/setup.sh installs it"
-    with sync_playwright() as playwright:
-        # --no-sandbox: the tests run as root, where chromium's sandbox refuses to start
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    opened = context.new_page()
-    yield opened
-    context.close()
-
-
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    with new_page(browser) as opened:
+        yield opened
 
 
 def chat(studio: StudioProcess, ns: str, context: str) -> Any:

@@ -5,7 +5,9 @@ Asserted: the agents are listed Ready from the processes ``agentspec up`` runs; 
 version added and released through the Studio is written into the YAML file (the file's
 other documents and its opening comment kept), and the running HR agent answers with the new
 prompt without restarting; a save that would break the folder is refused naming the problem
-and changes nothing; the playground reaches the local agent.
+and changes nothing; the playground reaches the local agent; the agents export their spans
+to the Studio (OTLP) and a question the router hands to HR, whose knowledge source answers,
+is one trace across both agents — shown as a waterfall in a real browser.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 
 import httpx
 import yaml
+from playwright.sync_api import expect
 
+from tests.support.browser import chromium, new_page, shot
 from tests.support.procs import start_process, wait_until
 from tests.support.studio_proc import StudioProcess
 
@@ -29,6 +33,9 @@ def test_folder_mode_writes_the_files_and_the_running_agents_reload(tmp_path: Pa
     folder = tmp_path / "specs"
     shutil.copytree(ROOT / "examples" / "multi-agent", folder)
     log = tmp_path / "up.log"
+    studio = StudioProcess(folder=folder).start()
+    # the agents send their spans to the Studio, quickly (the batch delay is 5 s otherwise)
+    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": studio.base_url, "OTEL_BSP_SCHEDULE_DELAY": "200"}
     up = start_process(
         "agentspec-up",
         [
@@ -36,7 +43,7 @@ def test_folder_mode_writes_the_files_and_the_running_agents_reload(tmp_path: Pa
             "--port-base", "0", "--run-local-commands",
         ],
         log_path=log,
-        env=dict(os.environ),
+        env={**os.environ, **otlp},
         cwd=ROOT,
     )  # fmt: skip
     try:
@@ -47,68 +54,97 @@ def test_folder_mode_writes_the_files_and_the_running_agents_reload(tmp_path: Pa
         assert match, log.read_text()
         hr = match.group(1)
         before = httpx.get(f"{hr}/status", timeout=10).json()["pid"]
-        with StudioProcess(folder=folder) as studio:
-            api = f"{studio.base_url}/api/namespaces/default"
-            rows = httpx.get(f"{api}/agents", timeout=20).json()["items"]
-            assert {r["name"]: r["ready"] for r in rows} == {
-                "router": True,
-                "hr": True,
-                "finance": True,
-            }
+        api = f"{studio.base_url}/api/namespaces/default"
+        rows = httpx.get(f"{api}/agents", timeout=20).json()["items"]
+        assert {r["name"]: r["ready"] for r in rows} == {
+            "router": True,
+            "hr": True,
+            "finance": True,
+        }
 
-            prompts = folder / "prompts.yaml"
-            opening = prompts.read_text().splitlines()[0]
-            assert opening.startswith("#")
-            base = f"{api}/prompts/hr-prompt"
-            friendly = "You are the friendly HR assistant. Answer questions about leave."
-            for path, body in (
-                ("versions", {"version": "v2", "template": friendly}),
-                ("canary", {"version": "v2", "weight": 50}),
-                ("promote", {}),
-            ):
-                response = httpx.post(f"{base}/{path}", json=body, timeout=20)
-                assert response.status_code == 200, response.text
-            written = list(yaml.safe_load_all(prompts.read_text()))
-            hr_prompt = next(d for d in written if d["metadata"]["name"] == "hr-prompt")
-            assert hr_prompt["spec"]["release"] == {"stable": "v2"}
-            assert {d["metadata"]["name"] for d in written} == {
-                "router-prompt",
-                "hr-prompt",
-                "finance-prompt",
-            }
-            assert prompts.read_text().splitlines()[0] == opening
+        prompts = folder / "prompts.yaml"
+        opening = prompts.read_text().splitlines()[0]
+        assert opening.startswith("#")
+        base = f"{api}/prompts/hr-prompt"
+        friendly = "You are the friendly HR assistant. Answer questions about leave."
+        for path, body in (
+            ("versions", {"version": "v2", "template": friendly}),
+            ("canary", {"version": "v2", "weight": 50}),
+            ("promote", {}),
+        ):
+            response = httpx.post(f"{base}/{path}", json=body, timeout=20)
+            assert response.status_code == 200, response.text
+        written = list(yaml.safe_load_all(prompts.read_text()))
+        hr_prompt = next(d for d in written if d["metadata"]["name"] == "hr-prompt")
+        assert hr_prompt["spec"]["release"] == {"stable": "v2"}
+        assert {d["metadata"]["name"] for d in written} == {
+            "router-prompt",
+            "hr-prompt",
+            "finance-prompt",
+        }
+        assert prompts.read_text().splitlines()[0] == opening
 
-            def hr_says() -> str:
-                body = httpx.post(
-                    f"{hr}/v1/chat/completions",
-                    json={"model": "hr", "messages": [{"role": "user", "content": "hello"}]},
-                    timeout=20,
-                ).json()
-                answer: str = body["choices"][0]["message"]["content"]
-                return answer
+        def hr_says() -> str:
+            body = httpx.post(
+                f"{hr}/v1/chat/completions",
+                json={"model": "hr", "messages": [{"role": "user", "content": "hello"}]},
+                timeout=20,
+            ).json()
+            answer: str = body["choices"][0]["message"]["content"]
+            return answer
 
-            wait_until(lambda: "friendly" in hr_says(), timeout=15, what="HR to reload")
-            assert httpx.get(f"{hr}/status", timeout=10).json()["pid"] == before
+        wait_until(lambda: "friendly" in hr_says(), timeout=15, what="HR to reload")
+        assert httpx.get(f"{hr}/status", timeout=10).json()["pid"] == before
 
-            # a save that would break the folder: refused, naming why, nothing written
-            text = (folder / "agents.yaml").read_text()
-            broken = {
-                "apiVersion": "agentspec.io/v1alpha1",
-                "kind": "AgentSpec",
-                "metadata": {"name": "hr"},
-                "spec": {"promptRef": {"name": "nope"}, "model": {"model": "gpt-4o-mini"}},
-            }
-            refused = httpx.post(
-                f"{api}/dry-run", json={"yaml": yaml.safe_dump(broken)}, timeout=20
-            )
-            assert refused.status_code == 422, refused.text
-            causes = [c["message"] for c in refused.json()["causes"]]
-            assert any("PromptTemplate 'nope' not found" in c for c in causes), causes
-            assert (folder / "agents.yaml").read_text() == text
+        # a save that would break the folder: refused, naming why, nothing written
+        text = (folder / "agents.yaml").read_text()
+        broken = {
+            "apiVersion": "agentspec.io/v1alpha1",
+            "kind": "AgentSpec",
+            "metadata": {"name": "hr"},
+            "spec": {"promptRef": {"name": "nope"}, "model": {"model": "gpt-4o-mini"}},
+        }
+        refused = httpx.post(f"{api}/dry-run", json={"yaml": yaml.safe_dump(broken)}, timeout=20)
+        assert refused.status_code == 422, refused.text
+        causes = [c["message"] for c in refused.json()["causes"]]
+        assert any("PromptTemplate 'nope' not found" in c for c in causes), causes
+        assert (folder / "agents.yaml").read_text() == text
 
-            chat = httpx.post(f"{api}/agents/hr/chat", json={"message": "hello"}, timeout=30)
-            assert chat.status_code == 200, chat.text
-            assert "friendly" in chat.json()["answer"]
-            assert chat.json()["agentspec"]["promptVersion"] == "v2"
+        chat = httpx.post(f"{api}/agents/hr/chat", json={"message": "hello"}, timeout=30)
+        assert chat.status_code == 200, chat.text
+        assert "friendly" in chat.json()["answer"]
+        assert chat.json()["agentspec"]["promptVersion"] == "v2"
+
+        # one trace across router and HR: the router's partner call, HR's knowledge
+        routed = httpx.post(
+            f"{api}/agents/router/chat",
+            json={"message": "How many leave days do I have?"},
+            timeout=60,
+        )
+        assert routed.status_code == 200, routed.text
+        assert "[hr-policies:leave.md#0]" in routed.json()["answer"]
+        trace_id = routed.json()["traceId"]
+
+        def spans() -> list[dict[str, object]]:
+            found = httpx.get(f"{studio.base_url}/api/traces/{trace_id}", timeout=10)
+            return list(found.json()["spans"]) if found.status_code == 200 else []
+
+        def both_agents_reported() -> bool:
+            names = {(s["service"], s["name"]) for s in spans()}
+            return {("router", "invoke_agent router"), ("hr", "invoke_agent hr")} <= names
+
+        wait_until(both_agents_reported, timeout=20, what="both agents' spans")
+        names = {(s["service"], s["name"]) for s in spans()}
+        assert ("hr", "execute_tool hr-policies") in names, names
+        assert ("router", "execute_tool hr") in names, names
+        assert all(s["traceId"] == trace_id for s in spans())
+
+        with chromium() as browser, new_page(browser) as page:
+            page.goto(f"{studio.base_url}/#/default/traces/{trace_id}")
+            waterfall = page.get_by_label("Waterfall")
+            expect(waterfall.locator('[data-span="execute_tool hr-policies"]')).to_be_visible()
+            expect(waterfall.locator('[data-service="router"]').first).to_be_visible()
+            shot(page, "10-trace-waterfall")
     finally:
         up.stop(grace=15)
+        studio.stop()

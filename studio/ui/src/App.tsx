@@ -6,6 +6,7 @@ import { Playground } from "./pages/Playground";
 import { Prompts } from "./pages/Prompts";
 import { Registries } from "./pages/Registries";
 import { Topology } from "./pages/Topology";
+import { Traces } from "./pages/Traces";
 import { Usage } from "./pages/Usage";
 
 // Hash routes: #/<namespace>/<page>[/<name>]; the server serves one index.html.
@@ -28,6 +29,7 @@ const PAGES: [string, string][] = [
   ["topology", "Topology"],
   ["playground", "Playground"],
   ["usage", "Usage & cost"],
+  ["traces", "Traces"],
 ];
 
 export function App() {
@@ -80,6 +82,7 @@ export function App() {
         {page === "topology" && <Topology ns={ns} />}
         {page === "playground" && <Playground ns={ns} />}
         {page === "usage" && <Usage ns={ns} />}
+        {page === "traces" && <Traces ns={ns} id={name} />}
       </main>
     </>
   );

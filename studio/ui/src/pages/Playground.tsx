@@ -70,7 +70,7 @@ export function Playground({ ns }: { ns: string }) {
                 prompt {t.meta.agentspec?.promptVersion} · tool calls {t.meta.agentspec?.toolCalls ?? 0} · tokens{" "}
                 {t.meta.usage?.prompt_tokens ?? 0} in / {t.meta.usage?.completion_tokens ?? 0} out · partner tokens{" "}
                 {(t.meta.agentspec?.partnerUsage?.prompt_tokens ?? 0) + (t.meta.agentspec?.partnerUsage?.completion_tokens ?? 0)} ·
-                trace <code>{t.meta.traceId}</code>
+                trace <a href={`#/${ns}/traces/${t.meta.traceId}`}>{t.meta.traceId}</a>
               </small>
             )}
           </li>

@@ -1,0 +1,174 @@
+"""Traces kept in memory: the Studio as an OTLP/HTTP receiver (``POST /v1/traces``, protobuf
+or JSON), a development convenience for folder mode — point the agents' standard
+``OTEL_EXPORTER_OTLP_ENDPOINT`` at the Studio and every request's spans across agents
+(``invoke_agent``, ``chat``, ``execute_tool``) become a waterfall. The last ``MAX_TRACES``
+traces are kept (at most ``MAX_SPANS`` spans each); nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from typing import Any
+
+from .views import EditError, Json
+
+MAX_TRACES = 200
+MAX_SPANS = 2000
+_KEPT = ("gen_ai.", "agentspec.", "http.", "error", "rpc.")
+
+
+def _value(value: Any) -> Any:
+    """An OTLP AnyValue (protobuf message or its JSON) as a plain value."""
+    if hasattr(value, "WhichOneof"):
+        kind = value.WhichOneof("value")
+        if kind is None:
+            return None
+        raw = getattr(value, kind)
+        if kind == "array_value":
+            return [_value(v) for v in raw.values]
+        return raw if kind != "kvlist_value" else {kv.key: _value(kv.value) for kv in raw.values}
+    if isinstance(value, dict):
+        for key in ("stringValue", "intValue", "doubleValue", "boolValue"):
+            if key in value:
+                return value[key]
+        if "arrayValue" in value:
+            return [_value(v) for v in value["arrayValue"].get("values", [])]
+    return None
+
+
+def _attributes(items: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key = item.key if hasattr(item, "key") else item.get("key", "")
+        value = item.value if hasattr(item, "value") else item.get("value")
+        out[str(key)] = _value(value)
+    return out
+
+
+class TraceStore:
+    def __init__(self) -> None:
+        self._traces: OrderedDict[str, list[Json]] = OrderedDict()
+
+    def receive(self, body: bytes, content_type: str) -> int:
+        """Store the spans of one OTLP export; how many were taken."""
+        if content_type.startswith("application/json"):
+            try:
+                request = json.loads(body)
+            except ValueError as e:
+                raise EditError(f"not OTLP JSON: {e}") from e
+            resources = request.get("resourceSpans", [])
+            return self._take(
+                (
+                    _attributes(r.get("resource", {}).get("attributes", [])),
+                    [s for scope in r.get("scopeSpans", []) for s in scope.get("spans", [])],
+                )
+                for r in resources
+            )
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        message = ExportTraceServiceRequest()
+        try:
+            message.ParseFromString(body)
+        except Exception as e:  # protobuf's DecodeError (untyped), or anything it raises
+            raise EditError(f"not OTLP protobuf: {e}") from e
+        return self._take(
+            (
+                _attributes(r.resource.attributes),
+                [s for scope in r.scope_spans for s in scope.spans],
+            )
+            for r in message.resource_spans
+        )
+
+    def _take(self, batches: Any) -> int:
+        taken = 0
+        for resource, spans in batches:
+            service = str(resource.get("service.name", "unknown"))
+            for span in spans:
+                if isinstance(span, dict):
+                    trace_id, span_id = span.get("traceId", ""), span.get("spanId", "")
+                    parent = span.get("parentSpanId", "")
+                    name = span.get("name", "")
+                    start = int(span.get("startTimeUnixNano", 0))
+                    end = int(span.get("endTimeUnixNano", 0))
+                    attrs = _attributes(span.get("attributes", []))
+                    error = (span.get("status") or {}).get("code") in (2, "STATUS_CODE_ERROR")
+                else:
+                    trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
+                    parent = span.parent_span_id.hex()
+                    name, start, end = span.name, span.start_time_unix_nano, span.end_time_unix_nano
+                    attrs = _attributes(span.attributes)
+                    error = span.status.code == 2
+                kept = self._traces.setdefault(trace_id, [])
+                self._traces.move_to_end(trace_id)
+                if len(kept) < MAX_SPANS:
+                    kept.append(
+                        {
+                            "traceId": trace_id,
+                            "spanId": span_id,
+                            "parentSpanId": parent or None,
+                            "name": name,
+                            "service": service,
+                            "start": start,
+                            "end": end,
+                            "error": bool(error),
+                            "attributes": {k: v for k, v in attrs.items() if k.startswith(_KEPT)},
+                        }
+                    )
+                    taken += 1
+        while len(self._traces) > MAX_TRACES:
+            self._traces.popitem(last=False)
+        return taken
+
+    def recent(self) -> list[Json]:
+        out = []
+        for trace_id, spans in reversed(self._traces.items()):
+            start = min(s["start"] for s in spans)
+            end = max(s["end"] for s in spans)
+            roots = [s for s in spans if not s["parentSpanId"]] or spans
+            out.append(
+                {
+                    "traceId": trace_id,
+                    "root": min(roots, key=lambda s: s["start"])["name"],
+                    "services": sorted({s["service"] for s in spans}),
+                    "spans": len(spans),
+                    "durationMs": round((end - start) / 1e6, 3),
+                    "start": start,
+                    "error": any(s["error"] for s in spans),
+                }
+            )
+        return out
+
+    def trace(self, trace_id: str) -> Json | None:
+        spans = self._traces.get(trace_id.lower())
+        if spans is None:
+            return None
+        start = min(s["start"] for s in spans)
+        end = max(s["end"] for s in spans)
+        by_id = {s["spanId"]: s for s in spans}
+
+        def depth(span: Json) -> int:
+            seen, level = set(), 0
+            while span["parentSpanId"] in by_id and span["spanId"] not in seen:
+                seen.add(span["spanId"])
+                span = by_id[span["parentSpanId"]]
+                level += 1
+            return level
+
+        ordered = sorted(spans, key=lambda s: (s["start"], depth(s)))
+        return {
+            "traceId": trace_id,
+            "start": start,
+            "durationMs": round((end - start) / 1e6, 3),
+            "spans": [
+                {
+                    **s,
+                    "depth": depth(s),
+                    "offsetMs": round((s["start"] - start) / 1e6, 3),
+                    "durationMs": round((s["end"] - s["start"]) / 1e6, 3),
+                }
+                for s in ordered
+            ],
+        }
