@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the two images the product ships, Dockerfile.runtime and Dockerfile.operator, with a
+# Build the images the product ships, Dockerfile.runtime, Dockerfile.operator and
+# Dockerfile.studio (after scripts/build-studio-ui.sh built the Studio's UI), with a
 # daemonless builder (buildah: chroot isolation, vfs storage; needs root), on a stand-in base
 # made from Debian's packages (mmdebstrap: bookworm, python3, python3-venv, ca-certificates),
 # because no image registry is reachable here. Then export each image's filesystem and config
@@ -9,7 +10,8 @@
 # by a hash of everything it is built from (Dockerfile, lock files, pyproject, sources, base).
 # A warm machine with unchanged inputs rebuilds nothing.
 #
-# Prints one JSON object on stdout, {"runtime": IMAGE, "operator": IMAGE}, where IMAGE is
+# Prints one JSON object on stdout, {"runtime": IMAGE, "operator": IMAGE, "studio": IMAGE},
+# where IMAGE is
 # {"ref", "id", "rootfs", "config": {Entrypoint, Cmd, Env, WorkingDir, User}, "layers",
 #  "rootfsBytes", "buildSeconds" (null when cached)}; everything else goes to stderr.
 set -euo pipefail
@@ -75,7 +77,7 @@ if ! has_image "$BASE"; then
 fi
 base_id="$(bh inspect --type image --format '{{.FromImageID}}' "$BASE")"
 
-# --- the two images ------------------------------------------------------------------------
+# --- the images ----------------------------------------------------------------------------
 inputs_hash() {  # everything the image is built from, and the base it is built on
   local name=$1
   {
@@ -84,8 +86,13 @@ inputs_hash() {  # everything the image is built from, and the base it is built 
       requirements/build.txt "requirements/$name.txt"; do
       printf '%s\0' "$f"; sha256sum <"$f"
     done
-    git ls-files -z --cached --others --exclude-standard -- runtime operator |
-      sort -z | while IFS= read -r -d '' f; do
+    local sources=(runtime operator)
+    [[ "$name" == studio ]] && sources=(runtime studio)
+    {
+      git ls-files -z --cached --others --exclude-standard -- "${sources[@]}"
+      # the Studio's built UI (ignored by git, carried by its wheel)
+      [[ "$name" == studio ]] && find studio/agentspec_studio/static -type f -print0
+    } | sort -z | while IFS= read -r -d '' f; do
         [[ -f "$f" ]] || continue
         printf '%s\0' "$f"; sha256sum <"$f"
       done
@@ -154,13 +161,16 @@ PY
 
 runtime_json="$(build_image runtime)"
 operator_json="$(build_image operator)"
+[[ -f studio/agentspec_studio/static/index.html ]] || scripts/build-studio-ui.sh
+studio_json="$(build_image studio)"
 
 used=$(du -sb "$CACHE/storage" 2>/dev/null | cut -f1 || echo 0)
 if (( used > PRUNE_ABOVE_BYTES )); then
   log "build cache holds $((used >> 30)) GiB: pruning intermediate layers"
   bh rmi --prune >/dev/null 2>&1 || true
 fi
-printf '{"base": "%s", "runtime": %s, "operator": %s}\n' "$BASE" "$runtime_json" "$operator_json"
+printf '{"base": "%s", "runtime": %s, "operator": %s, "studio": %s}\n' "$BASE" "$runtime_json" \
+  "$operator_json" "$studio_json"
 }
 
 main "$@"

@@ -16,7 +16,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 python - "$AGENTSPEC_IMAGES_JSON" <<'PY'
 import json, sys
 images = json.load(open(sys.argv[1]))
-for name in ("runtime", "operator"):
+for name in ("runtime", "operator", "studio"):
     i = images[name]
     built = f", built in {i['buildSeconds']} s" if i["buildSeconds"] is not None else ""
     print(f"== image {i['ref']}: {i['rootfsBytes'] / 1e6:.0f} MB unpacked{built}")

@@ -23,7 +23,7 @@ from lightkube.generic_resource import (
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ConfigMap, Event, Service, ServiceAccount
 
-from .views import FIELD_MANAGER, Json, KubeApiError
+from .views import FIELD_MANAGER, Json, KubeApiError, answer_of
 
 GROUP, VERSION = "agentspec.io", "v1alpha1"
 KINDS = {
@@ -251,11 +251,7 @@ class Cluster:
             )
         url = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
         response = await self._http.post(url, json=body, headers=headers)
-        try:
-            data = response.json()
-        except ValueError:
-            data = {"message": response.text[:2000]}
-        return response.status_code, data if isinstance(data, dict) else {"value": data}
+        return response.status_code, answer_of(response.text)
 
     async def aclose(self) -> None:
         if self._http is not None:

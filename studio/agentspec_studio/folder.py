@@ -26,7 +26,7 @@ from agentspec_runtime.spec.bundle import Bundle
 from agentspec_runtime.spec.crd import all_crds
 from agentspec_runtime.specfiles import yaml_files
 
-from .views import Json, KubeApiError
+from .views import Json, KubeApiError, answer_of
 
 REGISTRY = Path.home() / ".cache" / "agentspec" / "up-agents.json"
 KINDS = ("AgentSpec", "PromptTemplate", "McpServer")
@@ -218,11 +218,7 @@ class Folder:
             raise KubeApiError(503, f"agent {service!r} is not running: start it with agentspec up")
         async with httpx2.AsyncClient(timeout=180) as client:
             response = await client.post(f"{url}/{path.lstrip('/')}", json=body, headers=headers)
-        try:
-            data = response.json()
-        except ValueError:
-            data = {"message": response.text[:2000]}
-        return response.status_code, data if isinstance(data, dict) else {"value": data}
+        return response.status_code, answer_of(response.text)
 
     async def aclose(self) -> None:
         return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -47,6 +48,15 @@ class EditError(ValueError):
     def __init__(self, message: str, *, status: int = 422) -> None:
         super().__init__(message)
         self.status = status
+
+
+def answer_of(text: str) -> Json:
+    """An HTTP answer's body as a JSON object (text that is not: under ``message``)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {"message": text[:2000]}
+    return data if isinstance(data, dict) else {"value": data}
 
 
 def argo_managed(obj: Mapping[str, Any]) -> str | None:

@@ -14,6 +14,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -250,4 +251,49 @@ def test_crd_changes_reach_the_cluster_by_server_side_apply(
 
     assert "Sampling temperature (v2)" in eventually(
         served, timeout=30, what="the upgraded CRD to be served"
+    )
+
+
+def test_the_studio_is_off_by_default_and_read_only_unless_writing_is_chosen(
+    control_plane: ControlPlane,
+) -> None:
+    def rendered(*values: str) -> list[dict[str, Any]]:
+        text = helm(control_plane, "template", "agentspec", str(CHART), "-n", "ops", *values)
+        return [d for d in yaml.safe_load_all(text.stdout) if d]
+
+    assert not [d for d in rendered() if d["metadata"]["name"].startswith("agentspec-studio")]
+    read_only = rendered("--set", "studio.enabled=true")
+    (role,) = [
+        d for d in read_only if d["kind"] == "ClusterRole" and "studio" in d["metadata"]["name"]
+    ]
+    verbs = {verb for rule in role["rules"] for verb in rule["verbs"]}
+    assert verbs == {"get", "list", "watch"}
+    (deployment,) = [
+        d
+        for d in read_only
+        if d["metadata"]["name"] == "agentspec-studio" and d["kind"] == "Deployment"
+    ]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--allow-host=agentspec-studio.ops.svc:8500" in args
+    writing = rendered(
+        "--set", "studio.enabled=true", "--set", "studio.rbac.write=true",
+        "--set", "studio.allowHosts={studio.example.com}",
+    )  # fmt: skip
+    (role,) = [
+        d for d in writing if d["kind"] == "ClusterRole" and "studio" in d["metadata"]["name"]
+    ]
+    agentspec_rule = next(r for r in role["rules"] if r["apiGroups"] == ["agentspec.io"])
+    assert {"create", "update", "patch"} <= set(agentspec_rule["verbs"])
+    assert "delete" not in agentspec_rule["verbs"]
+    assert {"apiGroups": [""], "resources": ["services/proxy"], "verbs": ["create"]} in role[
+        "rules"
+    ]
+    (deployment,) = [
+        d
+        for d in writing
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "agentspec-studio"
+    ]
+    assert (
+        "--allow-host=studio.example.com"
+        in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     )

@@ -24,7 +24,7 @@ import yaml
 
 from tests.support.control_plane import ControlPlane, NamespacedKubectl
 from tests.support.operator_testkit import agent_doc, get, prompt_doc
-from tests.support.studio_proc import StudioProcess
+from tests.support.studio_proc import StudioProcess, unreachable_kubeconfig
 
 Json = dict[str, Any]
 
@@ -219,19 +219,7 @@ def test_the_schema_is_the_installed_crds(studio: StudioProcess) -> None:
 
 
 def test_an_unreachable_cluster_is_said_plainly(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
+    kubeconfig = unreachable_kubeconfig(tmp_path / "kubeconfig")
     with StudioProcess(kubeconfig=kubeconfig) as studio:
         health = api(studio, "GET", "/api/health")
         assert health.status_code == 503

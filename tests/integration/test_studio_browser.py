@@ -33,7 +33,7 @@ from tests.support.control_plane import NamespacedKubectl
 from tests.support.fake_llm import FakeLLM, echo
 from tests.support.metrics_stack import Prometheus
 from tests.support.operator_testkit import eventually, prompt_doc
-from tests.support.studio_proc import StudioProcess
+from tests.support.studio_proc import StudioProcess, unreachable_kubeconfig
 
 
 @pytest.fixture(scope="module")
@@ -190,19 +190,7 @@ def test_create_an_agent_release_a_prompt_canary_and_see_the_topology(
 
 
 def test_an_unreachable_cluster_is_said_on_the_page(tmp_path: Path, page: Page) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
+    kubeconfig = unreachable_kubeconfig(tmp_path / "kubeconfig")
     with StudioProcess(kubeconfig=kubeconfig) as studio:
         page.goto(f"{studio.base_url}/")
         alert = page.get_by_role("alert").first

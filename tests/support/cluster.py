@@ -69,6 +69,7 @@ class ShippedCluster(Managed):
                 "--create-namespace",
                 *image_values("operator.image", self.images.operator.ref),
                 *image_values("runtime.image", self.images.runtime.ref),
+                *image_values("studio.image", self.images.studio.ref),
                 *self.helm_values,
             )
             self.kubelet.wait_ready(

@@ -69,9 +69,10 @@ class Image:
 class Images:
     runtime: Image
     operator: Image
+    studio: Image
 
     def all(self) -> list[Image]:
-        return [self.runtime, self.operator]
+        return [self.runtime, self.operator, self.studio]
 
 
 @functools.cache
@@ -81,7 +82,9 @@ def locate_images() -> Images:
     text = Path(saved).read_text() if saved and fresh else run_script(BUILD_SCRIPT)
     data = json.loads(text.strip().splitlines()[-1])
     images = Images(
-        runtime=Image.from_json(data["runtime"]), operator=Image.from_json(data["operator"])
+        runtime=Image.from_json(data["runtime"]),
+        operator=Image.from_json(data["operator"]),
+        studio=Image.from_json(data["studio"]),
     )
     for image in images.all():
         if not image.rootfs.is_dir():

@@ -71,3 +71,22 @@ class StudioProcess(Managed):
 
     def log(self) -> str:
         return "" if self.process is None else self.process.log_tail(80)
+
+
+def unreachable_kubeconfig(path: Path) -> Path:
+    """A kubeconfig whose cluster nobody listens for (port 9 on this machine)."""
+    import yaml
+
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    return path
