@@ -91,7 +91,7 @@ inputs_hash() {  # everything the image is built from, and the base it is built 
     {
       git ls-files -z --cached --others --exclude-standard -- "${sources[@]}"
       # the Studio's built UI (ignored by git, carried by its wheel)
-      [[ "$name" == studio ]] && find studio/agentspec_studio/static -type f -print0
+      if [[ "$name" == studio ]]; then find studio/agentspec_studio/static -type f -print0; fi
     } | sort -z | while IFS= read -r -d '' f; do
         [[ -f "$f" ]] || continue
         printf '%s\0' "$f"; sha256sum <"$f"
@@ -161,7 +161,7 @@ PY
 
 runtime_json="$(build_image runtime)"
 operator_json="$(build_image operator)"
-[[ -f studio/agentspec_studio/static/index.html ]] || scripts/build-studio-ui.sh
+scripts/build-studio-ui.sh  # keyed by its sources: a no-op when the UI is current
 studio_json="$(build_image studio)"
 
 used=$(du -sb "$CACHE/storage" 2>/dev/null | cut -f1 || echo 0)

@@ -13,12 +13,14 @@ the object's resourceVersion (a concurrent change answers 409).
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -34,6 +36,7 @@ from .usage import PrometheusError, Usage
 from .views import EditError, Json, KubeApiError
 
 STATIC = Path(__file__).parent / "static"
+MAX_OTLP_BYTES = 8 << 20
 log = logging.getLogger("agentspec.studio")
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -277,8 +280,20 @@ class _Api:
 
     async def receive_traces(self, request: Request) -> Response:
         """OTLP/HTTP: the agents' spans (``OTEL_EXPORTER_OTLP_ENDPOINT`` = this Studio)."""
+        body = b""
+        async for piece in request.stream():
+            body += piece
+            if len(body) > MAX_OTLP_BYTES:
+                raise EditError(f"an export is at most {MAX_OTLP_BYTES >> 20} MiB", status=413)
+        if request.headers.get("content-encoding", "").lower() == "gzip":
+            try:
+                body = gzip.decompress(body)
+            except (OSError, EOFError) as e:
+                raise EditError(f"not gzip: {e}") from e
+            if len(body) > MAX_OTLP_BYTES:
+                raise EditError(f"an export is at most {MAX_OTLP_BYTES >> 20} MiB", status=413)
         taken = self.traces.receive(
-            await request.body(), request.headers.get("content-type", "application/x-protobuf")
+            body, request.headers.get("content-type", "application/x-protobuf")
         )
         return _json({"partialSuccess": {}, "taken": taken})
 
@@ -350,7 +365,8 @@ class LocalOnly:
         if method in ("GET", "HEAD"):
             return None
         origin = headers.get("origin")
-        if origin is not None and origin.removeprefix("http://") not in self.hosts:
+        # the page's own origin, whatever its scheme (behind a TLS proxy it is https://)
+        if origin is not None and urlsplit(origin).netloc != host:
             return f"requests from {origin!r} are refused (cross-site)"
         kind = headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in ("application/json", "application/x-protobuf"):
@@ -405,7 +421,6 @@ def build_app(
             methods=["POST"],
         ),
         Route(f"{base}/usage", _guarded(api.usage_report)),
-        Route("/v1/traces", _guarded(api.receive_traces), methods=["POST"]),
         Route("/api/traces", _guarded(api.recent_traces)),
         Route("/api/traces/{trace:str}", _guarded(api.trace)),
         Route(f"{base}/agents/{{name}}/chat", _guarded(api.chat), methods=["POST"]),
@@ -413,6 +428,10 @@ def build_app(
         Route(f"{base}/topology", _guarded(api.topology)),
         Route(f"{base}/live", _guarded(api.live)),
     ]
+    if isinstance(cluster, Folder):
+        # the in-memory OTLP receiver: a development convenience of folder mode only (in a
+        # cluster, anything that reaches the Service could send spans)
+        routes.append(Route("/v1/traces", _guarded(api.receive_traces), methods=["POST"]))
     if STATIC.is_dir():
         routes.append(Mount("/", StaticFiles(directory=STATIC, html=True)))
     app = Starlette(routes=routes)

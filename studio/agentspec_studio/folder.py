@@ -24,18 +24,40 @@ import yaml
 
 from agentspec_runtime.spec.bundle import Bundle
 from agentspec_runtime.spec.crd import all_crds
-from agentspec_runtime.specfiles import yaml_files
+from agentspec_runtime.specfiles import read, yaml_files
 
 from .views import Json, KubeApiError, answer_of
 
 REGISTRY = Path.home() / ".cache" / "agentspec" / "up-agents.json"
 KINDS = ("AgentSpec", "PromptTemplate", "McpServer")
-_SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
+_SEPARATOR = re.compile(r"^(---[ \t]*(?:#[^\n]*)?\r?)$", re.MULTILINE)
+API_VERSION = "agentspec.io/v1alpha1"
 
 
-def _split(text: str) -> list[str]:
-    """A file's documents as text, separators left out (``"---".join`` puts them back)."""
-    return _SEPARATOR.split(text)
+class _Dumper(yaml.SafeDumper):
+    """Multi-line text (a prompt template) as a literal block, as people write it."""
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _text)
+
+
+def _split(text: str) -> tuple[list[str], list[str]]:
+    """A file's documents as text, and the separator lines between them (kept as written,
+    a comment on one included): ``_join`` puts them back together."""
+    pieces = _SEPARATOR.split(text)
+    return pieces[0::2], pieces[1::2]
+
+
+def _join(parts: list[str], separators: list[str]) -> str:
+    out = parts[0]
+    for separator, part in zip(separators, parts[1:], strict=True):
+        out += separator + part
+    return out
 
 
 def _key(doc: Any) -> tuple[str, str] | None:
@@ -54,21 +76,32 @@ class Folder:
     # -- reading ------------------------------------------------------------------------
 
     def _documents(self) -> list[tuple[Path, int, Json]]:
+        """Every document of every file: (file, index of its text among the file's parts,
+        body); a part index of -1: the file cannot be rewritten document by document."""
         files, _ = yaml_files([self.folder])
         out: list[tuple[Path, int, Json]] = []
         for path in files:
             try:
-                parts = _split(path.read_text())
-            except OSError:
-                continue
-            for index, part in enumerate(parts):
-                try:
-                    doc = yaml.safe_load(part)
-                except yaml.YAMLError:
-                    continue
-                if isinstance(doc, dict):
-                    out.append((path, index, doc))
+                text = path.read_text()
+                whole = [d for d in yaml.safe_load_all(text) if d is not None]
+            except (OSError, yaml.YAMLError):
+                continue  # _problems says so
+            parts: list[tuple[int, Any]] = []
+            try:
+                parts = [(i, yaml.safe_load(part)) for i, part in enumerate(_split(text)[0])]
+            except yaml.YAMLError:
+                parts = []
+            split = [(i, d) for i, d in parts if d is not None]
+            if [d for _, d in split] == whole:
+                out += [(path, i, d) for i, d in split if isinstance(d, dict)]
+            else:  # separators this splitting does not know: read, but never rewrite
+                out += [(path, -1, d) for d in whole if isinstance(d, dict)]
         return out
+
+    def _problems(self) -> list[str]:
+        """What keeps the folder from loading at all (a file that is not YAML)."""
+        _, _, problems = read([self.folder])
+        return [p for p in problems if "not valid YAML" in p or "not a mapping" in p]
 
     def _urls(self) -> dict[str, str]:
         try:
@@ -83,7 +116,7 @@ class Folder:
 
     async def _with_status(self, doc: Json) -> Json:
         out = copy.deepcopy(doc)
-        out.setdefault("metadata", {})["namespace"] = self.namespace
+        out.setdefault("metadata", {}).setdefault("namespace", self.namespace)
         if doc.get("kind") != "AgentSpec":
             return out
         url = self._urls().get(out["metadata"].get("name", ""))
@@ -133,57 +166,78 @@ class Folder:
 
     # -- writing ------------------------------------------------------------------------
 
-    def _validated(self, obj: Json) -> None:
-        """The folder's documents with ``obj`` in place, checked as ``agentspec validate``."""
-        if obj.get("kind") not in KINDS:
-            raise KubeApiError(422, f"the Studio does not edit kind {obj.get('kind')!r}")
-        clean = copy.deepcopy(obj)
-        clean.get("metadata", {}).pop("namespace", None)
-        clean.pop("status", None)
-        docs = [d for _, _, d in self._documents() if _key(d) != _key(clean)] + [clean]
-        bundle, problems = Bundle.of(
+    def _as_in_file(self, obj: Json) -> Json:
+        """``obj`` as its document would read in the file: no status or server fields, and
+        a namespace only when the file's document has one (or the object names another)."""
+        body = copy.deepcopy(obj)
+        body.pop("status", None)
+        meta = body.setdefault("metadata", {})
+        for noise in ("uid", "resourceVersion", "managedFields", "generation"):
+            meta.pop(noise, None)
+        original = next((d for _, _, d in self._documents() if _key(d) == _key(body)), None)
+        had = (original or {}).get("metadata", {}).get("namespace")
+        if had is None and meta.get("namespace") in (None, self.namespace):
+            meta.pop("namespace", None)
+        return body
+
+    def _validated(self, obj: Json) -> Json:
+        """``obj`` as it would be written, checked with the folder's other documents as
+        ``agentspec validate`` checks them; raises naming every problem."""
+        if obj.get("kind") not in KINDS or obj.get("apiVersion") != API_VERSION:
+            raise KubeApiError(
+                422,
+                f"the Studio edits {', '.join(KINDS)} of apiVersion {API_VERSION}, not "
+                f"{obj.get('apiVersion')!r} {obj.get('kind')!r}",
+            )
+        body = self._as_in_file(obj)
+        problems = self._problems()
+        docs = [d for _, _, d in self._documents() if _key(d) != _key(body)] + [body]
+        bundle, schema = Bundle.of(
             ((d, f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}") for d in docs),
             namespace=self.namespace,
         )
-        problems = problems or bundle.problems()
+        problems = problems or schema or bundle.problems()
         if problems:
             raise KubeApiError(
                 422,
                 "the folder would not be valid",
                 [{"field": "", "message": p, "reason": "Invalid"} for p in problems],
             )
+        return body
 
     async def apply(self, obj: Json, namespace: str, *, dry_run: bool, force: bool = False) -> Json:
         del namespace, force
-        self._validated(obj)
+        body = self._validated(obj)
         if not dry_run:
-            self._write(obj)
-        done = copy.deepcopy(obj)
-        done.setdefault("metadata", {})["namespace"] = self.namespace
+            self._write(body)
+        done = copy.deepcopy(body)
+        done.setdefault("metadata", {}).setdefault("namespace", self.namespace)
         return done
 
     async def replace(self, obj: Json, namespace: str) -> Json:
         return await self.apply(obj, namespace, dry_run=False)
 
-    def _write(self, obj: Json) -> None:
-        body = copy.deepcopy(obj)
-        body.pop("status", None)
-        meta = body.get("metadata") or {}
-        for noise in ("namespace", "uid", "resourceVersion", "managedFields", "generation"):
-            meta.pop(noise, None)
-        text = yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=100)
+    def _write(self, body: Json) -> None:
+        text = yaml.dump(body, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
         for path, index, doc in self._documents():
-            if _key(doc) == _key(body):
-                parts = _split(path.read_text())
-                # the comment lines that open the document stay; its YAML is replaced
-                opening = []
-                for line in parts[index].lstrip("\n").splitlines():
-                    if not line.startswith("#"):
-                        break
-                    opening.append(line + "\n")
-                parts[index] = ("\n" if index else "") + "".join(opening) + text
-                self._save(path, "---".join(parts))
-                return
+            if _key(doc) != _key(body):
+                continue
+            if index < 0:
+                raise KubeApiError(
+                    409,
+                    f"{path} separates its documents in a way the Studio does not rewrite "
+                    "safely: edit that file by hand",
+                )
+            parts, separators = _split(path.read_text())
+            # the comment lines that open the document stay; its YAML is replaced
+            opening = []
+            for line in parts[index].lstrip("\n").splitlines():
+                if not line.startswith("#"):
+                    break
+                opening.append(line + "\n")
+            parts[index] = ("\n" if index else "") + "".join(opening) + text
+            self._save(path, _join(parts, separators))
+            return
         kind, name = _key(body) or ("object", "new")
         self._save(self.folder / f"{kind.lower()}-{name}.yaml", text)
 

@@ -8,6 +8,7 @@ traces are kept (at most ``MAX_SPANS`` spans each); nothing is written anywhere.
 from __future__ import annotations
 
 import json
+import math
 from collections import OrderedDict
 from typing import Any
 
@@ -15,26 +16,45 @@ from .views import EditError, Json
 
 MAX_TRACES = 200
 MAX_SPANS = 2000
+MAX_VALUE = 1000
+"""Characters of an attribute's text kept."""
 _KEPT = ("gen_ai.", "agentspec.", "http.", "error", "rpc.")
 
 
 def _value(value: Any) -> Any:
     """An OTLP AnyValue (protobuf message or its JSON) as a plain value."""
     if hasattr(value, "WhichOneof"):
-        kind = value.WhichOneof("value")
-        if kind is None:
-            return None
-        raw = getattr(value, kind)
-        if kind == "array_value":
-            return [_value(v) for v in raw.values]
-        return raw if kind != "kvlist_value" else {kv.key: _value(kv.value) for kv in raw.values}
+        return _proto_value(value)
     if isinstance(value, dict):
-        for key in ("stringValue", "intValue", "doubleValue", "boolValue"):
-            if key in value:
-                return value[key]
         if "arrayValue" in value:
             return [_value(v) for v in value["arrayValue"].get("values", [])]
+        for key in ("stringValue", "intValue", "doubleValue", "boolValue"):
+            if key in value:
+                return _plain(value[key])
     return None
+
+
+def _proto_value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    raw = getattr(value, kind)
+    if kind == "array_value":
+        return [_value(v) for v in raw.values]
+    if kind == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in raw.values}
+    return _plain(raw)
+
+
+def _plain(value: Any) -> Any:
+    """What JSON can carry, short: bytes as hex, no NaN or infinity, strings cut."""
+    if isinstance(value, bytes):
+        value = value.hex()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str) and len(value) > MAX_VALUE:
+        return value[:MAX_VALUE] + "…"
+    return value
 
 
 def _attributes(items: Any) -> dict[str, Any]:
@@ -57,7 +77,11 @@ class TraceStore:
                 request = json.loads(body)
             except ValueError as e:
                 raise EditError(f"not OTLP JSON: {e}") from e
-            resources = request.get("resourceSpans", [])
+            if not isinstance(request, dict) or not isinstance(
+                request.get("resourceSpans", []), list
+            ):
+                raise EditError("not OTLP JSON: an object with resourceSpans")
+            resources = [r for r in request.get("resourceSpans", []) if isinstance(r, dict)]
             return self._take(
                 (
                     _attributes(r.get("resource", {}).get("attributes", [])),
@@ -88,11 +112,15 @@ class TraceStore:
             service = str(resource.get("service.name", "unknown"))
             for span in spans:
                 if isinstance(span, dict):
-                    trace_id, span_id = span.get("traceId", ""), span.get("spanId", "")
-                    parent = span.get("parentSpanId", "")
-                    name = span.get("name", "")
-                    start = int(span.get("startTimeUnixNano", 0))
-                    end = int(span.get("endTimeUnixNano", 0))
+                    trace_id = str(span.get("traceId", "")).lower()
+                    span_id = str(span.get("spanId", "")).lower()
+                    parent = str(span.get("parentSpanId", "")).lower()
+                    name = str(span.get("name", ""))[:MAX_VALUE]
+                    try:
+                        start = int(span.get("startTimeUnixNano", 0))
+                        end = int(span.get("endTimeUnixNano", 0))
+                    except (TypeError, ValueError):
+                        continue  # a span without its times says nothing here
                     attrs = _attributes(span.get("attributes", []))
                     error = (span.get("status") or {}).get("code") in (2, "STATUS_CODE_ERROR")
                 else:

@@ -65,6 +65,17 @@ def test_folder_mode_writes_the_files_and_the_running_agents_reload(tmp_path: Pa
         prompts = folder / "prompts.yaml"
         opening = prompts.read_text().splitlines()[0]
         assert opening.startswith("#")
+        # a comment opening the document the Studio will rewrite: it must stay
+        marker = "# The HR agent's prompt: ask HR before changing it."
+        prompts.write_text(
+            prompts.read_text().replace(
+                "---\napiVersion: agentspec.io/v1alpha1\nkind: PromptTemplate\nmetadata:\n"
+                "  name: hr-prompt",
+                f"---\n{marker}\napiVersion: agentspec.io/v1alpha1\nkind: PromptTemplate\n"
+                "metadata:\n  name: hr-prompt",
+            )
+        )
+        assert marker in prompts.read_text()
         base = f"{api}/prompts/hr-prompt"
         friendly = "You are the friendly HR assistant. Answer questions about leave."
         for path, body in (
@@ -83,6 +94,7 @@ def test_folder_mode_writes_the_files_and_the_running_agents_reload(tmp_path: Pa
             "finance-prompt",
         }
         assert prompts.read_text().splitlines()[0] == opening
+        assert f"---\n{marker}\napiVersion: agentspec.io/v1alpha1\n" in prompts.read_text()
 
         def hr_says() -> str:
             body = httpx.post(
@@ -98,16 +110,25 @@ def test_folder_mode_writes_the_files_and_the_running_agents_reload(tmp_path: Pa
 
         # a save that would break the folder: refused, naming why, nothing written
         text = (folder / "agents.yaml").read_text()
-        broken = {
+        broken: dict[str, object] = {
             "apiVersion": "agentspec.io/v1alpha1",
             "kind": "AgentSpec",
             "metadata": {"name": "hr"},
             "spec": {"promptRef": {"name": "nope"}, "model": {"model": "gpt-4o-mini"}},
         }
-        refused = httpx.post(f"{api}/dry-run", json={"yaml": yaml.safe_dump(broken)}, timeout=20)
-        assert refused.status_code == 422, refused.text
-        causes = [c["message"] for c in refused.json()["causes"]]
-        assert any("PromptTemplate 'nope' not found" in c for c in causes), causes
+        for step in ("dry-run", "apply"):
+            refused = httpx.post(
+                f"{api}/{step}",
+                json={"yaml": yaml.safe_dump(broken), "takeOwnership": True},
+                timeout=20,
+            )
+            assert refused.status_code == 422, refused.text
+            causes = [c["message"] for c in refused.json()["causes"]]
+            assert any("PromptTemplate 'nope' not found" in c for c in causes), causes
+        assert (folder / "agents.yaml").read_text() == text
+        typo = {**broken, "apiVersion": "agentspec/v1alpha1"}
+        wrong = httpx.post(f"{api}/apply", json={"yaml": yaml.safe_dump(typo)}, timeout=20)
+        assert wrong.status_code == 422
         assert (folder / "agents.yaml").read_text() == text
 
         chat = httpx.post(f"{api}/agents/hr/chat", json={"message": "hello"}, timeout=30)
