@@ -3,7 +3,9 @@ per agent and prompt version over a window, priced by the Studio's price table
 (``--prices FILE``: ``{model: {input: <USD per 1M tokens>, output: ...}}``).
 
 The agents' metrics (see docs/runtime.md): ``agentspec_tokens_total{agent, model,
-prompt_version, direction}`` and ``agentspec_requests_total{agent, api, outcome}``, with the
+prompt_version, direction}``, ``agentspec_requests_total{agent, api, outcome}`` and, by
+prompt version, ``agentspec_prompt_version_requests_total{agent, prompt_version, outcome}``
+and its latency histogram (the median per version: the A/B comparison), with the
 ``namespace`` label the scrape adds (a PodMonitor, or the chart's scrape config).
 """
 
@@ -13,6 +15,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import yaml
@@ -21,6 +24,11 @@ from .views import EditError, Json
 
 WINDOW = re.compile(r"^[1-9][0-9]{0,3}[smhd]$")
 NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _count(raw: Any) -> int:
+    value = float(raw)
+    return round(value) if math.isfinite(value) else 0
 
 
 class PrometheusError(Exception):
@@ -76,6 +84,17 @@ class Usage:
                 "sum by (agent, outcome) "
                 f"(increase(agentspec_requests_total{{{selector}}}[{window}]))",
             )
+            by_version = await self._query(
+                client,
+                "sum by (agent, prompt_version, outcome) (increase("
+                f"agentspec_prompt_version_requests_total{{{selector}}}[{window}]))",
+            )
+            latency = await self._query(
+                client,
+                "histogram_quantile(0.5, sum by (agent, prompt_version, le) (rate("
+                f"agentspec_prompt_version_request_duration_seconds_bucket{{{selector}}}"
+                f"[{window}])))",
+            )
         rows: dict[tuple[str, str, str], Json] = {}
         for series in tokens:
             labels = series["metric"]
@@ -110,8 +129,26 @@ class Usage:
             entry = outcomes.setdefault(labels.get("agent", ""), {"agent": labels.get("agent", "")})
             value = float(series["value"][1])
             entry[labels.get("outcome", "unknown")] = round(value) if math.isfinite(value) else 0
+        versions: dict[tuple[str, str], Json] = {}
+        for series in by_version:
+            labels = series["metric"]
+            pair = (labels.get("agent", ""), labels.get("prompt_version", ""))
+            entry = versions.setdefault(
+                pair, {"agent": pair[0], "promptVersion": pair[1], "requests": 0, "errors": 0}
+            )
+            count = _count(series["value"][1])
+            entry["requests"] += count
+            if labels.get("outcome") != "ok":
+                entry["errors"] += count
+        for series in latency:
+            labels = series["metric"]
+            pair = (labels.get("agent", ""), labels.get("prompt_version", ""))
+            median = float(series["value"][1])
+            if pair in versions and math.isfinite(median):
+                versions[pair]["p50Ms"] = round(median * 1000, 1)
         return {
             "window": window,
+            "versions": sorted(versions.values(), key=lambda r: (r["agent"], r["promptVersion"])),
             "rows": sorted(rows.values(), key=lambda r: (r["agent"], r["promptVersion"])),
             "requests": sorted(outcomes.values(), key=lambda r: r["agent"]),
             "priced": sorted(self.prices),

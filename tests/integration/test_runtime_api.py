@@ -420,6 +420,18 @@ def test_metrics_are_scraped_from_the_metrics_port(runtime: RuntimeProcess, llm:
     )
     assert added(model_calls) == 2
     assert added('agentspec_request_duration_seconds_count{agent="assistant",api="openai"}') == 1
+    # the same by the prompt version that served it (a canary's A/B figures); the error
+    # series exists at 0 from the load, so a version's first failure is counted by rate()
+    by_version = 'agentspec_prompt_version_requests_total{agent="assistant",outcome="%s",prompt_version="v1"}'  # noqa: E501
+    assert (added(by_version % "ok"), added(by_version % "error")) == (1, 0)
+    assert by_version % "error" in after
+    assert (
+        added(
+            'agentspec_prompt_version_request_duration_seconds_count{agent="assistant",'
+            'prompt_version="v1"}'
+        )
+        == 1
+    )
     assert after['agentspec_config_reloads_total{agent="assistant",outcome="applied"}'] == 1
     assert after['agentspec_inflight_requests{agent="assistant"}'] == 0
     # tokens per second are Prometheus' rate() of the counters, not an in-process gauge

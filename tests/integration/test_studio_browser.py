@@ -16,6 +16,7 @@ Not covered yet (not built): traces (Jaeger), partner hops in the playground.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,6 +143,10 @@ def test_create_an_agent_release_a_prompt_canary_and_see_the_topology(
                 "0 / 0", timeout=60_000
             )
             expect(card.locator(f'[data-figures="{version}"]')).not_to_have_text("—")
+            # requests, errors and the median latency by version: the A/B comparison
+            expect(card.locator(f'[data-requests="{version}"]')).to_have_text(
+                re.compile(r"^[1-9][0-9]* · 0 · [0-9.]+ ms$"), timeout=60_000
+            )
         shot(page, "3-prompt-center-canary")
         card = page.locator('[data-template="helper-prompt"]')
         card.get_by_role("button", name="Roll back").click()

@@ -163,6 +163,7 @@ class Engine:
         the current one; the result says which)."""
         started = time.perf_counter()
         outcome = "error"
+        version: str | None = None  # the prompt version serving it, once chosen
         self.metrics.inflight.labels(self.agent).inc()
         try:
             replay = None if journal is None else Replay(await journal.load())
@@ -190,7 +191,8 @@ class Engine:
                         pressure=self.pressure,
                         slot=lambda: self._slot(snapshot, request),
                     )
-                    span.set_attribute(t.PROMPT_VERSION, agent_run.prompt.version)
+                    version = agent_run.prompt.version
+                    span.set_attribute(t.PROMPT_VERSION, version)
                     span.set_attribute(t.PROMPT_VARIANT, agent_run.prompt.variant)
                     result = await agent_run.run()
                 except AgentspecError as e:
@@ -203,9 +205,11 @@ class Engine:
         finally:
             self.metrics.inflight.labels(self.agent).dec()
             self.metrics.requests.labels(self.agent, api, outcome).inc()
-            self.metrics.request_seconds.labels(self.agent, api).observe(
-                time.perf_counter() - started
-            )
+            elapsed = time.perf_counter() - started
+            self.metrics.request_seconds.labels(self.agent, api).observe(elapsed)
+            if version is not None:
+                self.metrics.version_requests.labels(self.agent, version, outcome).inc()
+                self.metrics.version_seconds.labels(self.agent, version).observe(elapsed)
 
     @asynccontextmanager
     async def _slot(self, snapshot: Snapshot, request: AgentRequest) -> AsyncIterator[None]:

@@ -111,6 +111,20 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # by prompt version: the A/B comparison of a canary (requests, errors, latency)
+        self.version_requests = Counter(
+            "agentspec_prompt_version_requests",
+            "Agent requests by the prompt version that served them and outcome",
+            ["agent", "prompt_version", "outcome"],
+            registry=r,
+        )
+        self.version_seconds = Histogram(
+            "agentspec_prompt_version_request_duration_seconds",
+            "Agent request latency by the prompt version that served it",
+            ["agent", "prompt_version"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.model_seconds = Histogram(
             "agentspec_model_call_duration_seconds",
             "Model call latency",
@@ -248,3 +262,6 @@ class Metrics:
         for version in prompt_versions:
             for direction in ("input", "output"):
                 self.tokens.labels(self.agent, model, version, direction)
+            for outcome in ("ok", "error"):  # likewise: a canary's first requests count
+                self.version_requests.labels(self.agent, version, outcome)
+            self.version_seconds.labels(self.agent, version)

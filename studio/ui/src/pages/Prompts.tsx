@@ -48,6 +48,7 @@ function Template({ ns, t, reload, usage }: { ns: string; t: Json; reload: () =>
             <th scope="col">Template</th>
             <th scope="col">Split</th>
             <th scope="col">Tokens in / out (1h)</th>
+            <th scope="col">Requests · errors · p50 (1h)</th>
           </tr>
         </thead>
         <tbody>
@@ -63,6 +64,7 @@ function Template({ ns, t, reload, usage }: { ns: string; t: Json; reload: () =>
               </td>
               <td>{t.serving.find((s: Json) => s.version === v.version)?.weight ?? 0}%</td>
               <td data-figures={v.version}>{figures(usage, t, v.version)}</td>
+              <td data-requests={v.version}>{requestFigures(usage, t, v.version)}</td>
             </tr>
           ))}
         </tbody>
@@ -154,6 +156,19 @@ function figures(usage: Json | null, t: Json, version: string): string {
   return `${sum("input")} / ${sum("output")}`;
 }
 
+/** Requests, errors and median latency of a version across the template's agents. */
+function requestFigures(usage: Json | null, t: Json, version: string): string {
+  if (!usage) return "—";
+  const users: string[] = (t.status?.usedBy ?? []).map((u: string) => u.split("/").pop());
+  const rows = (usage.versions ?? []).filter(
+    (r: Json) => r.promptVersion === version && (users.length === 0 || users.includes(r.agent)),
+  );
+  const requests = rows.reduce((n: number, r: Json) => n + r.requests, 0);
+  const errors = rows.reduce((n: number, r: Json) => n + r.errors, 0);
+  const p50 = rows.map((r: Json) => r.p50Ms).filter((x: unknown) => typeof x === "number");
+  return `${requests} · ${errors} · ${p50.length ? `${Math.max(...p50)} ms` : "—"}`;
+}
+
 export function Prompts({ ns }: { ns: string }) {
   const [data, error, reload] = useLive<{ items: Json[] }>(ns, `${nsPath(ns)}/prompts`);
   const [usage] = useUsage(ns, "1h");
@@ -161,8 +176,8 @@ export function Prompts({ ns }: { ns: string }) {
     <section aria-labelledby="prompts-title">
       <h2 id="prompts-title">Prompt center</h2>
       <p className="help">
-        Versions are immutable. Tokens per version come from Prometheus (last hour); requests, latency and errors per version are
-        not measured by version yet.
+        Versions are immutable. Each version's tokens, requests, errors and median latency come from Prometheus (last hour): the
+        A/B comparison of a canary.
       </p>
       <Problem error={error} />
       {data?.items.map((t) => <Template key={`${t.name}:${t.versions.length}:${JSON.stringify(t.release)}`} ns={ns} t={t} reload={reload} usage={usage} />)}
