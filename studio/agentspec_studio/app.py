@@ -124,7 +124,7 @@ class _Api:
                 "yaml": views.as_yaml(views.clean(obj)),
                 "conditions": (obj.get("status") or {}).get("conditions") or [],
                 "events": await self.cluster.events(ns, "AgentSpec", name),
-                "children": await self.cluster.children(ns, obj["metadata"]["uid"]),
+                "children": await self.cluster.children(ns, name, obj["metadata"]["uid"]),
                 "agentCard": (obj.get("status") or {}).get("agentCard"),
             }
         )

@@ -8,8 +8,8 @@ Every error the API answers becomes :class:`KubeApiError` with the API's status 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx2
 from lightkube import AsyncClient, KubeConfig
@@ -43,6 +43,7 @@ CRD = create_global_resource(
 )
 CHILD_KINDS: list[Any] = [Deployment, Service, ConfigMap, ServiceAccount]
 READ_RETRIES = 3
+T = TypeVar("T")
 UNREACHABLE = (OSError, httpx2.TransportError)
 """What a cluster that cannot be reached raises (refused, timed out, TLS)."""
 
@@ -99,31 +100,38 @@ class Cluster:
         """Raise ``KubeApiError`` (or a connection error) unless the API answers this user."""
         await self.list_of("AgentSpec", self.namespace)
 
-    async def list_of(self, kind: str, namespace: str) -> list[Json]:
-        resource = self._kind(kind)
+    async def _read(self, read: Callable[[], Awaitable[T]]) -> T:
+        """A read, repeated when the apiserver answers 429 (a CRD's storage starting, API
+        priority and fairness): a read is safe to repeat."""
         for attempt in range(READ_RETRIES + 1):
             try:
-                return [_dict(o) async for o in self.client.list(resource, namespace=namespace)]
+                return await read()
             except ApiError as e:
-                # 429: the apiserver asks to come back (a CRD's storage starting, priority
-                # and fairness); a read is safe to repeat
                 if e.status.code != 429 or attempt == READ_RETRIES:
                     raise _problem(e) from e
                 await asyncio.sleep(1.0)
         raise AssertionError("unreachable")
 
+    async def list_of(self, kind: str, namespace: str) -> list[Json]:
+        resource = self._kind(kind)
+
+        async def read() -> list[Json]:
+            return [_dict(o) async for o in self.client.list(resource, namespace=namespace)]
+
+        return await self._read(read)
+
     async def get(self, kind: str, namespace: str, name: str) -> Json | None:
         resource = self._kind(kind)
-        for attempt in range(READ_RETRIES + 1):
+
+        async def read() -> Json | None:
             try:
                 return _dict(await self.client.get(resource, name, namespace=namespace))
             except ApiError as e:
                 if e.status.code == 404:
                     return None
-                if e.status.code != 429 or attempt == READ_RETRIES:
-                    raise _problem(e) from e
-                await asyncio.sleep(1.0)
-        raise AssertionError("unreachable")
+                raise
+
+        return await self._read(read)
 
     async def apply(self, obj: Json, namespace: str, *, dry_run: bool, force: bool = False) -> Json:
         """Server-side apply under the Studio's field manager; fields another manager owns
@@ -169,12 +177,15 @@ class Cluster:
             for e in found
         ]
 
-    async def children(self, namespace: str, uid: str) -> list[Json]:
-        """The objects the operator made for an agent (owned by it)."""
+    async def children(self, namespace: str, name: str, uid: str) -> list[Json]:
+        """The objects the operator made for an agent: those labelled with its name (one
+        list each, not the namespace's every object) that it owns."""
         out: list[Json] = []
         for kind in CHILD_KINDS:
             try:
-                async for obj in self.client.list(kind, namespace=namespace):
+                async for obj in self.client.list(
+                    kind, namespace=namespace, labels={"app.kubernetes.io/instance": name}
+                ):
                     meta = obj.metadata
                     owners = (meta.ownerReferences if meta else None) or []
                     if any(o.uid == uid for o in owners):

@@ -154,7 +154,7 @@ class Folder:
     async def events(self, namespace: str, kind: str, name: str) -> list[Json]:
         return []
 
-    async def children(self, namespace: str, uid: str) -> list[Json]:
+    async def children(self, namespace: str, name: str, uid: str) -> list[Json]:
         return []
 
     async def schema(self, kind: str) -> Json:
@@ -166,7 +166,7 @@ class Folder:
 
     # -- writing ------------------------------------------------------------------------
 
-    def _as_in_file(self, obj: Json) -> Json:
+    def _as_in_file(self, obj: Json, documents: list[Json]) -> Json:
         """``obj`` as its document would read in the file: no status or server fields, and
         a namespace only when the file's document has one (or the object names another)."""
         body = copy.deepcopy(obj)
@@ -174,7 +174,7 @@ class Folder:
         meta = body.setdefault("metadata", {})
         for noise in ("uid", "resourceVersion", "managedFields", "generation"):
             meta.pop(noise, None)
-        original = next((d for _, _, d in self._documents() if _key(d) == _key(body)), None)
+        original = next((d for d in documents if _key(d) == _key(body)), None)
         had = (original or {}).get("metadata", {}).get("namespace")
         if had is None and meta.get("namespace") in (None, self.namespace):
             meta.pop("namespace", None)
@@ -189,9 +189,10 @@ class Folder:
                 f"the Studio edits {', '.join(KINDS)} of apiVersion {API_VERSION}, not "
                 f"{obj.get('apiVersion')!r} {obj.get('kind')!r}",
             )
-        body = self._as_in_file(obj)
+        documents = [d for _, _, d in self._documents()]  # the files, read once
+        body = self._as_in_file(obj, documents)
         problems = self._problems()
-        docs = [d for _, _, d in self._documents() if _key(d) != _key(body)] + [body]
+        docs = [d for d in documents if _key(d) != _key(body)] + [body]
         bundle, schema = Bundle.of(
             ((d, f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}") for d in docs),
             namespace=self.namespace,

@@ -339,7 +339,6 @@ class DocumentsKnowledge:
         """Why the last build failed (cleared by the next that succeeds)."""
         self.missing: list[str] = []
         self.last_report = BuildReport()
-        self.builds = 0
 
     @property
     def error(self) -> str | None:
@@ -445,7 +444,6 @@ class DocumentsKnowledge:
             if self._latest is None:  # deleted while this was built
                 continue
             self.index, self.build_error, self.last_report = index, None, report
-            self.builds += 1
             backoff = 1.0
             self._first.set()
             log.info(
