@@ -178,6 +178,48 @@ def test_streaming_with_usage(runtime: RuntimeProcess, llm: FakeLLM) -> None:
         sum(completion_tokens(t) for t in turns),
     )
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    # tool events are our extension: a plain OpenAI client asked for none and got none
+    assert not [c for c in chunks if not c.choices and "agentspec" in (c.model_extra or {})]
+
+
+def test_streaming_shows_the_tool_calls_when_asked(runtime: RuntimeProcess, llm: FakeLLM) -> None:
+    llm.script(
+        Turn.tool_calls(ToolCall("add", {"a": 2, "b": 40}), ToolCall("fail", {})),
+        Turn.text("It is 42."),
+    )
+    stream = client(runtime).chat.completions.create(
+        model="assistant",
+        stream=True,
+        extra_body={"stream_options": {"include_agentspec_events": True}},
+        messages=[{"role": "user", "content": "add 2 and 40"}],
+    )
+    chunks = list(stream)
+
+    def event(chunk: Any) -> Any:
+        return (chunk.model_extra or {})["agentspec"]
+
+    events = [event(c) for c in chunks if not c.choices]
+    starts = {e["tool"]: e for e in events if e["event"] == "tool_start"}
+    ends = {e["tool"]: e for e in events if e["event"] == "tool_end"}
+    assert set(starts) == set(ends) == {"add", "fail"}
+    assert {k: (e["source"], e["target"]) for k, e in ends.items()} == {
+        "add": ("mcp", "claims-http"),
+        "fail": ("mcp", "claims-http"),
+    }
+    assert (ends["add"]["ok"], ends["fail"]["ok"]) == (True, False)
+    assert ends["add"]["ms"] >= 0
+    assert "ok" not in starts["add"]
+    # each call's start comes before its end, and both before the answer's first text
+    order = [
+        f"{event(c)['event']}:{event(c)['tool']}" if not c.choices else "text"
+        for c in chunks
+        if not c.choices or c.choices[0].delta.content
+    ]
+    for tool in ("add", "fail"):
+        assert order.index(f"tool_start:{tool}") < order.index(f"tool_end:{tool}")
+    assert order.index("text") > max(i for i, o in enumerate(order) if o != "text")
+    # the arguments and results stay out of the events
+    assert "40" not in json.dumps(events)
 
 
 def test_concurrent_tool_calls_run_in_parallel(runtime: RuntimeProcess, llm: FakeLLM) -> None:
@@ -401,6 +443,9 @@ def test_metrics_are_scraped_from_the_metrics_port(runtime: RuntimeProcess, llm:
     output_tokens = sum(completion_tokens(t) for t in turns)
     assert added(tokens % "input") == input_tokens
     assert added(tokens % "output") == output_tokens
+    # who pays: the same tokens by consumer (no auth here: anonymous)
+    paid = 'agentspec_consumer_tokens_total{agent="assistant",consumer="anonymous",direction="%s",model="fake-model"}'  # noqa: E501
+    assert (added(paid % "input"), added(paid % "output")) == (input_tokens, output_tokens)
     # the same per call, as the OpenTelemetry GenAI conventions name it (two model calls)
     usage = (
         'gen_ai_client_token_usage_%s{agent="assistant",gen_ai_operation_name="chat",'
@@ -410,7 +455,10 @@ def test_metrics_are_scraped_from_the_metrics_port(runtime: RuntimeProcess, llm:
     assert (added(usage % ("count", "input")), added(usage % ("count", "output"))) == (2, 2)
     assert added(usage % ("sum", "input")) == input_tokens
     assert added(usage % ("sum", "output")) == output_tokens
-    tool = 'agentspec_tool_calls_total{agent="assistant",outcome="%s",source="mcp",tool="add"}'
+    tool = (
+        'agentspec_tool_calls_total{agent="assistant",outcome="%s",source="mcp",'
+        'target="claims-http",tool="add"}'
+    )
     assert (added(tool % "ok"), added(tool % "error")) == (1, 0)
     requests = 'agentspec_requests_total{agent="assistant",api="openai",outcome="%s"}'
     assert (added(requests % "ok"), added(requests % "error")) == (1, 0)

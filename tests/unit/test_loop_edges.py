@@ -60,6 +60,10 @@ class PyTool:
     def source(self) -> Literal["mcp", "partner", "knowledge"]:
         return "mcp"
 
+    @property
+    def target(self) -> str:
+        return "fake"
+
     async def call(
         self, arguments: dict[str, Any], *, headers: Any, context_id: str, call_key: Any = None
     ) -> str:
@@ -172,7 +176,14 @@ def result(call_id: str, content: str) -> Message:
 
 
 def tool_calls_counted(engine: Engine, tool: str, outcome: str, source: str = "mcp") -> float:
-    labels = {"agent": "assistant", "tool": tool, "source": source, "outcome": outcome}
+    target = "fake" if source == "mcp" else source  # a made-up tool reaches nothing: unknown
+    labels = {
+        "agent": "assistant",
+        "tool": tool,
+        "source": source,
+        "target": target,
+        "outcome": outcome,
+    }
     return engine.metrics.registry.get_sample_value("agentspec_tool_calls_total", labels) or 0.0
 
 

@@ -111,6 +111,10 @@ class McpTool:
     def source(self) -> Literal["mcp"]:
         return "mcp"
 
+    @property
+    def target(self) -> str:
+        return self._connection.server.name
+
     async def call(
         self,
         arguments: dict[str, Any],

@@ -61,6 +61,11 @@ class PartnerTool:
     def source(self) -> Literal["partner"]:
         return "partner"
 
+    @property
+    def target(self) -> str:
+        partner = self._connection.partner
+        return f"{partner.namespace}/{partner.name}"
+
     async def call(
         self,
         arguments: dict[str, Any],

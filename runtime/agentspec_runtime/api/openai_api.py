@@ -36,7 +36,7 @@ from agentspec_runtime.engine.errors import (
     UnknownModelError,
 )
 from agentspec_runtime.engine.loop import AgentRequest, AgentResult
-from agentspec_runtime.engine.types import HOPS_HEADER
+from agentspec_runtime.engine.types import HOPS_HEADER, ToolEvent
 
 T = TypeVar("T")
 CONTEXT_HEADER = "x-agentspec-context-id"
@@ -88,6 +88,10 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     include_usage: bool = False
+    include_agentspec_events: bool = False
+    """Our extension: the run's tool calls (MCP, partner agents, knowledge) as chunks
+    without choices, ``{"choices": [], "agentspec": {"event": "tool_start" | "tool_end",
+    ...}}`` — names and outcome only. Off by default: a strict OpenAI client expects none."""
 
 
 class ChatRequest(BaseModel):
@@ -293,6 +297,9 @@ class ChatCompletions:
 
     def _stream(self, body: ChatRequest, agent_request: AgentRequest, request: Request) -> Response:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        include_events = bool(
+            body.stream_options and body.stream_options.include_agentspec_events
+        )
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         agent = self.engine.agent
@@ -315,10 +322,36 @@ class ChatCompletions:
             async def on_delta(text: str) -> None:
                 queue.put_nowait(chunk({"content": text}))
 
+            async def on_tool(event: ToolEvent) -> None:
+                done = event.ok is not None
+                described: dict[str, Any] = {
+                    "event": "tool_end" if done else "tool_start",
+                    "callId": event.call_id,
+                    "tool": event.name,
+                    "source": event.source,
+                    "target": event.target,
+                }
+                if done:
+                    described["ok"] = event.ok
+                    described["ms"] = round((event.seconds or 0) * 1000, 1)
+                payload = {
+                    "id": completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": agent,
+                    "choices": [],
+                    "agentspec": described,
+                }
+                queue.put_nowait(b"data: " + json.dumps(payload).encode() + b"\n\n")
+
             async def run() -> AgentResult:
                 token = otel_context.attach(trace_context)
                 try:
-                    return await self.engine.run(agent_request, on_delta=on_delta)
+                    return await self.engine.run(
+                        agent_request,
+                        on_delta=on_delta,
+                        on_tool=on_tool if include_events else None,
+                    )
                 finally:
                     otel_context.detach(token)
                     queue.put_nowait(None)

@@ -42,7 +42,7 @@ from .priority import Pressure, PriorityGate
 from .snapshot import ResourcePool, Snapshot, SnapshotHolder
 from .status import ReloadState, engine_status
 from .telemetry import Metrics
-from .types import OnDelta
+from .types import OnDelta, OnTool
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,7 @@ class Engine:
         request: AgentRequest,
         *,
         on_delta: OnDelta | None = None,
+        on_tool: OnTool | None = None,
         api: str = "openai",
         journal: TaskJournal | None = None,
     ) -> AgentResult:
@@ -186,6 +187,7 @@ class Engine:
                         request,
                         metrics=self.metrics,
                         on_delta=on_delta,
+                        on_tool=on_tool,
                         journal=journal,
                         replay=replay,
                         pressure=self.pressure,

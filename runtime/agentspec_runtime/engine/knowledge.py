@@ -208,6 +208,10 @@ class _KnowledgeTool:
     def source(self) -> Literal["knowledge"]:
         return "knowledge"
 
+    @property
+    def target(self) -> str:
+        return self._source.name
+
 
 class McpKnowledgeTool(_KnowledgeTool):
     """The ``mcpTool`` source: the named tool of a listed MCP server, called with the query

@@ -59,7 +59,9 @@ from .types import (
     ModelParams,
     ModelTurn,
     OnDelta,
+    OnTool,
     ToolCall,
+    ToolEvent,
     ToolOutcome,
     ToolResult,
     ToolSpec,
@@ -141,6 +143,7 @@ class AgentRun:
         *,
         metrics: Metrics,
         on_delta: OnDelta | None = None,
+        on_tool: OnTool | None = None,
         journal: TaskJournal | None = None,
         replay: Replay | None = None,
         pressure: Pressure | None = None,
@@ -152,6 +155,7 @@ class AgentRun:
         self.request = request
         self.metrics = metrics
         self.on_delta = on_delta
+        self.on_tool = on_tool
         self.screen = guard.Screen(snapshot, metrics) if snapshot.guard is not None else None
         if self.screen is not None and self.screen.on("output") and on_delta is not None:
             self.screen.stream = guard.GuardedStream(self.screen, on_delta)
@@ -497,6 +501,7 @@ class AgentRun:
         self.metrics.record_tokens(
             model=self.model_name,
             prompt_version=self.prompt.version,
+            consumer=self.request.consumer or limits.ANONYMOUS,
             input_tokens=turn.usage.input_tokens,
             output_tokens=turn.usage.output_tokens,
         )
@@ -543,8 +548,11 @@ class AgentRun:
         self, call: ToolCall, tool: Tool | None, key: str
     ) -> tuple[ToolOutcome, Usage]:
         source = tool.source if tool else "unknown"
+        target = tool.target if tool else "unknown"
         usage = Usage()
         started = time.perf_counter()
+        if self.on_tool is not None:
+            await self.on_tool(ToolEvent(call.id, call.name, source, target))
         with t.TRACER.start_as_current_span(
             f"execute_tool {call.name}",
             kind=SpanKind.INTERNAL,
@@ -581,12 +589,13 @@ class AgentRun:
                 span.set_status(Status(StatusCode.ERROR, type(e).__name__))
         # a name the model made up must not become a label value (unbounded cardinality)
         label = call.name if tool is not None else "unknown"
+        elapsed = time.perf_counter() - started
         self.metrics.tool_calls.labels(
-            self.metrics.agent, label, source, "ok" if ok else "error"
+            self.metrics.agent, label, source, target, "ok" if ok else "error"
         ).inc()
-        self.metrics.tool_seconds.labels(self.metrics.agent, label, source).observe(
-            time.perf_counter() - started
-        )
+        self.metrics.tool_seconds.labels(self.metrics.agent, label, source).observe(elapsed)
+        if self.on_tool is not None:
+            await self.on_tool(ToolEvent(call.id, call.name, source, target, ok, elapsed))
         if len(content) > MAX_TOOL_RESULT_CHARS:
             content = content[:MAX_TOOL_RESULT_CHARS] + "\n[truncated]"
         return ToolOutcome(call=call, content=content, ok=ok, source=source), usage

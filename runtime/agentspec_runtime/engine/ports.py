@@ -114,6 +114,13 @@ class Tool(Protocol):
     @property
     def source(self) -> Literal["mcp", "partner", "knowledge"]: ...
 
+    @property
+    def target(self) -> str:
+        """What the call reaches, by the spec's name for it: the MCP server, the partner
+        (``namespace/name``), the knowledge source — the topology's edge (a metric label:
+        bounded by the spec)."""
+        ...
+
     async def call(
         self,
         arguments: dict[str, Any],

@@ -71,6 +71,12 @@ _TOKEN_BUCKETS = (
 """The semantic conventions' advised boundaries for gen_ai.client.token.usage."""
 
 
+MAX_CONSUMERS = 100
+"""Distinct consumers one process labels tokens with; later ones count as ``OTHER_CONSUMER``
+(a JWT issuer may mint any number of subjects: the label must stay bounded)."""
+OTHER_CONSUMER = "_other"
+
+
 class Metrics:
     """Every metric the engine records, in its own registry."""
 
@@ -84,6 +90,15 @@ class Metrics:
             ["agent", "model", "prompt_version", "direction"],
             registry=r,
         )
+        # who pays: the cost per consumer (the API key's name, the JWT's consumer claim)
+        self.consumer_tokens = Counter(
+            "agentspec_consumer_tokens",
+            "Model tokens by consumer (anonymous without auth; at most MAX_CONSUMERS "
+            "distinct per process, the rest as _other), model and direction",
+            ["agent", "consumer", "model", "direction"],
+            registry=r,
+        )
+        self._consumers: set[str] = set()
         self.genai_tokens = Histogram(
             "gen_ai_client_token_usage",
             "Tokens per model call by type (input, output): the OpenTelemetry GenAI "
@@ -134,8 +149,9 @@ class Metrics:
         )
         self.tool_calls = Counter(
             "agentspec_tool_calls",
-            "Tool calls by tool, source and outcome",
-            ["agent", "tool", "source", "outcome"],
+            "Tool calls by tool, source (mcp, partner, knowledge), target (the MCP server, "
+            "the partner as namespace/name, the knowledge source) and outcome",
+            ["agent", "tool", "source", "target", "outcome"],
             registry=r,
         )
         self.tool_seconds = Histogram(
@@ -241,10 +257,23 @@ class Metrics:
         )
 
     def record_tokens(
-        self, *, model: str, prompt_version: str, input_tokens: int, output_tokens: int
+        self,
+        *,
+        model: str,
+        prompt_version: str,
+        consumer: str,
+        input_tokens: int,
+        output_tokens: int,
     ) -> None:
         self.tokens.labels(self.agent, model, prompt_version, "input").inc(input_tokens)
         self.tokens.labels(self.agent, model, prompt_version, "output").inc(output_tokens)
+        if consumer not in self._consumers:
+            if len(self._consumers) < MAX_CONSUMERS:
+                self._consumers.add(consumer)
+            else:
+                consumer = OTHER_CONSUMER
+        self.consumer_tokens.labels(self.agent, consumer, model, "input").inc(input_tokens)
+        self.consumer_tokens.labels(self.agent, consumer, model, "output").inc(output_tokens)
         for kind, count in (("input", input_tokens), ("output", output_tokens)):
             self.genai_tokens.labels(self.agent, "chat", "openai", model, kind).observe(count)
 

@@ -22,6 +22,23 @@ OnDelta = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
+class ToolEvent:
+    """A tool call starting (``ok`` None) or finished, as a streaming caller may watch it:
+    names only, never the arguments or the result."""
+
+    call_id: str
+    name: str
+    source: str
+    target: str
+    ok: bool | None = None
+    seconds: float | None = None
+
+
+OnTool = Callable[[ToolEvent], Awaitable[None]]
+"""Receives the run's tool calls as they start and finish."""
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
