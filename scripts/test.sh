@@ -7,11 +7,12 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 AGENTSPEC_K8S_BIN="$(scripts/build-k8s-tools.sh)"
 AGENTSPEC_METRICS_BIN="$(scripts/build-metrics-tools.sh)"
+AGENTSPEC_TRACING_BIN="$(scripts/build-tracing-tools.sh)"
 # The images the end-to-end tests run (built by setup.sh; cached, so this only reads them).
 AGENTSPEC_IMAGES_JSON="$(mktemp -t agentspec-images.XXXXXX.json)"
 trap 'rm -f "$AGENTSPEC_IMAGES_JSON"' EXIT
 scripts/build-images.sh >"$AGENTSPEC_IMAGES_JSON"
-export AGENTSPEC_K8S_BIN AGENTSPEC_METRICS_BIN AGENTSPEC_IMAGES_JSON
+export AGENTSPEC_K8S_BIN AGENTSPEC_METRICS_BIN AGENTSPEC_TRACING_BIN AGENTSPEC_IMAGES_JSON
 export PATH="$PWD/.venv/bin:$PATH"
 python - "$AGENTSPEC_IMAGES_JSON" <<'PY'
 import json, sys

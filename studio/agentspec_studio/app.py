@@ -13,6 +13,7 @@ the object's resourceVersion (a concurrent change answers 409).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -31,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 from . import views
 from .cluster import UNREACHABLE, Cluster
 from .folder import Folder
-from .traces import TraceStore
+from .traces import JaegerTraces, TraceStore
 from .usage import PrometheusError, Usage
 from .views import EditError, Json, KubeApiError
 
@@ -85,10 +87,12 @@ async def _body(request: Request) -> Json:
 class _Api:
     """The handlers, over one cluster connection."""
 
-    def __init__(self, cluster: Cluster | Folder, usage: Usage) -> None:
+    def __init__(
+        self, cluster: Cluster | Folder, usage: Usage, traces: JaegerTraces | TraceStore | None
+    ) -> None:
         self.cluster = cluster
         self.usage = usage
-        self.traces = TraceStore()
+        self.traces = traces
 
     async def health(self, _: Request) -> Response:
         try:
@@ -97,7 +101,19 @@ class _Api:
             return _json({"cluster": {"ok": False, "error": e.message}}, 503)
         except UNREACHABLE as e:
             return _json({"cluster": {"ok": False, "error": f"unreachable: {e}"}}, 503)
-        return _json({"cluster": {"ok": True}, "namespace": self.cluster.namespace})
+        return _json(
+            {
+                "cluster": {"ok": True},
+                "namespace": self.cluster.namespace,
+                "traces": (
+                    f"Jaeger at {self.traces.url}"
+                    if isinstance(self.traces, JaegerTraces)
+                    else "kept in memory (OTLP to this Studio)"
+                    if self.traces is not None
+                    else None
+                ),
+            }
+        )
 
     async def agents(self, request: Request) -> Response:
         ns = request.path_params["ns"]
@@ -246,7 +262,9 @@ class _Api:
     async def chat(self, request: Request) -> Response:
         """The playground: one message to the agent's OpenAI-compatible API through the
         apiserver's service proxy, in a conversation (``contextId``) and a trace of its own
-        (the trace id is sent as ``traceparent`` and returned)."""
+        (the trace id is sent as ``traceparent`` and returned). With ``stream``: server-sent
+        events as the agent answers (``views.chat_events``: its text, its tool calls and
+        partner hops as they start and finish, then the prompt version and usage)."""
         ns, name = request.path_params["ns"], request.path_params["name"]
         body = await _body(request)
         message = body.get("message")
@@ -255,18 +273,20 @@ class _Api:
         context = body.get("contextId") or secrets.token_hex(8)
         trace_id = secrets.token_hex(16)
         headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
-        payload = {
+        payload: Json = {
             "model": name,
             "messages": [{"role": "user", "content": message}],
             "context_id": str(context),
         }
+        if body.get("stream"):
+            return await self._chat_stream(
+                ns, name, payload, headers=headers, trace_id=trace_id, context=str(context)
+            )
         status, answer = await self.cluster.proxy_post(
             ns, name, "v1/chat/completions", payload, port=8080, headers=headers
         )
         if status != 200:
-            error = answer.get("error")
-            detail = error.get("message") if isinstance(error, dict) else answer.get("message")
-            raise KubeApiError(status, f"agent {name!r} answered HTTP {status}: {detail or answer}")
+            raise _agent_error(name, status, answer)
         choice = (answer.get("choices") or [{}])[0]
         return _json(
             {
@@ -276,6 +296,53 @@ class _Api:
                 "traceId": trace_id,
                 "contextId": context,
             }
+        )
+
+    async def _chat_stream(
+        self,
+        ns: str,
+        name: str,
+        payload: Json,
+        *,
+        headers: dict[str, str],
+        trace_id: str,
+        context: str,
+    ) -> Response:
+        payload["stream"] = True
+        payload["stream_options"] = {"include_usage": True, "include_agentspec_events": True}
+        upstream = contextlib.AsyncExitStack()
+        try:
+            answer = await upstream.enter_async_context(
+                self.cluster.proxy_stream(
+                    ns, name, "v1/chat/completions", payload, port=8080, headers=headers
+                )
+            )
+            if answer.status_code != 200:  # refused before the stream began: a plain error
+                await answer.aread()
+                raise _agent_error(name, answer.status_code, views.answer_of(answer.text))
+        except BaseException:
+            await upstream.aclose()
+            raise
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                yield _sse({"type": "start", "traceId": trace_id, "contextId": context})
+                async for line in answer.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    for event in views.chat_events(data):
+                        yield _sse(event)
+            except httpx2.HTTPError as e:  # the agent or the proxy went away mid-answer
+                yield _sse({"type": "error", "message": f"the answer broke off: {e}"})
+            finally:
+                # the browser left (or the answer ended): close the agent's stream with it
+                await upstream.aclose()
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
         )
 
     async def receive_traces(self, request: Request) -> Response:
@@ -292,23 +359,35 @@ class _Api:
                 raise EditError(f"not gzip: {e}") from e
             if len(body) > MAX_OTLP_BYTES:
                 raise EditError(f"an export is at most {MAX_OTLP_BYTES >> 20} MiB", status=413)
+        assert isinstance(self.traces, TraceStore)  # the route exists only then
         taken = self.traces.receive(
             body, request.headers.get("content-type", "application/x-protobuf")
         )
         return _json({"partialSuccess": {}, "taken": taken})
 
+    def _trace_backend(self) -> JaegerTraces | TraceStore:
+        if self.traces is None:
+            raise KubeApiError(
+                503,
+                "no trace backend: start the Studio with --jaeger-url (the query API of the "
+                "Jaeger v2 the agents export to)",
+            )
+        return self.traces
+
     async def recent_traces(self, _: Request) -> Response:
-        return _json({"items": self.traces.recent()})
+        return _json({"items": await self._trace_backend().recent_traces()})
 
     async def trace(self, request: Request) -> Response:
         trace_id = request.path_params["trace"]
-        found = self.traces.trace(trace_id)
+        backend = self._trace_backend()
+        found = await backend.find(trace_id)
         if found is None:
-            raise KubeApiError(
-                404,
-                f"trace {trace_id} is not here (the Studio keeps the traces the agents send it: "
-                "OTEL_EXPORTER_OTLP_ENDPOINT)",
+            where = (
+                f"Jaeger at {backend.url} has no such trace (yet: spans arrive in batches)"
+                if isinstance(backend, JaegerTraces)
+                else "the Studio keeps the traces the agents send it: OTEL_EXPORTER_OTLP_ENDPOINT"
             )
+            raise KubeApiError(404, f"trace {trace_id} is not here ({where})")
         return _json(found)
 
     async def mcp_servers(self, request: Request) -> Response:
@@ -316,13 +395,21 @@ class _Api:
         return _json({"items": [views.mcp_summary(s) for s in items]})
 
     async def topology(self, request: Request) -> Response:
+        """The graph; its edges weighted by call rate when Prometheus answers (else the
+        graph alone, and ``ratesError`` says why)."""
         ns = request.path_params["ns"]
-        return _json(
-            views.topology(
-                await self.cluster.list_of("AgentSpec", ns),
-                await self.cluster.list_of("McpServer", ns),
-            )
+        rates: dict[tuple[str, str, str], float] | None = None
+        problem = None
+        try:
+            rates = await self.usage.call_rates(ns)
+        except PrometheusError as e:
+            problem = str(e)
+        graph = views.topology(
+            await self.cluster.list_of("AgentSpec", ns),
+            await self.cluster.list_of("McpServer", ns),
+            rates,
         )
+        return _json({**graph, "ratesError": problem})
 
     async def live(self, request: Request) -> Response:
         ns = request.path_params["ns"]
@@ -383,11 +470,23 @@ def allowed_hosts(host: str, port: int, extra: Iterable[str] = ()) -> set[str]:
 
 
 def build_app(
-    cluster: Cluster | Folder, usage: Usage | None = None, *, hosts: set[str] | None = None
+    cluster: Cluster | Folder,
+    usage: Usage | None = None,
+    *,
+    jaeger_url: str | None = None,
+    hosts: set[str] | None = None,
 ) -> Any:
-    """The ASGI app; ``hosts``: the allowed ``Host`` values (None: no check, for tests that
-    call the app in process)."""
-    api = _Api(cluster, usage or Usage(None, {}))
+    """The ASGI app; ``jaeger_url``: the trace backend (else, in folder mode only, traces
+    received in memory); ``hosts``: the allowed ``Host`` values (None: no check, for tests
+    that call the app in process)."""
+    traces: JaegerTraces | TraceStore | None = (
+        JaegerTraces(jaeger_url)
+        if jaeger_url
+        else TraceStore()
+        if isinstance(cluster, Folder)
+        else None
+    )
+    api = _Api(cluster, usage or Usage(None, {}), traces)
     base = "/api/namespaces/{ns}"
     routes: list[Any] = [
         Route("/api/health", api.health),
@@ -428,7 +527,7 @@ def build_app(
         Route(f"{base}/topology", _guarded(api.topology)),
         Route(f"{base}/live", _guarded(api.live)),
     ]
-    if isinstance(cluster, Folder):
+    if isinstance(traces, TraceStore):
         # the in-memory OTLP receiver: a development convenience of folder mode only (in a
         # cluster, anything that reaches the Service could send spans)
         routes.append(Route("/v1/traces", _guarded(api.receive_traces), methods=["POST"]))
@@ -436,6 +535,16 @@ def build_app(
         routes.append(Mount("/", StaticFiles(directory=STATIC, html=True)))
     app = Starlette(routes=routes)
     return app if hosts is None else LocalOnly(app, hosts=hosts)
+
+
+def _sse(event: Json) -> bytes:
+    return f"data: {json.dumps(event)}\n\n".encode()
+
+
+def _agent_error(name: str, status: int, answer: Json) -> KubeApiError:
+    error = answer.get("error")
+    detail = error.get("message") if isinstance(error, dict) else answer.get("message")
+    return KubeApiError(status, f"agent {name!r} answered HTTP {status}: {detail or answer}")
 
 
 def _conflicts(error: KubeApiError) -> list[Json]:

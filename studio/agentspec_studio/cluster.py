@@ -8,6 +8,7 @@ Every error the API answers becomes :class:`KubeApiError` with the API's status 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -254,17 +255,41 @@ class Cluster:
         """POST to a Service through the apiserver's service proxy (the user needs
         ``services/proxy`` there): the Studio reaches an agent as the user may, from outside
         the cluster."""
+        url = _proxy_path(namespace, service, port, path)
+        response = await self._proxy_client().post(url, json=body, headers=headers)
+        return response.status_code, answer_of(response.text)
+
+    @contextlib.asynccontextmanager
+    async def proxy_stream(
+        self,
+        namespace: str,
+        service: str,
+        path: str,
+        body: Json,
+        *,
+        port: int,
+        headers: dict[str, str],
+    ) -> AsyncIterator[httpx2.Response]:
+        """``proxy_post`` with the answer read as it comes (an SSE stream): the apiserver's
+        service proxy passes it through unbuffered."""
+        url = _proxy_path(namespace, service, port, path)
+        async with self._proxy_client().stream("POST", url, json=body, headers=headers) as answer:
+            yield answer
+
+    def _proxy_client(self) -> httpx2.AsyncClient:
         if self._config is None:
             raise KubeApiError(501, "no kubeconfig to reach Services through")
         if self._http is None:
             self._http = client_adapter.AsyncClient(
                 self._config, client_adapter.ConnectionParams(timeout=httpx2.Timeout(180))
             )
-        url = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
-        response = await self._http.post(url, json=body, headers=headers)
-        return response.status_code, answer_of(response.text)
+        return self._http
 
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()
         await self.client.close()
+
+
+def _proxy_path(namespace: str, service: str, port: int, path: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"

@@ -10,6 +10,7 @@ the process ``agentspec up`` started for it answers ``/readyz`` (its registry:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -267,13 +268,35 @@ class Folder:
         port: int,
         headers: dict[str, str],
     ) -> tuple[int, Json]:
+        async with self.proxy_stream(
+            namespace, service, path, body, port=port, headers=headers
+        ) as response:
+            await response.aread()
+        return response.status_code, answer_of(response.text)
+
+    @contextlib.asynccontextmanager
+    async def proxy_stream(
+        self,
+        namespace: str,
+        service: str,
+        path: str,
+        body: Json,
+        *,
+        port: int,
+        headers: dict[str, str],
+    ) -> AsyncIterator[httpx2.Response]:
+        """The agent ``agentspec up`` runs under that name, its answer read as it comes."""
         del namespace, port
         url = self._urls().get(service)
         if url is None:
             raise KubeApiError(503, f"agent {service!r} is not running: start it with agentspec up")
-        async with httpx2.AsyncClient(timeout=180) as client:
-            response = await client.post(f"{url}/{path.lstrip('/')}", json=body, headers=headers)
-        return response.status_code, answer_of(response.text)
+        async with (
+            httpx2.AsyncClient(timeout=180) as client,
+            client.stream(
+                "POST", f"{url}/{path.lstrip('/')}", json=body, headers=headers
+            ) as answer,
+        ):
+            yield answer
 
     async def aclose(self) -> None:
         return None

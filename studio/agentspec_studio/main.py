@@ -45,6 +45,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--prices", type=Path, default=None, help="YAML: model -> {input, output} USD per 1M"
     )
+    parser.add_argument(
+        "--jaeger-url",
+        default=None,
+        help="the query address of the Jaeger v2 the agents export traces to "
+        "(e.g. http://jaeger-query.observability:16686); folder mode without it keeps the "
+        "traces the agents send the Studio",
+    )
     args = parser.parse_args(argv)
     try:
         prices = load_prices(args.prices)
@@ -72,6 +79,7 @@ def main(argv: list[str]) -> int:
     app = build_app(
         backend,
         Usage(args.prometheus_url, prices),
+        jaeger_url=args.jaeger_url,
         hosts=allowed_hosts(args.host, args.port, args.allow_host),
     )
     config = uvicorn.Config(

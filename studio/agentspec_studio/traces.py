@@ -1,18 +1,29 @@
-"""Traces kept in memory: the Studio as an OTLP/HTTP receiver (``POST /v1/traces``, protobuf
-or JSON), a development convenience for folder mode — point the agents' standard
-``OTEL_EXPORTER_OTLP_ENDPOINT`` at the Studio and every request's spans across agents
-(``invoke_agent``, ``chat``, ``execute_tool``) become a waterfall. The last ``MAX_TRACES``
-traces are kept (at most ``MAX_SPANS`` spans each); nothing is written anywhere.
+"""Traces as waterfalls across agents (``invoke_agent``, ``chat``, ``execute_tool`` spans), from
+one of two places:
+
+- ``JaegerTraces``: the Jaeger v2 the user runs (``--jaeger-url``), read through its query
+  API (``/api/v3``: services, traces found in a window, one trace by id — OTLP JSON);
+- ``TraceStore``: the Studio itself as an OTLP/HTTP receiver (``POST /v1/traces``, protobuf or
+  JSON), a development convenience of folder mode — point the agents' standard
+  ``OTEL_EXPORTER_OTLP_ENDPOINT`` at the Studio. The last ``MAX_TRACES`` traces are kept (at
+  most ``MAX_SPANS`` spans each) in memory; nothing is written anywhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import re
 from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .views import EditError, Json
+import httpx2
+
+from .views import EditError, Json, KubeApiError
+
+TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 
 MAX_TRACES = 200
 MAX_SPANS = 2000
@@ -69,6 +80,12 @@ def _attributes(items: Any) -> dict[str, Any]:
 class TraceStore:
     def __init__(self) -> None:
         self._traces: OrderedDict[str, list[Json]] = OrderedDict()
+
+    async def recent_traces(self) -> list[Json]:
+        return self.recent()
+
+    async def find(self, trace_id: str) -> Json | None:
+        return self.trace(trace_id)
 
     def receive(self, body: bytes, content_type: str) -> int:
         """Store the spans of one OTLP export; how many were taken."""
@@ -200,3 +217,74 @@ class TraceStore:
                 for s in ordered
             ],
         }
+
+
+class JaegerTraces:
+    """Jaeger v2's query API (``/api/v3``, its OTLP JSON answers parsed as the receiver
+    parses an export). The recent list asks each service (at most ``MAX_SERVICES``, in
+    parallel) for its last ``PER_SERVICE`` traces of the past ``WINDOW``: the API finds
+    traces by service only."""
+
+    MAX_SERVICES = 30
+    PER_SERVICE = 20
+    WINDOW = timedelta(hours=1)
+    MAX_LISTED = 100
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    async def _get(self, client: httpx2.AsyncClient, path: str, **params: Any) -> Json | None:
+        """The answer's JSON; None for Jaeger's 404 (nothing found)."""
+        try:
+            response = await client.get(f"{self.url}{path}", params=params)
+        except httpx2.HTTPError as e:
+            raise KubeApiError(
+                503, f"the trace backend (Jaeger at {self.url}) cannot be reached: {e}"
+            ) from e
+        if response.status_code == 404:
+            return None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.status_code != 200 or not isinstance(data, dict):
+            raise KubeApiError(
+                502,
+                f"Jaeger at {self.url} answered HTTP {response.status_code}: {response.text[:300]}",
+            )
+        return data
+
+    @staticmethod
+    def _store(answer: Json | None, into: TraceStore | None = None) -> TraceStore:
+        store = into or TraceStore()
+        result = (answer or {}).get("result")
+        if isinstance(result, dict):
+            store.receive(json.dumps(result).encode(), "application/json")
+        return store
+
+    async def recent_traces(self) -> list[Json]:
+        now = datetime.now(UTC)
+        window = {
+            "query.start_time_min": (now - self.WINDOW).isoformat(),
+            "query.start_time_max": now.isoformat(),
+            "query.num_traces": str(self.PER_SERVICE),
+        }
+        async with httpx2.AsyncClient(timeout=15) as client:
+            services = (await self._get(client, "/api/v3/services") or {}).get("services") or []
+            answers = await asyncio.gather(
+                *(
+                    self._get(client, "/api/v3/traces", **window, **{"query.service_name": s})
+                    for s in sorted(str(s) for s in services)[: self.MAX_SERVICES]
+                )
+            )
+        store = TraceStore()
+        for answer in answers:
+            self._store(answer, store)
+        return sorted(store.recent(), key=lambda t: -t["start"])[: self.MAX_LISTED]
+
+    async def find(self, trace_id: str) -> Json | None:
+        if not TRACE_ID.match(trace_id):
+            raise EditError("a trace id is 32 hexadecimal digits")
+        async with httpx2.AsyncClient(timeout=15) as client:
+            answer = await self._get(client, f"/api/v3/traces/{trace_id.lower()}")
+        return None if answer is None else self._store(answer).trace(trace_id)

@@ -3,7 +3,10 @@ per agent and prompt version over a window, priced by the Studio's price table
 (``--prices FILE``: ``{model: {input: <USD per 1M tokens>, output: ...}}``).
 
 The agents' metrics (see docs/runtime.md): ``agentspec_tokens_total{agent, model,
-prompt_version, direction}``, ``agentspec_requests_total{agent, api, outcome}`` and, by
+prompt_version, direction}``, the same by who pays, ``agentspec_consumer_tokens_total{agent,
+consumer, model, direction}``, ``agentspec_requests_total{agent, api, outcome}``, the tool
+calls by what they reach (``agentspec_tool_calls_total{agent, source, target}``: the
+topology's call rates) and, by
 prompt version, ``agentspec_prompt_version_requests_total{agent, prompt_version, outcome}``
 and its latency histogram (the median per version: the A/B comparison), with the
 ``namespace`` label the scrape adds (a PodMonitor, or the chart's scrape config).
@@ -65,6 +68,47 @@ class Usage:
         result: list[Json] = data["data"]["result"]
         return result
 
+    def _priced(self, tokens: list[Json], label: str, key: str) -> list[Json]:
+        """Token series summed by (agent, ``label``, model), input and output, priced."""
+        rows: dict[tuple[str, str, str], Json] = {}
+        for series in tokens:
+            labels = series["metric"]
+            group = (labels.get("agent", ""), labels.get(label, ""), labels.get("model", ""))
+            row = rows.setdefault(
+                group,
+                {"agent": group[0], key: group[1], "model": group[2], "input": 0, "output": 0},
+            )
+            direction = "input" if labels.get("direction") == "input" else "output"
+            row[direction] += _count(series["value"][1])
+        for row in rows.values():
+            price = self.prices.get(row["model"])
+            row["cost"] = (
+                round((row["input"] * price["input"] + row["output"] * price["output"]) / 1e6, 6)
+                if price
+                else None
+            )
+        return list(rows.values())
+
+    async def call_rates(self, namespace: str) -> dict[tuple[str, str, str], float]:
+        """Tool calls per second over the last 5 minutes by (agent, source, target)."""
+        if not self.url:
+            raise PrometheusError("no Prometheus configured (agentspec studio --prometheus-url)")
+        if not NAMESPACE.match(namespace):
+            raise EditError(f"{namespace!r} is not a namespace name")
+        async with httpx2.AsyncClient(timeout=15) as client:
+            result = await self._query(
+                client,
+                "sum by (agent, source, target) (rate(agentspec_tool_calls_total"
+                f'{{namespace="{namespace}"}}[5m]))',
+            )
+        rates: dict[tuple[str, str, str], float] = {}
+        for series in result:
+            labels = series["metric"]
+            value = float(series["value"][1])
+            key = (labels.get("agent", ""), labels.get("source", ""), labels.get("target", ""))
+            rates[key] = value if math.isfinite(value) else 0.0
+        return rates
+
     async def report(self, namespace: str, window: str) -> Json:
         if not self.url:
             raise PrometheusError("no Prometheus configured (agentspec studio --prometheus-url)")
@@ -95,34 +139,13 @@ class Usage:
                 f"agentspec_prompt_version_request_duration_seconds_bucket{{{selector}}}"
                 f"[{window}])))",
             )
-        rows: dict[tuple[str, str, str], Json] = {}
-        for series in tokens:
-            labels = series["metric"]
-            key = (
-                labels.get("agent", ""),
-                labels.get("prompt_version", ""),
-                labels.get("model", ""),
+            by_consumer = await self._query(
+                client,
+                "sum by (agent, consumer, model, direction) "
+                f"(increase(agentspec_consumer_tokens_total{{{selector}}}[{window}]))",
             )
-            row = rows.setdefault(
-                key,
-                {
-                    "agent": key[0],
-                    "promptVersion": key[1],
-                    "model": key[2],
-                    "input": 0,
-                    "output": 0,
-                },
-            )
-            value = float(series["value"][1])
-            direction = "input" if labels.get("direction") == "input" else "output"
-            row[direction] += round(value) if math.isfinite(value) else 0
-        for row in rows.values():
-            price = self.prices.get(row["model"])
-            row["cost"] = (
-                round((row["input"] * price["input"] + row["output"] * price["output"]) / 1e6, 6)
-                if price
-                else None
-            )
+        rows = self._priced(tokens, "prompt_version", "promptVersion")
+        consumers = self._priced(by_consumer, "consumer", "consumer")
         outcomes: dict[str, Json] = {}
         for series in requests:
             labels = series["metric"]
@@ -149,7 +172,8 @@ class Usage:
         return {
             "window": window,
             "versions": sorted(versions.values(), key=lambda r: (r["agent"], r["promptVersion"])),
-            "rows": sorted(rows.values(), key=lambda r: (r["agent"], r["promptVersion"])),
+            "rows": sorted(rows, key=lambda r: (r["agent"], r["promptVersion"])),
+            "consumers": sorted(consumers, key=lambda r: (r["agent"], r["consumer"])),
             "requests": sorted(outcomes.values(), key=lambda r: r["agent"]),
             "priced": sorted(self.prices),
         }

@@ -308,8 +308,14 @@ def mcp_summary(server: Mapping[str, Any]) -> Json:
     }
 
 
-def topology(agents: Iterable[Mapping[str, Any]], servers: Iterable[Mapping[str, Any]]) -> Json:
-    """Nodes (agents, MCP servers, knowledge sources) and edges (calls), with health."""
+def topology(
+    agents: Iterable[Mapping[str, Any]],
+    servers: Iterable[Mapping[str, Any]],
+    rates: Mapping[tuple[str, str, str], float] | None = None,
+) -> Json:
+    """Nodes (agents, MCP servers, knowledge sources) and edges (calls), with health; with
+    ``rates`` (tool calls per second by agent, source and target, from Prometheus), each
+    edge's ``rate``."""
     nodes: list[Json] = []
     edges: list[Json] = []
     server_health = {
@@ -324,26 +330,66 @@ def topology(agents: Iterable[Mapping[str, Any]], servers: Iterable[Mapping[str,
         ready = (condition(agent, "Ready") or {}).get("status") == "True"
         nodes.append({"id": f"agent/{name}", "kind": "agent", "name": name, "healthy": ready})
         namespace = agent["metadata"].get("namespace")
+
+        def edge(to: str, kind: str, target: str, caller: str = name) -> Json:
+            found: Json = {"from": f"agent/{caller}", "to": to, "kind": kind}
+            if rates is not None:
+                found["rate"] = rates.get((caller, kind, target), 0.0)
+            return found
+
         for partner in spec.get("partners") or []:
             target = partner["name"]
-            if partner.get("namespace") and partner["namespace"] != namespace:
-                target = f"{partner['namespace']}/{target}"
-            edges.append({"from": f"agent/{name}", "to": f"agent/{target}", "kind": "partner"})
+            partner_ns = partner.get("namespace") or namespace
+            if partner_ns != namespace:
+                target = f"{partner_ns}/{target}"
+            # the runtime counts a partner call by the partner's namespace/name
+            edges.append(edge(f"agent/{target}", "partner", f"{partner_ns}/{partner['name']}"))
         for server in spec.get("mcpServers") or []:
-            edges.append({"from": f"agent/{name}", "to": f"mcp/{server['name']}", "kind": "mcp"})
+            edges.append(edge(f"mcp/{server['name']}", "mcp", server["name"]))
         for source in spec.get("knowledge") or []:
             node = f"knowledge/{name}/{source['name']}"
             nodes.append(
                 {"id": node, "kind": "knowledge", "name": source["name"], "healthy": ready}
             )
-            edges.append({"from": f"agent/{name}", "to": node, "kind": "knowledge"})
+            edges.append(edge(node, "knowledge", source["name"]))
     # an edge to what is not here (another namespace, a missing server) gets a node saying so
     known = {n["id"] for n in nodes}
-    for edge in edges:
-        if edge["to"] not in known:
-            kind, _, rest = edge["to"].partition("/")
+    for link in edges:
+        if link["to"] not in known:
+            kind, _, rest = link["to"].partition("/")
             nodes.append(
-                {"id": edge["to"], "kind": kind, "name": rest, "healthy": False, "missing": True}
+                {"id": link["to"], "kind": kind, "name": rest, "healthy": False, "missing": True}
             )
-            known.add(edge["to"])
+            known.add(link["to"])
     return {"nodes": nodes, "edges": edges}
+
+
+def chat_events(data: str) -> list[Json]:
+    """One chunk of an agent's OpenAI-style stream as the playground's events: ``delta``
+    (answer text), ``tool`` (a tool call or partner hop starting or finished), ``done``
+    (the prompt version, iterations and the partners' tokens), ``usage``, ``error``."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return []
+    if not isinstance(chunk, dict):
+        return []
+    error = chunk.get("error")
+    if isinstance(error, dict):
+        return [{"type": "error", "message": str(error.get("message") or error)}]
+    events: list[Json] = []
+    choices = chunk.get("choices") or []
+    extra = chunk.get("agentspec")
+    if not choices and isinstance(extra, dict) and str(extra.get("event", "")).startswith("tool"):
+        events.append({"type": "tool", **extra})
+    for choice in choices[:1]:
+        text = (choice.get("delta") or {}).get("content")
+        if text:
+            events.append({"type": "delta", "text": text})
+        if choice.get("finish_reason"):
+            events.append(
+                {"type": "done", "finishReason": choice["finish_reason"], "agentspec": extra}
+            )
+    if chunk.get("usage"):
+        events.append({"type": "usage", "usage": chunk["usage"]})
+    return events

@@ -3,6 +3,7 @@ agent serves, the prompt center's edits, YAML parsing and the topology."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -148,3 +149,58 @@ def test_topology_edges_reach_nodes_and_name_what_is_missing() -> None:
     assert ids["agent/fin/pay"]["missing"] is True
     assert ids["mcp/ghost"]["missing"] is True
     assert ids["knowledge/router/kb"]["healthy"] is True
+
+
+def test_topology_edges_carry_the_call_rate_of_what_they_reach() -> None:
+    agents: list[Json] = [
+        {
+            "metadata": {"name": "router", "namespace": "ns"},
+            "spec": {
+                "partners": [{"name": "hr"}, {"name": "pay", "namespace": "fin"}],
+                "mcpServers": [{"name": "tools"}],
+                "knowledge": [{"name": "kb"}],
+            },
+        },
+    ]
+    # as the runtime labels them: a partner by namespace/name (its own namespace too)
+    rates = {
+        ("router", "partner", "ns/hr"): 0.5,
+        ("router", "partner", "fin/pay"): 0.25,
+        ("router", "mcp", "tools"): 2.0,
+        ("other", "mcp", "tools"): 9.0,
+    }
+    graph = views.topology(agents, [], rates)
+    by_target = {e["to"]: e["rate"] for e in graph["edges"]}
+    assert by_target == {
+        "agent/hr": 0.5,
+        "agent/fin/pay": 0.25,
+        "mcp/tools": 2.0,
+        "knowledge/router/kb": 0.0,
+    }
+    assert "rate" not in views.topology(agents, [])["edges"][0]  # no Prometheus: no figure
+
+
+def test_a_stream_chunk_becomes_the_playground_events() -> None:
+    tool = {"event": "tool_end", "tool": "hr", "source": "partner", "target": "ns/hr", "ok": True}
+    assert views.chat_events(json.dumps({"choices": [], "agentspec": tool})) == [
+        {"type": "tool", **tool}
+    ]
+    text = {"choices": [{"delta": {"content": "Hi"}, "finish_reason": None}]}
+    assert views.chat_events(json.dumps(text)) == [{"type": "delta", "text": "Hi"}]
+    last = {
+        "choices": [{"delta": {}, "finish_reason": "stop"}],
+        "agentspec": {"promptVersion": "v2"},
+    }
+    assert views.chat_events(json.dumps(last)) == [
+        {"type": "done", "finishReason": "stop", "agentspec": {"promptVersion": "v2"}}
+    ]
+    usage = {"choices": [], "usage": {"prompt_tokens": 3}}
+    assert views.chat_events(json.dumps(usage)) == [
+        {"type": "usage", "usage": {"prompt_tokens": 3}}
+    ]
+    failed = {"error": {"message": "rate limit reached", "status": 429}}
+    assert views.chat_events(json.dumps(failed)) == [
+        {"type": "error", "message": "rate limit reached"}
+    ]
+    assert views.chat_events("not json") == []
+    assert views.chat_events("[1]") == []

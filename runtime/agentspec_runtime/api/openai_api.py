@@ -296,10 +296,8 @@ class ChatCompletions:
         }
 
     def _stream(self, body: ChatRequest, agent_request: AgentRequest, request: Request) -> Response:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        include_events = bool(
-            body.stream_options and body.stream_options.include_agentspec_events
-        )
+        options = body.stream_options or StreamOptions()
+        include_usage, include_events = options.include_usage, options.include_agentspec_events
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         agent = self.engine.agent
@@ -323,24 +321,13 @@ class ChatCompletions:
                 queue.put_nowait(chunk({"content": text}))
 
             async def on_tool(event: ToolEvent) -> None:
-                done = event.ok is not None
-                described: dict[str, Any] = {
-                    "event": "tool_end" if done else "tool_start",
-                    "callId": event.call_id,
-                    "tool": event.name,
-                    "source": event.source,
-                    "target": event.target,
-                }
-                if done:
-                    described["ok"] = event.ok
-                    described["ms"] = round((event.seconds or 0) * 1000, 1)
                 payload = {
                     "id": completion_id,
                     "object": "chat.completion.chunk",
                     "created": created,
                     "model": agent,
                     "choices": [],
-                    "agentspec": described,
+                    "agentspec": _tool_event(event),
                 }
                 queue.put_nowait(b"data: " + json.dumps(payload).encode() + b"\n\n")
 
@@ -364,21 +351,9 @@ class ChatCompletions:
                 try:
                     result = task.result()
                 except Exception as e:  # the stream has started: the error goes in it
-                    known = isinstance(e, AgentspecError)
-                    if not known:
+                    if not isinstance(e, AgentspecError):
                         log.exception("agent %s: streamed request failed", agent)
-                    error: dict[str, Any] = {
-                        "error": {
-                            "message": str(e) if known else "the agent failed unexpectedly",
-                            "type": "server_error",
-                            "code": getattr(e, "code", "error") if known else "internal_error",
-                            "status": getattr(e, "status", 500) if known else 500,
-                        }
-                    }
-                    after = retry_after(e)
-                    if after is not None:
-                        error["error"]["retry_after"] = after
-                    yield b"data: " + json.dumps(error).encode() + b"\n\n"
+                    yield b"data: " + json.dumps(_stream_error(e)).encode() + b"\n\n"
                     yield b"data: [DONE]\n\n"
                     return
                 yield chunk(
@@ -423,6 +398,35 @@ def _usage(result: AgentResult) -> dict[str, int]:
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.total,
     }
+
+
+def _stream_error(e: Exception) -> dict[str, Any]:
+    known = isinstance(e, AgentspecError)
+    error: dict[str, Any] = {
+        "message": str(e) if known else "the agent failed unexpectedly",
+        "type": "server_error",
+        "code": getattr(e, "code", "error") if known else "internal_error",
+        "status": getattr(e, "status", 500) if known else 500,
+    }
+    after = retry_after(e)
+    if after is not None:
+        error["retry_after"] = after
+    return {"error": error}
+
+
+def _tool_event(event: ToolEvent) -> dict[str, Any]:
+    done = event.ok is not None
+    described: dict[str, Any] = {
+        "event": "tool_end" if done else "tool_start",
+        "callId": event.call_id,
+        "tool": event.name,
+        "source": event.source,
+        "target": event.target,
+    }
+    if done:
+        described["ok"] = event.ok
+        described["ms"] = round((event.seconds or 0) * 1000, 1)
+    return described
 
 
 def _metadata(result: AgentResult, context_id: str) -> dict[str, Any]:

@@ -1,10 +1,19 @@
 import { useState } from "react";
-import { ApiError, call, nsPath, type Json } from "../api";
+import { ApiError, nsPath, stream, type Json } from "../api";
 import { Problem, useLive } from "./common";
 
-type Turn = { role: "user" | "agent"; text: string; meta?: Json };
+type Tool = { callId: string; tool: string; source: string; target: string; ok?: boolean; ms?: number };
+type Turn = { role: "user" | "agent"; text: string; tools: Tool[]; meta?: Json; failed?: string };
 
-/** Chat with an agent through the Studio (the apiserver's service proxy, as the user). */
+const what = (t: Tool) =>
+  t.source === "partner"
+    ? `partner hop to ${t.target.split("/").pop()}`
+    : t.source === "knowledge"
+      ? `knowledge ${t.target}`
+      : `tool ${t.tool} on ${t.target}`;
+
+/** Chat with an agent through the Studio (the apiserver's service proxy, as the user): the
+ * answer streams in, with each tool call and partner hop as it starts and finishes. */
 export function Playground({ ns }: { ns: string }) {
   const [agents] = useLive<{ items: Json[] }>(ns, `${nsPath(ns)}/agents`);
   const [agent, setAgent] = useState("");
@@ -15,19 +24,40 @@ export function Playground({ ns }: { ns: string }) {
   const [error, setError] = useState<ApiError | null>(null);
   const chosen = agent || agents?.items[0]?.name || "";
 
+  // changes the conversation's last turn (the answer streaming in)
+  const update = (change: (turn: Turn) => Turn) =>
+    setTurns((all) => [...all.slice(0, -1), change(all[all.length - 1])]);
+
+  const onEvent = (event: Json) => {
+    if (event.type === "start") {
+      setContext(event.contextId);
+      update((t) => ({ ...t, meta: { traceId: event.traceId } }));
+    } else if (event.type === "delta") {
+      update((t) => ({ ...t, text: t.text + event.text }));
+    } else if (event.type === "tool") {
+      const tool = event as Tool;
+      update((t) => ({
+        ...t,
+        tools: event.event === "tool_start" ? [...t.tools, tool] : t.tools.map((x) => (x.callId === tool.callId ? tool : x)),
+      }));
+    } else if (event.type === "done") {
+      update((t) => ({ ...t, meta: { ...t.meta, agentspec: event.agentspec } }));
+    } else if (event.type === "usage") {
+      update((t) => ({ ...t, meta: { ...t.meta, usage: event.usage } }));
+    } else if (event.type === "error") {
+      update((t) => ({ ...t, failed: event.message }));
+    }
+  };
+
   const send = async () => {
     setBusy(true);
     setError(null);
-    setTurns((t) => [...t, { role: "user", text: message }]);
+    setTurns((t) => [...t, { role: "user", text: message, tools: [] }, { role: "agent", text: "", tools: [] }]);
     try {
-      const answer = await call<Json>("POST", `${nsPath(ns)}/agents/${encodeURIComponent(chosen)}/chat`, {
-        message,
-        contextId: context,
-      });
-      setContext(answer.contextId);
-      setTurns((t) => [...t, { role: "agent", text: answer.answer ?? "", meta: answer }]);
+      await stream(`${nsPath(ns)}/agents/${encodeURIComponent(chosen)}/chat`, { message, contextId: context, stream: true }, onEvent);
       setMessage("");
     } catch (e) {
+      setTurns((t) => t.slice(0, -1)); // no answer began: the error says why
       setError(e as ApiError);
     }
     setBusy(false);
@@ -61,15 +91,32 @@ export function Playground({ ns }: { ns: string }) {
           New conversation
         </button>
       </div>
-      <ol className="chat" aria-label="Conversation" aria-live="polite">
+      <ol className="chat" aria-label="Conversation" aria-live="polite" aria-busy={busy}>
         {turns.map((t, i) => (
           <li key={i} className={t.role}>
-            <strong>{t.role === "user" ? "You" : chosen}:</strong> {t.text}
-            {t.meta && (
+            <strong>{t.role === "user" ? "You" : chosen}:</strong>
+            {t.tools.length > 0 && (
+              <ul className="tools" aria-label="Tool calls">
+                {t.tools.map((tool) => (
+                  <li key={tool.callId} data-tool={tool.tool} data-source={tool.source}>
+                    {what(tool)} —{" "}
+                    {tool.ok === undefined ? "running…" : `${tool.ok ? "ok" : "failed"} in ${tool.ms} ms`}
+                  </li>
+                ))}
+              </ul>
+            )}{" "}
+            {t.text}
+            {t.failed && (
+              <span role="alert" className="problem">
+                {" "}
+                The answer failed: {t.failed}
+              </span>
+            )}
+            {t.meta?.agentspec && (
               <small className="meta" aria-label="Answer details">
-                prompt {t.meta.agentspec?.promptVersion} · tool calls {t.meta.agentspec?.toolCalls ?? 0} · tokens{" "}
+                prompt {t.meta.agentspec.promptVersion} · tool calls {t.meta.agentspec.toolCalls ?? 0} · tokens{" "}
                 {t.meta.usage?.prompt_tokens ?? 0} in / {t.meta.usage?.completion_tokens ?? 0} out · partner tokens{" "}
-                {(t.meta.agentspec?.partnerUsage?.prompt_tokens ?? 0) + (t.meta.agentspec?.partnerUsage?.completion_tokens ?? 0)} ·
+                {(t.meta.agentspec.partnerUsage?.prompt_tokens ?? 0) + (t.meta.agentspec.partnerUsage?.completion_tokens ?? 0)} ·
                 trace <a href={`#/${ns}/traces/${t.meta.traceId}`}>{t.meta.traceId}</a>
               </small>
             )}

@@ -2,22 +2,36 @@ import { useEffect, useState } from "react";
 import { ApiError, call, type Json } from "../api";
 import { Problem } from "./common";
 
-/** The traces the agents sent the Studio (OTLP), newest first, and one as a waterfall. */
+const AGENT_SPAN = /^(invoke_agent|chat|execute_tool|embeddings|run_task|resume_task)\b/;
+const isAgentSpan = (s: Json) => s.depth === 0 || s.attributes?.["gen_ai.operation.name"] !== undefined || AGENT_SPAN.test(s.name);
+
+/** Recent traces (from Jaeger, or the ones the agents sent the Studio), newest first, and one
+ * as a waterfall. A trace just answered may not be stored yet (spans leave in batches): its
+ * page asks again for a few seconds before saying it is not there. */
 export function Traces({ ns, id }: { ns: string; id?: string }) {
   const [list, setList] = useState<Json[] | null>(null);
   const [trace, setTrace] = useState<Json | null>(null);
   const [error, setError] = useState<ApiError | null>(null);
+  const [agentOnly, setAgentOnly] = useState(true);
   useEffect(() => {
     setError(null);
-    if (id) call<Json>("GET", `/api/traces/${encodeURIComponent(id)}`).then(setTrace, setError);
+    let left = 15;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const load = () =>
+      call<Json>("GET", `/api/traces/${encodeURIComponent(id!)}`).then(setTrace, (e: ApiError) => {
+        if (e.status === 404 && --left > 0) timer = setTimeout(load, 1000);
+        else setError(e);
+      });
+    if (id) load();
     else call<Json>("GET", "/api/traces").then((d) => setList(d.items), setError);
+    return () => clearTimeout(timer);
   }, [id]);
   return (
     <section aria-labelledby="traces-title">
       <h2 id="traces-title">{id ? `Trace ${id}` : "Traces"}</h2>
       <Problem error={error} />
       {!id && list && list.length === 0 && (
-        <p>No traces yet: point the agents' OTEL_EXPORTER_OTLP_ENDPOINT at this Studio.</p>
+        <p>No traces in the last hour: are the agents' OTEL_EXPORTER_OTLP_ENDPOINT set (chart value otel.endpoint)?</p>
       )}
       {!id && list && list.length > 0 && (
         <table>
@@ -47,11 +61,23 @@ export function Traces({ ns, id }: { ns: string; id?: string }) {
         </table>
       )}
       {id && trace && (
+        <label>
+          <input type="checkbox" checked={agentOnly} onChange={(e) => setAgentOnly(e.target.checked)} /> Agent spans only
+          (invoke_agent, chat, execute_tool, tasks; not the libraries' own)
+        </label>
+      )}
+      {id && trace && (
         <ol className="waterfall" aria-label="Waterfall">
-          {trace.spans.map((s: Json) => (
+          {trace.spans.filter((s: Json) => !agentOnly || isAgentSpan(s)).map((s: Json) => (
             <li key={s.spanId} data-span={s.name} data-service={s.service}>
               <span className="label" style={{ paddingLeft: `${s.depth * 1.2}rem` }}>
                 {s.service}: {s.name}
+                {s.attributes?.["gen_ai.usage.input_tokens"] !== undefined && (
+                  <small>
+                    {" "}
+                    · {s.attributes["gen_ai.usage.input_tokens"]} in / {s.attributes["gen_ai.usage.output_tokens"] ?? 0} out
+                  </small>
+                )}
                 {s.error && <span className="tag">error</span>}
               </span>
               <span className="track" aria-hidden="true">

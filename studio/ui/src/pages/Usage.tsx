@@ -21,7 +21,7 @@ export function useUsage(ns: string, window: string): [Json | null, ApiError | n
   return [data, error];
 }
 
-/** Tokens and cost per agent and prompt version over a window, from Prometheus. */
+/** Tokens and cost per agent, prompt version and consumer over a window, from Prometheus. */
 export function Usage({ ns }: { ns: string }) {
   const [window, setWindow] = useState("1h");
   const [data, error] = useUsage(ns, window);
@@ -67,6 +67,39 @@ export function Usage({ ns }: { ns: string }) {
             ))}
           </tbody>
         </table>
+      )}
+      {data && (
+        <>
+          <h3>By consumer</h3>
+          <table aria-label="Tokens by consumer">
+            <thead>
+              <tr>
+                <th scope="col">Agent</th>
+                <th scope="col">Consumer</th>
+                <th scope="col">Model</th>
+                <th scope="col">Input tokens</th>
+                <th scope="col">Output tokens</th>
+                <th scope="col">Cost (USD)</th>
+              </tr>
+            </thead>
+            <tbody>
+              {data.consumers.map((r: Json) => (
+                <tr key={`${r.agent}/${r.consumer}/${r.model}`} data-consumer={`${r.agent}/${r.consumer}`}>
+                  <td>{r.agent}</td>
+                  <td>{r.consumer}</td>
+                  <td>{r.model}</td>
+                  <td>{r.input}</td>
+                  <td>{r.output}</td>
+                  <td>{r.cost === null ? "no price" : r.cost.toFixed(6)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          <p className="help">
+            A consumer is the API key's name or the JWT's consumer claim (anonymous without auth); an agent labels at most 100,
+            the rest as _other.
+          </p>
+        </>
       )}
       {data && (
         <>
