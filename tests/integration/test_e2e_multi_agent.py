@@ -20,98 +20,27 @@ ServiceAccount token for HR) still answer and another agent's are refused.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from tests.support.a2a_client import ask
 from tests.support.cluster import ShippedCluster
 from tests.support.control_plane import NamespacedKubectl
-from tests.support.fake_llm import ChatRequest, FakeLLM, Turn, tool_then_answer
+from tests.support.fake_llm import FakeLLM, tool_then_answer
+from tests.support.multi_agent import (
+    department,
+    example_documents,
+    expense_tools_server,
+    hr_model,
+    policies_config_map,
+)
 from tests.support.procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "multi-agent"
 TRACE_ID = "5b8efff798038103d269b633813fc60c"
 Json = dict[str, Any]
-
-
-def department(name: str) -> Callable[[ChatRequest], Turn]:
-    def answer(request: ChatRequest) -> Turn:
-        return Turn.text(f"{name} says: {request.last_user_text}")
-
-    return answer
-
-
-def hr_model(request: ChatRequest) -> Turn:
-    """HR searches its policies when asked to (``hr-policies query=...``), else answers."""
-    if request.trailing_tool_results or "hr-policies" in request.last_user_text:
-        return tool_then_answer(request)
-    return department("HR")(request)
-
-
-def policies_config_map(edit: Callable[[str], str] = str) -> Json:
-    """The example's hr-policies folder as the ConfigMap its README line makes."""
-    folder = EXAMPLE / "hr-policies"
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "hr-policies"},
-        "data": {p.name: edit(p.read_text()) for p in sorted(folder.iterdir())},
-    }
-
-
-def example_documents(model_urls: dict[str, str]) -> list[Json]:
-    """The example's documents, each agent's model pointed at ``model_urls[agent]``."""
-    docs = [
-        d for p in sorted(EXAMPLE.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d
-    ]
-    for doc in docs:
-        if doc["kind"] == "AgentSpec":
-            doc["spec"]["model"]["baseUrl"] = model_urls[doc["metadata"]["name"]]
-    return docs
-
-
-def expense_tools_server(image: str) -> list[Json]:
-    """The example's MCP server, run in the cluster from the runtime image."""
-    labels = {"app": "expense-tools"}
-    return [
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "expense-tools"},
-            "spec": {
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "mcp",
-                                "image": image,
-                                "command": ["python", "-m", "agentspec_runtime.demo.expense_tools"],
-                                "args": ["--host=0.0.0.0", "--port=8300"],
-                                "ports": [{"name": "mcp", "containerPort": 8300}],
-                                "readinessProbe": {
-                                    "tcpSocket": {"port": "mcp"},
-                                    "periodSeconds": 1,
-                                },
-                            }
-                        ]
-                    },
-                },
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "expense-tools"},
-            "spec": {"selector": labels, "ports": [{"name": "mcp", "port": 8300}]},
-        },
-    ]
 
 
 def chat(url: str, text: str, *, model: str = "router", **headers: str) -> httpx.Response:

@@ -9,9 +9,12 @@ real Prometheus side by side, then the canary rolled back — each step with its
 a chat in the playground (through the apiserver's service proxy) with the prompt version,
 tokens and trace id it was served with; the usage page's tokens and cost per prompt version;
 the topology graph; the agents page at phone width; an unreachable cluster said plainly.
-Screenshots of each page are kept in ``test-artifacts/studio/``.
-
-Not covered yet (not built): traces (Jaeger), partner hops in the playground.
+The multi-agent example deployed: its topology (router → HR, finance, expense-tools MCP,
+HR's knowledge) with the call rates Prometheus measured on the edges; a chat with the router
+in the playground showing the hop to HR as it streams, then the trace link opening the
+waterfall across router and HR read from the cluster's Jaeger v2 (the agents export to it
+through the chart's ``otel.endpoint``); the tokens and cost by consumer. Screenshots of each
+page are kept in ``test-artifacts/studio/``.
 """
 
 from __future__ import annotations
@@ -31,8 +34,14 @@ from agentspec_runtime.engine.prompts import bucket
 from tests.support.browser import chromium, new_page, shot
 from tests.support.cluster import ShippedCluster
 from tests.support.control_plane import NamespacedKubectl
-from tests.support.fake_llm import FakeLLM, echo
+from tests.support.fake_llm import FakeLLM, echo, tool_then_answer
 from tests.support.metrics_stack import Prometheus
+from tests.support.multi_agent import (
+    example_documents,
+    expense_tools_server,
+    hr_model,
+    policies_config_map,
+)
 from tests.support.operator_testkit import eventually, prompt_doc
 from tests.support.studio_proc import StudioProcess, unreachable_kubeconfig
 
@@ -201,3 +210,113 @@ def test_an_unreachable_cluster_is_said_on_the_page(tmp_path: Path, page: Page) 
         alert = page.get_by_role("alert").first
         expect(alert).to_contain_text("The cluster cannot be reached")
         shot(page, "9-unreachable")
+
+
+def test_the_multi_agent_example_topology_hop_and_trace(
+    cluster: ShippedCluster, cluster_ns: NamespacedKubectl, page: Page, tmp_path: Path
+) -> None:
+    ns = cluster_ns.namespace
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("gpt-4o-mini: {input: 0.15, output: 0.6}\n")
+    with (
+        FakeLLM(responder=tool_then_answer) as router_llm,
+        FakeLLM(responder=hr_model) as hr_llm,
+        FakeLLM(responder=tool_then_answer) as finance_llm,
+        Prometheus(cluster.plane) as prometheus,
+        StudioProcess(
+            kubeconfig=cluster.plane.kubeconfig,
+            args=(
+                "--prometheus-url", prometheus.url,
+                "--jaeger-url", cluster.jaeger.query_url,
+                "--prices", str(prices),
+            ),
+        ) as studio,
+    ):  # fmt: skip
+        for doc in expense_tools_server(cluster.images.runtime.ref):
+            cluster_ns.apply(doc)
+        cluster_ns.apply(policies_config_map())
+        urls = {"router": router_llm, "hr": hr_llm, "finance": finance_llm}
+        for doc in example_documents({a: llm.base_url for a, llm in urls.items()}):
+            cluster_ns.apply(doc)
+        for agent in ("hr", "finance", "router"):
+            cluster.wait_agent_ready(cluster_ns, agent)
+
+        # the playground: the router's hop to HR streams in as it happens
+        page.goto(f"{studio.base_url}/#/{ns}/playground")
+        page.get_by_label("Agent").select_option("router")
+        page.get_by_role("textbox", name="Message").fill("hr message='How many leave days?'")
+        page.get_by_role("button", name="Send").click()
+        hop = page.get_by_label("Tool calls").locator('[data-source="partner"]')
+        expect(hop).to_contain_text(re.compile(r"partner hop to hr — ok in [0-9.]+ ms"))
+        expect(page.get_by_label("Conversation")).to_contain_text(
+            "The tool said: HR says: How many leave days?"
+        )
+        details = page.get_by_label("Answer details")
+        expect(details).to_contain_text("prompt v1")
+        expect(details).to_contain_text("tool calls 1")
+        shot(page, "13-cluster-playground-hop")
+        trace = details.get_by_role("link").inner_text()
+        assert re.fullmatch(r"[0-9a-f]{32}", trace)
+        # the id the Studio sent is the one the router's model call carried
+        assert any(trace in r.headers.get("traceparent", "") for r in router_llm.requests)
+
+        # the trace link: the waterfall across router and HR, from the cluster's Jaeger
+        details.get_by_role("link").click()
+        waterfall = page.get_by_label("Waterfall")
+        expect(waterfall.locator('[data-span="invoke_agent hr"]')).to_be_visible(timeout=30_000)
+        expect(waterfall.locator('[data-span="execute_tool hr"]')).to_be_visible()
+        expect(waterfall.locator('[data-service="router"]').first).to_be_visible()
+        shot(page, "14-cluster-trace-from-jaeger")
+
+        # more calls for the figures, once Prometheus has scraped the router's count (rate()
+        # measures increases between samples: the calls before its first sample are not)
+        eventually(
+            lambda: prometheus.query(f'agentspec_tool_calls_total{{namespace="{ns}"}}'),
+            timeout=60,
+            what="Prometheus to scrape the router's tool calls",
+        )
+        for _ in range(3):
+            answered = httpx.post(
+                f"{studio.base_url}/api/namespaces/{ns}/agents/router/chat",
+                json={"message": "hr message='And sick days?'"},
+                timeout=60,
+            )
+            assert answered.status_code == 200, answered.text
+
+        # the topology: every declared call, the router → HR edge weighted by its rate
+        def rates() -> dict[str, float]:
+            graph = httpx.get(f"{studio.base_url}/api/namespaces/{ns}/topology", timeout=20)
+            return {f"{e['from']}->{e['to']}": e.get("rate", 0) for e in graph.json()["edges"]}
+
+        try:
+            eventually(
+                lambda: rates()["agent/router->agent/hr"] > 0,
+                timeout=60,
+                what="the router's calls to HR counted",
+            )
+        except AssertionError as e:
+            counted = prometheus.query('agentspec_tool_calls_total{agent="router"}')
+            raise AssertionError(f"{e}: {rates()}; Prometheus has {counted}") from e
+        assert rates()["agent/router->agent/finance"] == 0
+        page.goto(f"{studio.base_url}/#/{ns}/topology")
+        for label in (
+            "agent router, healthy",
+            "agent hr, healthy",
+            "agent finance, healthy",
+            "knowledge hr-policies, healthy",
+        ):
+            expect(page.get_by_label(label)).to_be_visible()
+        to_hr = page.locator('tr[data-edge="agent/router->agent/hr"]')
+        expect(to_hr.locator("td").last).not_to_have_text(
+            re.compile(r"^(—|0\.00)$"), timeout=60_000
+        )
+        to_finance = page.locator('tr[data-edge="agent/router->agent/finance"]')
+        expect(to_finance.locator("td").last).to_have_text("0.00")  # no call went there
+        shot(page, "15-cluster-topology-rates")
+
+        # who paid: the router's callers are anonymous (no auth in the example)
+        page.goto(f"{studio.base_url}/#/{ns}/usage")
+        paid = page.locator('tr[data-consumer="router/anonymous"]')
+        expect(paid).to_be_visible(timeout=60_000)
+        expect(paid).not_to_contain_text("no price")
+        shot(page, "16-cluster-usage-by-consumer")

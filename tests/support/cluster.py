@@ -22,6 +22,7 @@ from .control_plane import ControlPlane, NamespacedKubectl, namespace_name
 from .images import Images, locate_images
 from .kubelet import ProcessKubelet
 from .procs import Managed, wait_until
+from .tracing import Jaeger
 
 __all__ = ["OPERATOR_NAMESPACE", "ShippedCluster"]
 
@@ -44,14 +45,19 @@ class ShippedCluster(Managed):
         helm_values: list[str] | None = None,
         before_install: Callable[[ControlPlane], None] | None = None,
         extra_apiserver_args: Sequence[str] = (),
+        tracing: bool = True,
     ):
         """``before_install``: runs once the control plane is up, before the chart (the
-        operator looks for optional CRDs such as KEDA's when it starts)."""
+        operator looks for optional CRDs such as KEDA's when it starts). ``tracing``: a
+        Jaeger v2 the agents export their spans to, set as the chart's ``otel.endpoint`` (as
+        a platform team would), its query API at ``jaeger.query_url``."""
         self.images = images or locate_images()
         self.helm_values = helm_values or []
         self.before_install = before_install
         self.plane = ControlPlane(extra_apiserver_args=extra_apiserver_args)
         self.kubelet: ProcessKubelet | None = None
+        self.tracing = tracing
+        self._jaeger: Jaeger | None = None
 
     def start(self) -> ShippedCluster:
         try:
@@ -60,6 +66,14 @@ class ShippedCluster(Managed):
             if self.before_install is not None:
                 self.before_install(self.plane)
             self.kubelet = ProcessKubelet(self.plane, images=self.images).start()
+            otel: list[str] = []
+            if self.tracing:
+                self._jaeger = Jaeger().start()
+                otel = [
+                    "--set", f"otel.endpoint={self._jaeger.otlp_url}",
+                    # spans leave in 200 ms batches (5 s by default): a test reads them soon
+                    "--set-string", "otel.env.OTEL_BSP_SCHEDULE_DELAY=200",
+                ]  # fmt: skip
             self.helm(
                 "install",
                 "agentspec",
@@ -70,6 +84,7 @@ class ShippedCluster(Managed):
                 *image_values("operator.image", self.images.operator.ref),
                 *image_values("runtime.image", self.images.runtime.ref),
                 *image_values("studio.image", self.images.studio.ref),
+                *otel,
                 *self.helm_values,
             )
             self.kubelet.wait_ready(
@@ -88,9 +103,17 @@ class ShippedCluster(Managed):
         if self.kubelet is not None:
             self.kubelet.stop()
             self.kubelet = None
+        if self._jaeger is not None:
+            self._jaeger.stop()
+            self._jaeger = None
         self.plane.stop()
 
     # --- what tests use ------------------------------------------------------------------
+
+    @property
+    def jaeger(self) -> Jaeger:
+        assert self._jaeger is not None, "a cluster with tracing=True, started"
+        return self._jaeger
 
     @property
     def node(self) -> ProcessKubelet:

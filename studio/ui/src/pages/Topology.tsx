@@ -7,7 +7,7 @@ import { Problem, useLive } from "./common";
 const COLUMN: Record<string, number> = { agent: 0, mcp: 1, knowledge: 1 };
 
 export function Topology({ ns }: { ns: string }) {
-  const [data, error] = useLive<Json>(ns, `${nsPath(ns)}/topology`);
+  const [data, error] = useLive<Json>(ns, `${nsPath(ns)}/topology`, 10_000);
   const [nodes, edges] = useMemo((): [Node[], Edge[]] => {
     if (!data) return [[], []];
     const rows: Record<string, number> = {};

@@ -2,9 +2,10 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import { ApiError, call, nsPath, type Json } from "../api";
 
 /** GET a path, again whenever the namespace's objects change (server-sent events, coalesced:
- * a burst of changes is one reload); a response that arrives after a newer request is
- * dropped, and switching path clears what the old one showed. */
-export function useLive<T = Json>(ns: string, path: string): [T | null, ApiError | null, () => void] {
+ * a burst of changes is one reload) and, with ``every`` (ms), on that period too (figures
+ * from Prometheus change without any object changing); a response that arrives after a
+ * newer request is dropped, and switching path clears what the old one showed. */
+export function useLive<T = Json>(ns: string, path: string, every?: number): [T | null, ApiError | null, () => void] {
   const [data, setData] = useState<T | null>(null);
   const [error, setError] = useState<ApiError | null>(null);
   const sequence = useRef(0);
@@ -30,11 +31,13 @@ export function useLive<T = Json>(ns: string, path: string): [T | null, ApiError
     };
     const events = new EventSource(`${nsPath(ns)}/live`);
     events.addEventListener("change", soon);
+    const period = every ? setInterval(load, every) : undefined;
     return () => {
       clearTimeout(timer);
+      clearInterval(period);
       events.close();
     };
-  }, [ns, load]);
+  }, [ns, load, every]);
   return [data, error, load];
 }
 
