@@ -13,6 +13,7 @@ the object's resourceVersion (a concurrent change answers 409).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import json
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import httpx2
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -255,6 +257,14 @@ class _Api:
 
         return run
 
+    async def figures(self, request: Request) -> Response:
+        """The agents page's live figures; without Prometheus, none and why (not an error:
+        Prometheus is optional)."""
+        try:
+            return _json({"agents": await self.usage.agent_figures(request.path_params["ns"])})
+        except PrometheusError as e:
+            return _json({"agents": {}, "problem": str(e)})
+
     async def usage_report(self, request: Request) -> Response:
         ns = request.path_params["ns"]
         return _json(await self.usage.report(ns, request.query_params.get("window", "1h")))
@@ -264,7 +274,9 @@ class _Api:
         apiserver's service proxy, in a conversation (``contextId``) and a trace of its own
         (the trace id is sent as ``traceparent`` and returned). With ``stream``: server-sent
         events as the agent answers (``views.chat_events``: its text, its tool calls and
-        partner hops as they start and finish, then the prompt version and usage)."""
+        partner hops as they start and finish, then the prompt version and usage). With
+        ``"api": "a2a"``: over the agent's A2A endpoint instead (``SendStreamingMessage``, A2A
+        1.0, always streamed: ``views.a2a_events``; the task and its states, no tool calls)."""
         ns, name = request.path_params["ns"], request.path_params["name"]
         body = await _body(request)
         message = body.get("message")
@@ -273,14 +285,49 @@ class _Api:
         context = body.get("contextId") or secrets.token_hex(8)
         trace_id = secrets.token_hex(16)
         headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+        api = body.get("api", "openai")
+        if api not in ("openai", "a2a"):
+            raise EditError("api: openai or a2a")
+        start = {"type": "start", "traceId": trace_id, "contextId": str(context), "api": api}
+        if api == "a2a":
+            rpc = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "SendStreamingMessage",
+                "params": {
+                    "message": {
+                        "messageId": secrets.token_hex(16),
+                        "role": "ROLE_USER",
+                        "parts": [{"text": message}],
+                        "contextId": str(context),
+                    }
+                },
+            }
+            return await self._relay(
+                ns,
+                name,
+                "a2a",
+                rpc,
+                headers={**headers, "A2A-Version": "1.0"},
+                start=start,
+                translate=views.a2a_events,
+            )
         payload: Json = {
             "model": name,
             "messages": [{"role": "user", "content": message}],
             "context_id": str(context),
         }
         if body.get("stream"):
-            return await self._chat_stream(
-                ns, name, payload, headers=headers, trace_id=trace_id, context=str(context)
+            payload["stream"] = True
+            payload["stream_options"] = {"include_usage": True, "include_agentspec_events": True}
+            return await self._relay(
+                ns,
+                name,
+                "v1/chat/completions",
+                payload,
+                headers=headers,
+                start=start,
+                translate=views.chat_events,
             )
         status, answer = await self.cluster.proxy_post(
             ns, name, "v1/chat/completions", payload, port=8080, headers=headers
@@ -298,52 +345,82 @@ class _Api:
             }
         )
 
-    async def _chat_stream(
+    async def _relay(
         self,
         ns: str,
         name: str,
+        path: str,
         payload: Json,
         *,
         headers: dict[str, str],
-        trace_id: str,
-        context: str,
+        start: Json,
+        translate: Callable[[str], list[Json]],
     ) -> Response:
-        payload["stream"] = True
-        payload["stream_options"] = {"include_usage": True, "include_agentspec_events": True}
+        """The agent's SSE answer at ``path``, each ``data:`` translated into the playground's
+        events, after ``start``."""
         upstream = contextlib.AsyncExitStack()
+
+        async def close() -> None:
+            # even while being cancelled (the browser left): the agent's stream must close,
+            # so the agent stops working for nobody and the proxy connection is freed
+            with anyio.CancelScope(shield=True):
+                await upstream.aclose()
+
         try:
             answer = await upstream.enter_async_context(
-                self.cluster.proxy_stream(
-                    ns, name, "v1/chat/completions", payload, port=8080, headers=headers
-                )
+                self.cluster.proxy_stream(ns, name, path, payload, port=8080, headers=headers)
             )
             if answer.status_code != 200:  # refused before the stream began: a plain error
                 await answer.aread()
                 raise _agent_error(name, answer.status_code, views.answer_of(answer.text))
         except BaseException:
-            await upstream.aclose()
+            await close()
             raise
 
         async def events() -> AsyncIterator[bytes]:
+            ended = False  # the agent said it finished (or failed)
             try:
-                yield _sse({"type": "start", "traceId": trace_id, "contextId": context})
+                yield _sse(start)
                 async for line in answer.aiter_lines():
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
                         break
-                    for event in views.chat_events(data):
+                    for event in translate(data):
+                        ended = (
+                            ended
+                            or event["type"] in ("done", "error")
+                            or (event["type"] == "state" and event["state"] in views.A2A_PAUSED)
+                        )
                         yield _sse(event)
+                if not ended:
+                    yield _sse({"type": "error", "message": "the answer ended unfinished"})
             except httpx2.HTTPError as e:  # the agent or the proxy went away mid-answer
                 yield _sse({"type": "error", "message": f"the answer broke off: {e}"})
+            except Exception as e:  # an answer this Studio cannot read: said, not a blank
+                log.exception("relaying %s/%s", ns, name)
+                yield _sse({"type": "error", "message": f"the Studio failed: {e}"})
             finally:
-                # the browser left (or the answer ended): close the agent's stream with it
-                await upstream.aclose()
+                await close()
 
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+        return _ClosingStream(
+            events(),
+            close=close,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache"},
         )
+
+    async def card(self, request: Request) -> Response:
+        """The agent's A2A card (its skills, capabilities, interfaces), as a peer reads it,
+        through the service proxy."""
+        ns, name = request.path_params["ns"], request.path_params["name"]
+        status, card = await self.cluster.proxy_get(
+            ns, name, ".well-known/agent-card.json", port=8080
+        )
+        if status != 200:
+            raise _agent_error(name, status, card)
+        return _json(card)
 
     async def receive_traces(self, request: Request) -> Response:
         """OTLP/HTTP: the agents' spans (``OTEL_EXPORTER_OTLP_ENDPOINT`` = this Studio)."""
@@ -398,18 +475,19 @@ class _Api:
         """The graph; its edges weighted by call rate when Prometheus answers (else the
         graph alone, and ``ratesError`` says why)."""
         ns = request.path_params["ns"]
-        rates: dict[tuple[str, str, str], float] | None = None
-        problem = None
-        try:
-            rates = await self.usage.call_rates(ns)
-        except PrometheusError as e:
-            problem = str(e)
-        graph = views.topology(
-            await self.cluster.list_of("AgentSpec", ns),
-            await self.cluster.list_of("McpServer", ns),
-            rates,
+
+        async def rates() -> dict[tuple[str, str, str], float] | str:
+            try:
+                return await self.usage.call_rates(ns)
+            except PrometheusError as e:
+                return str(e)
+
+        agents, servers, measured = await asyncio.gather(
+            self.cluster.list_of("AgentSpec", ns), self.cluster.list_of("McpServer", ns), rates()
         )
-        return _json({**graph, "ratesError": problem})
+        if isinstance(measured, str):
+            return _json({**views.topology(agents, servers), "ratesError": measured})
+        return _json({**views.topology(agents, servers, measured), "ratesError": None})
 
     async def live(self, request: Request) -> Response:
         ns = request.path_params["ns"]
@@ -520,9 +598,11 @@ def build_app(
             methods=["POST"],
         ),
         Route(f"{base}/usage", _guarded(api.usage_report)),
+        Route(f"{base}/figures", _guarded(api.figures)),
         Route("/api/traces", _guarded(api.recent_traces)),
         Route("/api/traces/{trace:str}", _guarded(api.trace)),
         Route(f"{base}/agents/{{name}}/chat", _guarded(api.chat), methods=["POST"]),
+        Route(f"{base}/agents/{{name}}/card", _guarded(api.card)),
         Route(f"{base}/mcpservers", _guarded(api.mcp_servers)),
         Route(f"{base}/topology", _guarded(api.topology)),
         Route(f"{base}/live", _guarded(api.live)),
@@ -535,6 +615,21 @@ def build_app(
         routes.append(Mount("/", StaticFiles(directory=STATIC, html=True)))
     app = Starlette(routes=routes)
     return app if hosts is None else LocalOnly(app, hosts=hosts)
+
+
+class _ClosingStream(StreamingResponse):
+    """A stream that runs ``close`` however it ends — also when it is cancelled before its
+    body's generator started (then the generator's own ``finally`` never runs)."""
+
+    def __init__(self, content: Any, *, close: Callable[[], Awaitable[None]], **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self._close = close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._close()
 
 
 def _sse(event: Json) -> bytes:

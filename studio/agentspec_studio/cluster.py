@@ -259,6 +259,13 @@ class Cluster:
         response = await self._proxy_client().post(url, json=body, headers=headers)
         return response.status_code, answer_of(response.text)
 
+    async def proxy_get(
+        self, namespace: str, service: str, path: str, *, port: int
+    ) -> tuple[int, Json]:
+        """GET through the service proxy (``services/proxy`` get)."""
+        response = await self._proxy_client().get(_proxy_path(namespace, service, port, path))
+        return response.status_code, answer_of(response.text)
+
     @contextlib.asynccontextmanager
     async def proxy_stream(
         self,
@@ -273,7 +280,9 @@ class Cluster:
         """``proxy_post`` with the answer read as it comes (an SSE stream): the apiserver's
         service proxy passes it through unbuffered."""
         url = _proxy_path(namespace, service, port, path)
-        async with self._proxy_client().stream("POST", url, json=body, headers=headers) as answer:
+        async with self._proxy_client().stream(
+            "POST", url, json=body, headers=headers, timeout=STREAM_TIMEOUT
+        ) as answer:
             yield answer
 
     def _proxy_client(self) -> httpx2.AsyncClient:
@@ -289,6 +298,10 @@ class Cluster:
         if self._http is not None:
             await self._http.aclose()
         await self.client.close()
+
+
+STREAM_TIMEOUT = httpx2.Timeout(30.0, read=600.0)
+"""A streamed answer may be silent while a tool or partner works (a partner may take 300 s)."""
 
 
 def _proxy_path(namespace: str, service: str, port: int, path: str) -> str:

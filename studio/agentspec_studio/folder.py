@@ -274,6 +274,20 @@ class Folder:
             await response.aread()
         return response.status_code, answer_of(response.text)
 
+    async def proxy_get(
+        self, namespace: str, service: str, path: str, *, port: int
+    ) -> tuple[int, Json]:
+        del namespace, port
+        async with httpx2.AsyncClient(timeout=30) as client:
+            response = await client.get(f"{self._url_of(service)}/{path.lstrip('/')}")
+        return response.status_code, answer_of(response.text)
+
+    def _url_of(self, service: str) -> str:
+        url = self._urls().get(service)
+        if url is None:
+            raise KubeApiError(503, f"agent {service!r} is not running: start it with agentspec up")
+        return url
+
     @contextlib.asynccontextmanager
     async def proxy_stream(
         self,
@@ -287,11 +301,9 @@ class Folder:
     ) -> AsyncIterator[httpx2.Response]:
         """The agent ``agentspec up`` runs under that name, its answer read as it comes."""
         del namespace, port
-        url = self._urls().get(service)
-        if url is None:
-            raise KubeApiError(503, f"agent {service!r} is not running: start it with agentspec up")
+        url = self._url_of(service)
         async with (
-            httpx2.AsyncClient(timeout=180) as client,
+            httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=600.0)) as client,
             client.stream(
                 "POST", f"{url}/{path.lstrip('/')}", json=body, headers=headers
             ) as answer,

@@ -78,8 +78,10 @@ def _attributes(items: Any) -> dict[str, Any]:
 
 
 class TraceStore:
-    def __init__(self) -> None:
+    def __init__(self, max_traces: int = MAX_TRACES) -> None:
         self._traces: OrderedDict[str, list[Json]] = OrderedDict()
+        self._seen: dict[str, set[str]] = {}
+        self.max_traces = max_traces
 
     async def recent_traces(self) -> list[Json]:
         return self.recent()
@@ -148,6 +150,10 @@ class TraceStore:
                     error = span.status.code == 2
                 kept = self._traces.setdefault(trace_id, [])
                 self._traces.move_to_end(trace_id)
+                seen = self._seen.setdefault(trace_id, set())
+                if span_id in seen:  # sent twice (a retried export, two query answers)
+                    continue
+                seen.add(span_id)
                 if len(kept) < MAX_SPANS:
                     kept.append(
                         {
@@ -163,8 +169,9 @@ class TraceStore:
                         }
                     )
                     taken += 1
-        while len(self._traces) > MAX_TRACES:
-            self._traces.popitem(last=False)
+        while len(self._traces) > self.max_traces:
+            dropped, _ = self._traces.popitem(last=False)
+            self._seen.pop(dropped, None)
         return taken
 
     def recent(self) -> list[Json]:
@@ -277,7 +284,9 @@ class JaegerTraces:
                     for s in sorted(str(s) for s in services)[: self.MAX_SERVICES]
                 )
             )
-        store = TraceStore()
+        # every trace found (one across agents comes once per service: its spans once), then
+        # the newest
+        store = TraceStore(max_traces=self.MAX_SERVICES * self.PER_SERVICE)
         for answer in answers:
             self._store(answer, store)
         return sorted(store.recent(), key=lambda t: -t["start"])[: self.MAX_LISTED]

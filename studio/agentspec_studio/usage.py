@@ -26,6 +26,8 @@ import yaml
 from .views import EditError, Json
 
 WINDOW = re.compile(r"^[1-9][0-9]{0,3}[smhd]$")
+LIVE_TIMEOUT = 5.0
+"""Seconds the pages' live figures (polled every 10 s) wait for Prometheus."""
 NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -89,17 +91,45 @@ class Usage:
             )
         return list(rows.values())
 
-    async def call_rates(self, namespace: str) -> dict[tuple[str, str, str], float]:
-        """Tool calls per second over the last 5 minutes by (agent, source, target)."""
+    def _selector(self, namespace: str) -> str:
         if not self.url:
             raise PrometheusError("no Prometheus configured (agentspec studio --prometheus-url)")
         if not NAMESPACE.match(namespace):
             raise EditError(f"{namespace!r} is not a namespace name")
-        async with httpx2.AsyncClient(timeout=15) as client:
+        return f'namespace="{namespace}"'
+
+    async def agent_figures(self, namespace: str) -> dict[str, Json]:
+        """Per agent: tokens per second (the last minute) and failed requests (the last
+        hour), the agents page's live figures."""
+        selector = self._selector(namespace)
+        async with httpx2.AsyncClient(timeout=LIVE_TIMEOUT) as client:
+            tokens = await self._query(
+                client, f"sum by (agent) (rate(agentspec_tokens_total{{{selector}}}[1m]))"
+            )
+            requests = await self._query(
+                client,
+                f"sum by (agent, outcome) (increase(agentspec_requests_total{{{selector}}}[1h]))",
+            )
+        figures: dict[str, Json] = {}
+        for series in tokens:
+            value = float(series["value"][1])
+            figures.setdefault(series["metric"].get("agent", ""), {})["tokensPerSecond"] = (
+                round(value, 2) if math.isfinite(value) else 0.0
+            )
+        for series in requests:  # an agent that served requests, none failing, has 0 errors
+            entry = figures.setdefault(series["metric"].get("agent", ""), {})
+            failed = _count(series["value"][1]) if series["metric"].get("outcome") != "ok" else 0
+            entry["errors"] = entry.get("errors", 0) + failed
+        return figures
+
+    async def call_rates(self, namespace: str) -> dict[tuple[str, str, str], float]:
+        """Tool calls per second over the last 5 minutes by (agent, source, target)."""
+        selector = self._selector(namespace)
+        async with httpx2.AsyncClient(timeout=LIVE_TIMEOUT) as client:
             result = await self._query(
                 client,
-                "sum by (agent, source, target) (rate(agentspec_tool_calls_total"
-                f'{{namespace="{namespace}"}}[5m]))',
+                "sum by (agent, source, target) "
+                f"(rate(agentspec_tool_calls_total{{{selector}}}[5m]))",
             )
         rates: dict[tuple[str, str, str], float] = {}
         for series in result:
@@ -110,13 +140,9 @@ class Usage:
         return rates
 
     async def report(self, namespace: str, window: str) -> Json:
-        if not self.url:
-            raise PrometheusError("no Prometheus configured (agentspec studio --prometheus-url)")
+        selector = self._selector(namespace)
         if not WINDOW.match(window):
             raise EditError("window: a number and s, m, h or d (for example 1h)")
-        if not NAMESPACE.match(namespace):
-            raise EditError(f"{namespace!r} is not a namespace name")
-        selector = f'namespace="{namespace}"'
         async with httpx2.AsyncClient(timeout=15) as client:
             tokens = await self._query(
                 client,

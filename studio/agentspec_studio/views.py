@@ -383,6 +383,8 @@ def chat_events(data: str) -> list[Json]:
     if not choices and isinstance(extra, dict) and str(extra.get("event", "")).startswith("tool"):
         events.append({"type": "tool", **extra})
     for choice in choices[:1]:
+        if not isinstance(choice, dict):
+            continue
         text = (choice.get("delta") or {}).get("content")
         if text:
             events.append({"type": "delta", "text": text})
@@ -393,3 +395,76 @@ def chat_events(data: str) -> list[Json]:
     if chunk.get("usage"):
         events.append({"type": "usage", "usage": chunk["usage"]})
     return events
+
+
+A2A_STATE = re.compile(r"^TASK_STATE_")
+A2A_PAUSED = ("input_required", "auth_required")
+"""A2A states that end a stream without an answer: the task waits for the user."""
+
+
+def a2a_events(data: str) -> list[Json]:
+    """One JSON-RPC result of an A2A 1.0 ``SendStreamingMessage`` stream as the playground's
+    events: ``task`` (its id and state), ``state`` (working, input required...), ``delta``
+    (the answer artifact's text), then on completion ``done`` and ``usage`` from the task's
+    ``agentspec.io/*`` metadata; a failed task or a JSON-RPC error is ``error``."""
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return []
+    if not isinstance(message, dict):
+        return []
+    error = message.get("error")
+    if isinstance(error, dict):
+        return [{"type": "error", "message": str(error.get("message") or error)}]
+    result = message.get("result")
+    return _a2a_result(result) if isinstance(result, dict) else []
+
+
+def _a2a_result(result: Json) -> list[Json]:
+    if isinstance(result.get("task"), dict):
+        task = result["task"]
+        state = A2A_STATE.sub("", str((task.get("status") or {}).get("state", ""))).lower()
+        return [{"type": "task", "taskId": task.get("id"), "state": state}]
+    if isinstance(result.get("artifactUpdate"), dict):
+        parts = (result["artifactUpdate"].get("artifact") or {}).get("parts") or []
+        text = "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+        return [{"type": "delta", "text": text}] if text else []
+    update = result.get("statusUpdate")
+    return _a2a_status(update) if isinstance(update, dict) else []
+
+
+def _a2a_status(update: Json) -> list[Json]:
+    status = update.get("status") or {}
+    state = A2A_STATE.sub("", str(status.get("state", ""))).lower()
+    if state in ("failed", "rejected", "canceled"):
+        said = (status.get("message") or {}).get("parts") or []
+        why = "".join(str(p.get("text", "")) for p in said if isinstance(p, dict))
+        return [{"type": "error", "message": f"the task {state}: {why or 'no reason given'}"}]
+    if state != "completed":
+        return [{"type": "state", "state": state}]
+    meta = update.get("metadata") or {}
+    usage = meta.get("agentspec.io/usage") or {}
+    return [
+        {
+            "type": "done",
+            "finishReason": "stop",
+            "agentspec": {
+                "promptVersion": meta.get("agentspec.io/promptVersion"),
+                "configRevision": meta.get("agentspec.io/configRevision"),
+            },
+        },
+        {
+            "type": "usage",
+            "usage": {
+                "prompt_tokens": _count_of(usage.get("input_tokens")),
+                "completion_tokens": _count_of(usage.get("output_tokens")),
+            },
+        },
+    ]
+
+
+def _count_of(value: Any) -> int:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return 0

@@ -278,6 +278,7 @@ def test_the_studio_is_off_by_default_and_read_only_unless_writing_is_chosen(
     writing = rendered(
         "--set", "studio.enabled=true", "--set", "studio.rbac.write=true",
         "--set", "studio.allowHosts={studio.example.com}",
+        "--set", "studio.jaegerUrl=http://jaeger-query.observability:16686",
     )  # fmt: skip
     (role,) = [
         d for d in writing if d["kind"] == "ClusterRole" and "studio" in d["metadata"]["name"]
@@ -285,7 +286,7 @@ def test_the_studio_is_off_by_default_and_read_only_unless_writing_is_chosen(
     agentspec_rule = next(r for r in role["rules"] if r["apiGroups"] == ["agentspec.io"])
     assert {"create", "update", "patch"} <= set(agentspec_rule["verbs"])
     assert "delete" not in agentspec_rule["verbs"]
-    assert {"apiGroups": [""], "resources": ["services/proxy"], "verbs": ["create"]} in role[
+    assert {"apiGroups": [""], "resources": ["services/proxy"], "verbs": ["get", "create"]} in role[
         "rules"
     ]
     (deployment,) = [
@@ -293,7 +294,6 @@ def test_the_studio_is_off_by_default_and_read_only_unless_writing_is_chosen(
         for d in writing
         if d["kind"] == "Deployment" and d["metadata"]["name"] == "agentspec-studio"
     ]
-    assert (
-        "--allow-host=studio.example.com"
-        in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    )
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--allow-host=studio.example.com" in args
+    assert "--jaeger-url=http://jaeger-query.observability:16686" in args

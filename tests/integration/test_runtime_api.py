@@ -218,8 +218,10 @@ def test_streaming_shows_the_tool_calls_when_asked(runtime: RuntimeProcess, llm:
     for tool in ("add", "fail"):
         assert order.index(f"tool_start:{tool}") < order.index(f"tool_end:{tool}")
     assert order.index("text") > max(i for i, o in enumerate(order) if o != "text")
-    # the arguments and results stay out of the events
-    assert "40" not in json.dumps(events)
+    # the arguments and results stay out of the events: names and outcomes only
+    assert {key for e in events for key in e} == {
+        "event", "callId", "tool", "source", "target", "ok", "ms",
+    }  # fmt: skip
 
 
 def test_concurrent_tool_calls_run_in_parallel(runtime: RuntimeProcess, llm: FakeLLM) -> None:

@@ -314,6 +314,22 @@ def test_the_multi_agent_example_topology_hop_and_trace(
         expect(to_finance.locator("td").last).to_have_text("0.00")  # no call went there
         shot(page, "15-cluster-topology-rates")
 
+        # the registry of agents: each card's skill, its tags naming the tools it calls
+        page.goto(f"{studio.base_url}/#/{ns}/registries")
+        skill = page.get_by_label("Skills of router").locator('[data-skill="router"]')
+        expect(skill).to_contain_text("Front desk that routes employee questions")
+        expect(skill).to_contain_text("tags: agentspec, finance, hr")
+        shot(page, "18-cluster-registries-cards")
+
+        # the agents list: tokens per second and errors, live from Prometheus
+        page.goto(f"{studio.base_url}/#/{ns}/agents")
+        row = page.locator('tr[data-agent="router"]')
+        expect(row.locator('[data-figure="errors"]')).to_have_text("0", timeout=30_000)
+        expect(row.locator('[data-figure="tokens"]')).to_have_text(
+            re.compile(r"^[0-9]+(\.[0-9]+)?$")
+        )
+        shot(page, "17-cluster-agents-figures")
+
         # who paid: the router's callers are anonymous (no auth in the example)
         page.goto(f"{studio.base_url}/#/{ns}/usage")
         paid = page.locator('tr[data-consumer="router/anonymous"]')

@@ -183,96 +183,131 @@ def test_the_playground_streams_the_hop_to_hr_and_the_trace_comes_from_jaeger(
     folder = tmp_path / "specs"
     shutil.copytree(ROOT / "examples" / "multi-agent", folder)
     log = tmp_path / "up.log"
-    with Jaeger() as jaeger:
-        studio = StudioProcess(folder=folder, args=("--jaeger-url", jaeger.query_url)).start()
-        otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_url, "OTEL_BSP_SCHEDULE_DELAY": "200"}
-        up = start_process(
-            "agentspec-up",
-            [
-                sys.executable, "-m", "agentspec_runtime.cli", "up", str(folder),
-                "--port-base", "0", "--run-local-commands",
-            ],
-            log_path=log,
-            env={**os.environ, **otlp},
-            cwd=ROOT,
-        )  # fmt: skip
-        try:
-            wait_until(
-                lambda: "agentspec up: ready" in log.read_text(), timeout=90, what="agentspec up"
-            )
-            api = f"{studio.base_url}/api/namespaces/default"
-            question = {"message": "How many leave days do I have?", "stream": True}
-            with httpx.stream(
-                "POST", f"{api}/agents/router/chat", json=question, timeout=60
-            ) as answer:
-                assert answer.status_code == 200, answer.read()
-                assert answer.headers["content-type"].startswith("text/event-stream")
-                events = [
-                    json.loads(line[5:]) for line in answer.iter_lines() if line.startswith("data:")
-                ]
-            kinds = [e["type"] for e in events]
-            assert kinds[0] == "start"
-            hops = [e for e in events if e["type"] == "tool" and e["source"] == "partner"]
-            assert [(h["event"], h["tool"], h["target"].split("/")[-1]) for h in hops] == [
-                ("tool_start", "hr", "hr"),
-                ("tool_end", "hr", "hr"),
-            ]
-            assert hops[1]["ok"] is True
-            # the hop came and went before the router's answer began to stream
-            assert kinds.index("tool") < kinds.index("delta")
-            text = "".join(e["text"] for e in events if e["type"] == "delta")
-            assert "[hr-policies:leave.md#0]" in text
-            done = next(e for e in events if e["type"] == "done")
-            assert done["agentspec"]["promptVersion"] == "v1"
-            assert done["agentspec"]["partnerUsage"]["prompt_tokens"] > 0
-            assert next(e for e in events if e["type"] == "usage")["usage"]["prompt_tokens"] > 0
-            trace_id = events[0]["traceId"]
-
-            def from_jaeger() -> set[tuple[str, str]]:
-                found = httpx.get(f"{studio.base_url}/api/traces/{trace_id}", timeout=10)
-                if found.status_code != 200:
-                    return set()
-                return {(s["service"], s["name"]) for s in found.json()["spans"]}
-
-            wait_until(
-                lambda: (
-                    {("router", "execute_tool hr"), ("hr", "execute_tool hr-policies")}
-                    <= from_jaeger()
-                ),
-                timeout=30,
-                what="the trace across router and HR in Jaeger",
-            )
-            assert {"router", "hr"} <= set(jaeger.services())
-            listed = httpx.get(f"{studio.base_url}/api/traces", timeout=20).json()["items"]
-            assert trace_id in [t["traceId"] for t in listed]
-
-            with chromium() as browser, new_page(browser) as page:
-                page.goto(f"{studio.base_url}/#/default/playground")
-                page.get_by_label("Agent").select_option("router")
-                page.get_by_role("textbox", name="Message").fill("How many leave days do I have?")
-                page.get_by_role("button", name="Send").click()
-                hop = page.get_by_label("Tool calls").locator('[data-source="partner"]')
-                expect(hop).to_contain_text(re.compile(r"partner hop to hr — ok in [0-9.]+ ms"))
-                conversation = page.get_by_label("Conversation")
-                expect(conversation).to_contain_text("[hr-policies:leave.md#0]")
-                details = page.get_by_label("Answer details")
-                expect(details).to_contain_text("prompt v1")
-                shot(page, "11-playground-streamed-hop")
-                details.get_by_role("link").click()
-                waterfall = page.get_by_label("Waterfall")
-                # the trace the browser's chat made, from Jaeger (the page retries while the
-                # spans are still on their way)
-                expect(waterfall.locator('[data-service="hr"]').first).to_be_visible(timeout=30_000)
-                expect(waterfall.locator('[data-span="execute_tool hr"]')).to_be_visible()
-                shot(page, "12-trace-from-jaeger")
-        finally:
-            up.stop(grace=15)
-    # Jaeger gone: the Studio says so, and serves everything else
-    gone = httpx.get(f"{studio.base_url}/api/traces", timeout=20)
+    studio = None
     try:
+        with Jaeger() as jaeger:
+            studio = StudioProcess(folder=folder, args=("--jaeger-url", jaeger.query_url)).start()
+            otlp = {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_url,
+                "OTEL_BSP_SCHEDULE_DELAY": "200",
+            }
+            up = start_process(
+                "agentspec-up",
+                [
+                    sys.executable, "-m", "agentspec_runtime.cli", "up", str(folder),
+                    "--port-base", "0", "--run-local-commands",
+                ],
+                log_path=log,
+                env={**os.environ, **otlp},
+                cwd=ROOT,
+            )  # fmt: skip
+            try:
+                wait_until(
+                    lambda: "agentspec up: ready" in log.read_text(),
+                    timeout=90,
+                    what="agentspec up",
+                )
+                api = f"{studio.base_url}/api/namespaces/default"
+                question = {"message": "How many leave days do I have?", "stream": True}
+                with httpx.stream(
+                    "POST", f"{api}/agents/router/chat", json=question, timeout=60
+                ) as answer:
+                    assert answer.status_code == 200, answer.read()
+                    assert answer.headers["content-type"].startswith("text/event-stream")
+                    events = [
+                        json.loads(line[5:])
+                        for line in answer.iter_lines()
+                        if line.startswith("data:")
+                    ]
+                kinds = [e["type"] for e in events]
+                assert kinds[0] == "start"
+                hops = [e for e in events if e["type"] == "tool" and e["source"] == "partner"]
+                assert [(h["event"], h["tool"], h["target"].split("/")[-1]) for h in hops] == [
+                    ("tool_start", "hr", "hr"),
+                    ("tool_end", "hr", "hr"),
+                ]
+                assert hops[1]["ok"] is True
+                # the hop came and went before the router's answer began to stream
+                assert kinds.index("tool") < kinds.index("delta")
+                text = "".join(e["text"] for e in events if e["type"] == "delta")
+                assert "[hr-policies:leave.md#0]" in text
+                done = next(e for e in events if e["type"] == "done")
+                assert done["agentspec"]["promptVersion"] == "v1"
+                assert done["agentspec"]["partnerUsage"]["prompt_tokens"] > 0
+                assert next(e for e in events if e["type"] == "usage")["usage"]["prompt_tokens"] > 0
+                trace_id = events[0]["traceId"]
+
+                def from_jaeger() -> set[tuple[str, str]]:
+                    found = httpx.get(f"{studio.base_url}/api/traces/{trace_id}", timeout=10)
+                    if found.status_code != 200:
+                        return set()
+                    return {(s["service"], s["name"]) for s in found.json()["spans"]}
+
+                wait_until(
+                    lambda: (
+                        {("router", "execute_tool hr"), ("hr", "execute_tool hr-policies")}
+                        <= from_jaeger()
+                    ),
+                    timeout=30,
+                    what="the trace across router and HR in Jaeger",
+                )
+                assert {"router", "hr"} <= set(jaeger.services())
+
+                # the same question over A2A: a task, its answer streamed, its prompt version
+                over_a2a = {**question, "api": "a2a"}
+                with httpx.stream(
+                    "POST", f"{api}/agents/router/chat", json=over_a2a, timeout=60
+                ) as answer:
+                    assert answer.status_code == 200, answer.read()
+                    a2a = [
+                        json.loads(line[5:])
+                        for line in answer.iter_lines()
+                        if line.startswith("data:")
+                    ]
+                assert [e["type"] for e in a2a][:2] == ["start", "task"]
+                assert "[hr-policies:leave.md#0]" in "".join(
+                    e["text"] for e in a2a if e["type"] == "delta"
+                )
+                assert (
+                    next(e for e in a2a if e["type"] == "done")["agentspec"]["promptVersion"]
+                    == "v1"
+                )
+                assert next(e for e in a2a if e["type"] == "usage")["usage"]["prompt_tokens"] > 0
+                assert not [e for e in a2a if e["type"] == "error"]
+                listed = httpx.get(f"{studio.base_url}/api/traces", timeout=20).json()["items"]
+                assert trace_id in [t["traceId"] for t in listed]
+
+                with chromium() as browser, new_page(browser) as page:
+                    page.goto(f"{studio.base_url}/#/default/playground")
+                    page.get_by_label("Agent").select_option("router")
+                    page.get_by_role("textbox", name="Message").fill(
+                        "How many leave days do I have?"
+                    )
+                    page.get_by_role("button", name="Send").click()
+                    hop = page.get_by_label("Tool calls").locator('[data-source="partner"]')
+                    expect(hop).to_contain_text(re.compile(r"partner hop to hr — ok in [0-9.]+ ms"))
+                    conversation = page.get_by_label("Conversation")
+                    expect(conversation).to_contain_text("[hr-policies:leave.md#0]")
+                    details = page.get_by_label("Answer details")
+                    expect(details).to_contain_text("prompt v1")
+                    shot(page, "11-playground-streamed-hop")
+                    details.get_by_role("link").click()
+                    waterfall = page.get_by_label("Waterfall")
+                    # the trace the browser's chat made, from Jaeger (the page retries while the
+                    # spans are still on their way)
+                    expect(waterfall.locator('[data-service="hr"]').first).to_be_visible(
+                        timeout=30_000
+                    )
+                    expect(waterfall.locator('[data-span="execute_tool hr"]')).to_be_visible()
+                    shot(page, "12-trace-from-jaeger")
+            finally:
+                up.stop(grace=15)
+        # Jaeger gone: the Studio says so, and serves everything else
+        gone = httpx.get(f"{studio.base_url}/api/traces", timeout=20)
         assert gone.status_code == 503
         assert "the trace backend (Jaeger at" in gone.json()["message"]
         assert "cannot be reached" in gone.json()["message"]
         assert httpx.get(f"{studio.base_url}/api/health", timeout=10).status_code == 200
     finally:
-        studio.stop()
+        if studio is not None:
+            studio.stop()

@@ -204,3 +204,44 @@ def test_a_stream_chunk_becomes_the_playground_events() -> None:
     ]
     assert views.chat_events("not json") == []
     assert views.chat_events("[1]") == []
+
+
+def test_an_a2a_stream_becomes_the_playground_events() -> None:
+    def result(payload: Json) -> str:
+        return json.dumps({"jsonrpc": "2.0", "id": 1, "result": payload})
+
+    submitted = {"task": {"id": "t1", "status": {"state": "TASK_STATE_SUBMITTED"}}}
+    assert views.a2a_events(result(submitted)) == [
+        {"type": "task", "taskId": "t1", "state": "submitted"}
+    ]
+    working = {"statusUpdate": {"taskId": "t1", "status": {"state": "TASK_STATE_WORKING"}}}
+    assert views.a2a_events(result(working)) == [{"type": "state", "state": "working"}]
+    chunk = {"artifactUpdate": {"artifact": {"parts": [{"text": "28 "}, {"text": "days"}]}}}
+    assert views.a2a_events(result(chunk)) == [{"type": "delta", "text": "28 days"}]
+    completed = {
+        "statusUpdate": {
+            "status": {"state": "TASK_STATE_COMPLETED"},
+            "metadata": {
+                "agentspec.io/promptVersion": "v2",
+                "agentspec.io/configRevision": "abc",
+                "agentspec.io/usage": {"input_tokens": 269.0, "output_tokens": 114.0},
+            },
+        }
+    }
+    done, usage = views.a2a_events(result(completed))
+    assert done["agentspec"]["promptVersion"] == "v2"
+    assert usage["usage"] == {"prompt_tokens": 269, "completion_tokens": 114}
+    failed = {
+        "statusUpdate": {
+            "status": {
+                "state": "TASK_STATE_FAILED",
+                "message": {"parts": [{"text": "the model is unavailable"}]},
+            }
+        }
+    }
+    assert views.a2a_events(result(failed)) == [
+        {"type": "error", "message": "the task failed: the model is unavailable"}
+    ]
+    refused = json.dumps({"jsonrpc": "2.0", "id": 1, "error": {"code": -32009, "message": "no"}})
+    assert views.a2a_events(refused) == [{"type": "error", "message": "no"}]
+    assert views.a2a_events("{") == []

@@ -1,8 +1,11 @@
 import { nsPath, type Json } from "../api";
-import { Badge, Problem, useLive } from "./common";
+import { Badge, Problem, Skills, useLive } from "./common";
 
 export function Agents({ ns }: { ns: string }) {
   const [data, error] = useLive<{ items: Json[] }>(ns, `${nsPath(ns)}/agents`);
+  // tokens per second and errors from Prometheus, every 10 s (optional: "—" without it)
+  const [figures] = useLive<Json>(ns, `${nsPath(ns)}/figures`, 10_000);
+  const figure = (agent: string, key: string) => figures?.agents?.[agent]?.[key] ?? "—";
   return (
     <section aria-labelledby="agents-title">
       <h2 id="agents-title">Agents in {ns}</h2>
@@ -17,6 +20,8 @@ export function Agents({ ns }: { ns: string }) {
               <th scope="col">Model</th>
               <th scope="col">Prompt versions</th>
               <th scope="col">Replicas</th>
+              <th scope="col">Tokens/s</th>
+              <th scope="col">Errors (1 h)</th>
             </tr>
           </thead>
           <tbody>
@@ -37,11 +42,14 @@ export function Agents({ ns }: { ns: string }) {
                 <td>
                   {a.readyReplicas ?? 0}/{a.replicas ?? 0}
                 </td>
+                <td data-figure="tokens">{figure(a.name, "tokensPerSecond")}</td>
+                <td data-figure="errors">{figure(a.name, "errors")}</td>
               </tr>
             ))}
           </tbody>
         </table>
       )}
+      {figures?.problem && <p className="help">No tokens/s or errors: {figures.problem}</p>}
     </section>
   );
 }
@@ -63,6 +71,8 @@ export function AgentDetail({ ns, name }: { ns: string; name: string }) {
               </>
             )}
           </p>
+          <h3>Skills (its agent card)</h3>
+          <Skills ns={ns} name={name} ready={data.summary.ready} />
           <h3>Conditions</h3>
           <table>
             <thead>

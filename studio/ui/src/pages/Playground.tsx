@@ -17,6 +17,7 @@ const what = (t: Tool) =>
 export function Playground({ ns }: { ns: string }) {
   const [agents] = useLive<{ items: Json[] }>(ns, `${nsPath(ns)}/agents`);
   const [agent, setAgent] = useState("");
+  const [api, setApi] = useState<"openai" | "a2a">("openai");
   const [message, setMessage] = useState("");
   const [turns, setTurns] = useState<Turn[]>([]);
   const [context, setContext] = useState<string | null>(null);
@@ -31,15 +32,19 @@ export function Playground({ ns }: { ns: string }) {
   const onEvent = (event: Json) => {
     if (event.type === "start") {
       setContext(event.contextId);
-      update((t) => ({ ...t, meta: { traceId: event.traceId } }));
+      update((t) => ({ ...t, meta: { traceId: event.traceId, api: event.api } }));
+    } else if (event.type === "task" || event.type === "state") {
+      update((t) => ({ ...t, meta: { ...t.meta, taskId: event.taskId ?? t.meta?.taskId, state: event.state } }));
     } else if (event.type === "delta") {
       update((t) => ({ ...t, text: t.text + event.text }));
     } else if (event.type === "tool") {
       const tool = event as Tool;
-      update((t) => ({
-        ...t,
-        tools: event.event === "tool_start" ? [...t.tools, tool] : t.tools.map((x) => (x.callId === tool.callId ? tool : x)),
-      }));
+      update((t) => {
+        if (event.event === "tool_start") return { ...t, tools: [...t.tools, tool] };
+        // a model may reuse a call id in a later round: the end is the latest running one's
+        const at = t.tools.map((x) => x.callId === tool.callId && x.ok === undefined).lastIndexOf(true);
+        return at < 0 ? t : { ...t, tools: t.tools.map((x, i) => (i === at ? tool : x)) };
+      });
     } else if (event.type === "done") {
       update((t) => ({ ...t, meta: { ...t.meta, agentspec: event.agentspec } }));
     } else if (event.type === "usage") {
@@ -49,16 +54,26 @@ export function Playground({ ns }: { ns: string }) {
     }
   };
 
+  // the controls that would clear or switch the conversation wait while an answer streams
   const send = async () => {
     setBusy(true);
     setError(null);
     setTurns((t) => [...t, { role: "user", text: message, tools: [] }, { role: "agent", text: "", tools: [] }]);
+    let started = false;
     try {
-      await stream(`${nsPath(ns)}/agents/${encodeURIComponent(chosen)}/chat`, { message, contextId: context, stream: true }, onEvent);
+      await stream(`${nsPath(ns)}/agents/${encodeURIComponent(chosen)}/chat`, { message, contextId: context, stream: true, api }, (event) => {
+        started = true;
+        onEvent(event);
+      });
       setMessage("");
     } catch (e) {
-      setTurns((t) => t.slice(0, -1)); // no answer began: the error says why
-      setError(e as ApiError);
+      if (started) {
+        // the answer broke off: what came stays, with why it stopped
+        update((t) => ({ ...t, failed: (e as ApiError).message }));
+      } else {
+        setTurns((t) => t.slice(0, -1)); // no answer began: the error says why
+        setError(e as ApiError);
+      }
     }
     setBusy(false);
   };
@@ -71,6 +86,7 @@ export function Playground({ ns }: { ns: string }) {
           Agent{" "}
           <select
             value={chosen}
+            disabled={busy}
             onChange={(e) => {
               setAgent(e.target.value);
               setTurns([]);
@@ -82,7 +98,15 @@ export function Playground({ ns }: { ns: string }) {
             ))}
           </select>
         </label>
+        <label>
+          API{" "}
+          <select value={api} disabled={busy} onChange={(e) => setApi(e.target.value as "openai" | "a2a")}>
+            <option value="openai">OpenAI-compatible (tool calls shown)</option>
+            <option value="a2a">A2A (a task)</option>
+          </select>
+        </label>
         <button
+          disabled={busy}
           onClick={() => {
             setTurns([]);
             setContext(null);
@@ -97,8 +121,8 @@ export function Playground({ ns }: { ns: string }) {
             <strong>{t.role === "user" ? "You" : chosen}:</strong>
             {t.tools.length > 0 && (
               <ul className="tools" aria-label="Tool calls">
-                {t.tools.map((tool) => (
-                  <li key={tool.callId} data-tool={tool.tool} data-source={tool.source}>
+                {t.tools.map((tool, n) => (
+                  <li key={n} data-tool={tool.tool} data-source={tool.source}>
                     {what(tool)} —{" "}
                     {tool.ok === undefined ? "running…" : `${tool.ok ? "ok" : "failed"} in ${tool.ms} ms`}
                   </li>
@@ -112,12 +136,24 @@ export function Playground({ ns }: { ns: string }) {
                 The answer failed: {t.failed}
               </span>
             )}
+            {t.meta?.taskId && (
+              <small className="meta" aria-label="Task">
+                A2A task {t.meta.taskId} · {t.meta.state}
+              </small>
+            )}
             {t.meta?.agentspec && (
               <small className="meta" aria-label="Answer details">
-                prompt {t.meta.agentspec.promptVersion} · tool calls {t.meta.agentspec.toolCalls ?? 0} · tokens{" "}
-                {t.meta.usage?.prompt_tokens ?? 0} in / {t.meta.usage?.completion_tokens ?? 0} out · partner tokens{" "}
-                {(t.meta.agentspec.partnerUsage?.prompt_tokens ?? 0) + (t.meta.agentspec.partnerUsage?.completion_tokens ?? 0)} ·
-                trace <a href={`#/${ns}/traces/${t.meta.traceId}`}>{t.meta.traceId}</a>
+                prompt {t.meta.agentspec.promptVersion}
+                {t.meta.agentspec.toolCalls !== undefined && <> · tool calls {t.meta.agentspec.toolCalls}</>} · tokens{" "}
+                {t.meta.usage?.prompt_tokens ?? 0} in / {t.meta.usage?.completion_tokens ?? 0} out
+                {t.meta.agentspec.partnerUsage && (
+                  <>
+                    {" "}
+                    · partner tokens{" "}
+                    {(t.meta.agentspec.partnerUsage.prompt_tokens ?? 0) + (t.meta.agentspec.partnerUsage.completion_tokens ?? 0)}
+                  </>
+                )}{" "}
+                · trace <a href={`#/${ns}/traces/${t.meta.traceId}`}>{t.meta.traceId}</a>
               </small>
             )}
           </li>

@@ -132,7 +132,12 @@ function Template({ ns, t, reload, usage }: { ns: string; t: Json; reload: () =>
         </button>
       </div>
       {pending && (
-        <div role="alertdialog" aria-label="Confirm" className="notice">
+        <div
+          role="alertdialog"
+          aria-label="Confirm"
+          className="notice"
+          onKeyDown={(e) => e.key === "Escape" && !running && setPending(null)}
+        >
           <p>{pending.label}?</p>
           <button onClick={confirm} disabled={running} autoFocus>
             Confirm

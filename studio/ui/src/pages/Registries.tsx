@@ -1,5 +1,5 @@
 import { nsPath, type Json } from "../api";
-import { Badge, Problem, useLive } from "./common";
+import { Badge, Problem, Skills, useLive } from "./common";
 
 export function Registries({ ns }: { ns: string }) {
   const [servers, serverError] = useLive<{ items: Json[] }>(ns, `${nsPath(ns)}/mcpservers`);
@@ -40,6 +40,7 @@ export function Registries({ ns }: { ns: string }) {
             <th scope="col">Calls (partners)</th>
             <th scope="col">MCP servers</th>
             <th scope="col">Knowledge</th>
+            <th scope="col">Skills (agent card)</th>
           </tr>
         </thead>
         <tbody>
@@ -51,6 +52,9 @@ export function Registries({ ns }: { ns: string }) {
               <td>{a.partners.join(", ")}</td>
               <td>{a.mcpServers.join(", ")}</td>
               <td>{a.knowledge.join(", ")}</td>
+              <td>
+                <Skills ns={ns} name={a.name} ready={a.ready} />
+              </td>
             </tr>
           ))}
         </tbody>

@@ -6,8 +6,9 @@ const AGENT_SPAN = /^(invoke_agent|chat|execute_tool|embeddings|run_task|resume_
 const isAgentSpan = (s: Json) => s.depth === 0 || s.attributes?.["gen_ai.operation.name"] !== undefined || AGENT_SPAN.test(s.name);
 
 /** Recent traces (from Jaeger, or the ones the agents sent the Studio), newest first, and one
- * as a waterfall. A trace just answered may not be stored yet (spans leave in batches): its
- * page asks again for a few seconds before saying it is not there. */
+ * as a waterfall. Spans leave the agents in batches, each agent on its own: a trace just
+ * answered may be missing or partial, so its page asks again every second for 20 s (a 404
+ * is said only after that). */
 export function Traces({ ns, id }: { ns: string; id?: string }) {
   const [list, setList] = useState<Json[] | null>(null);
   const [trace, setTrace] = useState<Json | null>(null);
@@ -15,16 +16,33 @@ export function Traces({ ns, id }: { ns: string; id?: string }) {
   const [agentOnly, setAgentOnly] = useState(true);
   useEffect(() => {
     setError(null);
-    let left = 15;
+    setTrace(null);
+    let cancelled = false; // a late answer for the trace shown before must not land here
+    let left = 20;
     let timer: ReturnType<typeof setTimeout> | undefined;
+    const again = () => {
+      if (--left > 0) timer = setTimeout(load, 1000);
+    };
     const load = () =>
-      call<Json>("GET", `/api/traces/${encodeURIComponent(id!)}`).then(setTrace, (e: ApiError) => {
-        if (e.status === 404 && --left > 0) timer = setTimeout(load, 1000);
-        else setError(e);
-      });
+      call<Json>("GET", `/api/traces/${encodeURIComponent(id!)}`).then(
+        (t) => {
+          if (cancelled) return;
+          setTrace(t);
+          setError(null);
+          again();
+        },
+        (e: ApiError) => {
+          if (cancelled) return;
+          if (e.status === 404 && left > 1) again();
+          else setError(e);
+        },
+      );
     if (id) load();
-    else call<Json>("GET", "/api/traces").then((d) => setList(d.items), setError);
-    return () => clearTimeout(timer);
+    else call<Json>("GET", "/api/traces").then((d) => !cancelled && setList(d.items), (e) => !cancelled && setError(e));
+    return () => {
+      cancelled = true;
+      clearTimeout(timer);
+    };
   }, [id]);
   return (
     <section aria-labelledby="traces-title">

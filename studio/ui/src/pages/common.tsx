@@ -76,3 +76,43 @@ export function Diff({ text }: { text: string }) {
     </pre>
   );
 }
+
+/** An agent's A2A card, read through the Studio (the service proxy): its skills, or why not. */
+export function useCard(ns: string, name: string, enabled: boolean): [Json | null, ApiError | null] {
+  const [card, setCard] = useState<Json | null>(null);
+  const [error, setError] = useState<ApiError | null>(null);
+  useEffect(() => {
+    setCard(null);
+    setError(null);
+    if (!enabled) return;
+    let live = true;
+    call<Json>("GET", `${nsPath(ns)}/agents/${encodeURIComponent(name)}/card`).then(
+      (c) => live && setCard(c),
+      (e) => live && setError(e),
+    );
+    return () => {
+      live = false;
+    };
+  }, [ns, name, enabled]);
+  return [card, error];
+}
+
+export function Skills({ ns, name, ready }: { ns: string; name: string; ready: boolean }) {
+  const [card, error] = useCard(ns, name, ready);
+  if (!ready) return <span className="help">not ready</span>;
+  if (error) return <span className="help">card unavailable: {error.message}</span>;
+  if (!card) return <span className="help">…</span>;
+  const skills: Json[] = card.skills ?? [];
+  return (
+    <ul className="skills" aria-label={`Skills of ${name}`}>
+      {skills.map((s) => (
+        <li key={s.id ?? s.name} data-skill={s.name}>
+          <strong>{s.name}</strong>
+          {s.description && <>: {s.description}</>}
+          {(s.tags ?? []).length > 0 && <small> (tags: {s.tags.join(", ")})</small>}
+        </li>
+      ))}
+      {skills.length === 0 && <li>no skills listed</li>}
+    </ul>
+  );
+}
