@@ -24,20 +24,17 @@ import yaml
 from playwright.sync_api import expect
 
 from tests.support.browser import chromium, new_page, shot
-from tests.support.procs import start_process, wait_until
+from tests.support.procs import ManagedProcess, start_process, wait_until
 from tests.support.studio_proc import StudioProcess
 from tests.support.tracing import Jaeger
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_folder_mode_writes_the_files_and_the_running_agents_reload(tmp_path: Path) -> None:
-    folder = tmp_path / "specs"
-    shutil.copytree(ROOT / "examples" / "multi-agent", folder)
-    log = tmp_path / "up.log"
-    studio = StudioProcess(folder=folder).start()
-    # the agents send their spans to the Studio, quickly (the batch delay is 5 s otherwise)
-    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": studio.base_url, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+def start_up(folder: Path, log: Path, otlp_endpoint: str) -> ManagedProcess:
+    """``agentspec up`` on ``folder``, its agents exporting spans to ``otlp_endpoint``
+    quickly (the batch delay is 5 s otherwise), once it says it is ready."""
+    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"}
     up = start_process(
         "agentspec-up",
         [
@@ -52,6 +49,23 @@ def test_folder_mode_writes_the_files_and_the_running_agents_reload(tmp_path: Pa
         wait_until(
             lambda: "agentspec up: ready" in log.read_text(), timeout=90, what="agentspec up"
         )
+    except BaseException:
+        up.stop(grace=15)
+        raise
+    return up
+
+
+def test_folder_mode_writes_the_files_and_the_running_agents_reload(tmp_path: Path) -> None:
+    folder = tmp_path / "specs"
+    shutil.copytree(ROOT / "examples" / "multi-agent", folder)
+    log = tmp_path / "up.log"
+    studio = StudioProcess(folder=folder).start()
+    try:
+        up = start_up(folder, log, studio.base_url)  # the agents send their spans to the Studio
+    except BaseException:
+        studio.stop()
+        raise
+    try:
         match = re.search(r"^  hr\s+(http://127\.0\.0\.1:\d+)", log.read_text(), re.M)
         assert match, log.read_text()
         hr = match.group(1)
@@ -187,26 +201,8 @@ def test_the_playground_streams_the_hop_to_hr_and_the_trace_comes_from_jaeger(
     try:
         with Jaeger() as jaeger:
             studio = StudioProcess(folder=folder, args=("--jaeger-url", jaeger.query_url)).start()
-            otlp = {
-                "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_url,
-                "OTEL_BSP_SCHEDULE_DELAY": "200",
-            }
-            up = start_process(
-                "agentspec-up",
-                [
-                    sys.executable, "-m", "agentspec_runtime.cli", "up", str(folder),
-                    "--port-base", "0", "--run-local-commands",
-                ],
-                log_path=log,
-                env={**os.environ, **otlp},
-                cwd=ROOT,
-            )  # fmt: skip
+            up = start_up(folder, log, jaeger.otlp_url)
             try:
-                wait_until(
-                    lambda: "agentspec up: ready" in log.read_text(),
-                    timeout=90,
-                    what="agentspec up",
-                )
                 api = f"{studio.base_url}/api/namespaces/default"
                 question = {"message": "How many leave days do I have?", "stream": True}
                 with httpx.stream(
