@@ -247,7 +247,9 @@ def test_the_multi_agent_example_topology_hop_and_trace(
         page.get_by_role("textbox", name="Message").fill("hr message='How many leave days?'")
         page.get_by_role("button", name="Send").click()
         hop = page.get_by_label("Tool calls").locator('[data-source="partner"]')
-        expect(hop).to_contain_text(re.compile(r"partner hop to hr — ok in [0-9.]+ ms"))
+        expect(hop).to_contain_text(
+            re.compile(r"partner hop to hr — ok in [0-9.]+ ms"), timeout=60_000
+        )
         expect(page.get_by_label("Conversation")).to_contain_text(
             "The tool said: HR says: How many leave days?"
         )

@@ -281,7 +281,9 @@ def test_the_playground_streams_the_hop_to_hr_and_the_trace_comes_from_jaeger(
                     )
                     page.get_by_role("button", name="Send").click()
                     hop = page.get_by_label("Tool calls").locator('[data-source="partner"]')
-                    expect(hop).to_contain_text(re.compile(r"partner hop to hr — ok in [0-9.]+ ms"))
+                    expect(hop).to_contain_text(
+                        re.compile(r"partner hop to hr — ok in [0-9.]+ ms"), timeout=60_000
+                    )
                     conversation = page.get_by_label("Conversation")
                     expect(conversation).to_contain_text("[hr-policies:leave.md#0]")
                     details = page.get_by_label("Answer details")
