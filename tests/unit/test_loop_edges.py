@@ -187,6 +187,21 @@ def tool_calls_counted(engine: Engine, tool: str, outcome: str, source: str = "m
     return engine.metrics.registry.get_sample_value("agentspec_tool_calls_total", labels) or 0.0
 
 
+async def test_the_tools_call_counts_exist_at_zero_from_the_load(
+    make_engine: EngineFactory,
+) -> None:
+    """rate() counts from a series' first scraped sample: a tool's count born with its first
+    call would lose that call on the topology's edges."""
+    with ScriptedModel() as model:
+        engine = await make_engine(model)
+    labels = {"agent": "assistant", "tool": "add", "source": "mcp", "target": "fake"}
+    for outcome in ("ok", "error"):
+        sample = engine.metrics.registry.get_sample_value(
+            "agentspec_tool_calls_total", {**labels, "outcome": outcome}
+        )
+        assert sample == 0.0, outcome
+
+
 # -- maxIterations -----------------------------------------------------------------------------
 
 

@@ -123,7 +123,10 @@ class Engine:
         self.state.applied += 1
         self.state.last_error = None
         self.metrics.loaded(
-            snapshot.revision, model=config.model.model, prompt_versions=snapshot.prompts.versions
+            snapshot.revision,
+            model=config.model.model,
+            prompt_versions=snapshot.prompts.versions,
+            tools={name: (tool.source, tool.target) for name, tool in snapshot.tools().items()},
         )
         log.info(
             "agent %s: config %s loaded (prompt versions %s)",

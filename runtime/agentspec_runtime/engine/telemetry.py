@@ -7,7 +7,7 @@ the server configures an SDK and exporter when the standard ``OTEL_*`` variables
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from opentelemetry import trace
 from prometheus_client import (
@@ -281,7 +281,17 @@ class Metrics:
         """Report the serving model's circuit state (read at scrape time)."""
         self.registry.register(_CircuitState(agent=self.agent, read=read))
 
-    def loaded(self, revision: str, *, model: str, prompt_versions: Iterable[str]) -> None:
+    def loaded(
+        self,
+        revision: str,
+        *,
+        model: str,
+        prompt_versions: Iterable[str],
+        tools: Mapping[str, tuple[str, str]] | None = None,
+    ) -> None:
+        """``tools``: the tools offered now, name -> (source, target): their call counts
+        exist at 0 from here (an MCP server connecting later adds its tools' series at
+        their first call)."""
         self.config_info.clear()
         self.config_info.labels(self.agent, revision).set(1)
         self.reloads.labels(self.agent, "applied").inc()
@@ -294,3 +304,6 @@ class Metrics:
             for outcome in ("ok", "error"):  # likewise: a canary's first requests count
                 self.version_requests.labels(self.agent, version, outcome)
             self.version_seconds.labels(self.agent, version)
+        for name, (source, target) in (tools or {}).items():  # the topology's first calls
+            for outcome in ("ok", "error"):
+                self.tool_calls.labels(self.agent, name, source, target, outcome)
