@@ -373,6 +373,14 @@ class _Api:
             if answer.status_code != 200:  # refused before the stream began: a plain error
                 await answer.aread()
                 raise _agent_error(name, answer.status_code, views.answer_of(answer.text))
+            if not answer.headers.get("content-type", "").startswith("text/event-stream"):
+                # an answer whole, not a stream (A2A answers a request it refuses before its
+                # first event as one JSON-RPC error, HTTP 200): what it says, else why not
+                await answer.aread()
+                said = [e["message"] for e in translate(answer.text) if e["type"] == "error"]
+                raise KubeApiError(
+                    502, f"agent {name!r}: {said[0] if said else 'it did not stream its answer'}"
+                )
         except BaseException:
             await close()
             raise
@@ -637,6 +645,8 @@ def _sse(event: Json) -> bytes:
 
 
 def _agent_error(name: str, status: int, answer: Json) -> KubeApiError:
+    if answer.get("kind") == "Status":  # the apiserver's own refusal (RBAC), not the agent's
+        return KubeApiError(status, f"the cluster refused: {answer.get('message')}")
     error = answer.get("error")
     detail = error.get("message") if isinstance(error, dict) else answer.get("message")
     return KubeApiError(status, f"agent {name!r} answered HTTP {status}: {detail or answer}")

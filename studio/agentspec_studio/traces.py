@@ -151,7 +151,8 @@ class TraceStore:
                 kept = self._traces.setdefault(trace_id, [])
                 self._traces.move_to_end(trace_id)
                 seen = self._seen.setdefault(trace_id, set())
-                if span_id in seen:  # sent twice (a retried export, two query answers)
+                # sent twice (a retried export, two query answers); a full trace takes no more
+                if span_id in seen or len(kept) >= MAX_SPANS:
                     continue
                 seen.add(span_id)
                 if len(kept) < MAX_SPANS:

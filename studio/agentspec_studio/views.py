@@ -423,25 +423,42 @@ def a2a_events(data: str) -> list[Json]:
 def _a2a_result(result: Json) -> list[Json]:
     if isinstance(result.get("task"), dict):
         task = result["task"]
-        state = A2A_STATE.sub("", str((task.get("status") or {}).get("state", ""))).lower()
-        return [{"type": "task", "taskId": task.get("id"), "state": state}]
+        status = task.get("status") or {}
+        state = A2A_STATE.sub("", str(status.get("state", ""))).lower()
+        events: list[Json] = [{"type": "task", "taskId": task.get("id"), "state": state}]
+        if state in ("", "submitted", "working"):
+            return events
+        # a task already settled (a repeated message id answers with the task it made):
+        # its whole answer, then how it ended
+        answer = "".join(_texts(a) for a in task.get("artifacts") or [] if isinstance(a, dict))
+        if answer:
+            events.append({"type": "delta", "text": answer, "replace": True})
+        return events + _a2a_status({"status": status, "metadata": task.get("metadata") or {}})
     if isinstance(result.get("artifactUpdate"), dict):
-        parts = (result["artifactUpdate"].get("artifact") or {}).get("parts") or []
-        text = "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
-        return [{"type": "delta", "text": text}] if text else []
+        update = result["artifactUpdate"]
+        text = _texts(update.get("artifact") or {})
+        # append false: the text replaces what came (a resumed task sends its answer whole)
+        return (
+            [{"type": "delta", "text": text, "replace": not update.get("append")}] if text else []
+        )
     update = result.get("statusUpdate")
     return _a2a_status(update) if isinstance(update, dict) else []
+
+
+def _texts(holder: Json) -> str:
+    """The text of a message's or artifact's parts."""
+    parts = holder.get("parts") or []
+    return "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
 
 
 def _a2a_status(update: Json) -> list[Json]:
     status = update.get("status") or {}
     state = A2A_STATE.sub("", str(status.get("state", ""))).lower()
+    said = _texts(status.get("message") or {})
     if state in ("failed", "rejected", "canceled"):
-        said = (status.get("message") or {}).get("parts") or []
-        why = "".join(str(p.get("text", "")) for p in said if isinstance(p, dict))
-        return [{"type": "error", "message": f"the task {state}: {why or 'no reason given'}"}]
-    if state != "completed":
-        return [{"type": "state", "state": state}]
+        return [{"type": "error", "message": f"the task {state}: {said or 'no reason given'}"}]
+    if state != "completed":  # working, or waiting for the user (what it asks: its message)
+        return [{"type": "state", "state": state, **({"message": said} if said else {})}]
     meta = update.get("metadata") or {}
     usage = meta.get("agentspec.io/usage") or {}
     return [

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts" / "studio"
@@ -18,6 +18,11 @@ CHROMIUM = (
     if Path("/usr/lib/chromium/chromium").is_file()
     else shutil.which("chromium")
 )
+
+
+# What the page shows often waits on the Studio, the cluster and the agents: on a loaded
+# 2-core machine 5 s (Playwright's default) is too short to mean "it never came".
+expect.set_options(timeout=15_000)
 
 
 @contextmanager

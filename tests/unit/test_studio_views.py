@@ -216,8 +216,38 @@ def test_an_a2a_stream_becomes_the_playground_events() -> None:
     ]
     working = {"statusUpdate": {"taskId": "t1", "status": {"state": "TASK_STATE_WORKING"}}}
     assert views.a2a_events(result(working)) == [{"type": "state", "state": "working"}]
-    chunk = {"artifactUpdate": {"artifact": {"parts": [{"text": "28 "}, {"text": "days"}]}}}
-    assert views.a2a_events(result(chunk)) == [{"type": "delta", "text": "28 days"}]
+    first = {"artifactUpdate": {"artifact": {"parts": [{"text": "28 "}, {"text": "days"}]}}}
+    assert views.a2a_events(result(first)) == [
+        {"type": "delta", "text": "28 days", "replace": True}
+    ]
+    more = {"artifactUpdate": {"artifact": {"parts": [{"text": " a year"}]}, "append": True}}
+    assert views.a2a_events(result(more)) == [
+        {"type": "delta", "text": " a year", "replace": False}
+    ]
+    waiting = {
+        "statusUpdate": {
+            "status": {
+                "state": "TASK_STATE_INPUT_REQUIRED",
+                "message": {"parts": [{"text": "which country?"}]},
+            }
+        }
+    }
+    assert views.a2a_events(result(waiting)) == [
+        {"type": "state", "state": "input_required", "message": "which country?"}
+    ]
+    # a repeated message id answers with the settled task: its answer whole, then its end
+    settled = {
+        "task": {
+            "id": "t0",
+            "status": {"state": "TASK_STATE_COMPLETED"},
+            "artifacts": [{"parts": [{"text": "28 days"}]}],
+            "metadata": {"agentspec.io/promptVersion": "v1"},
+        }
+    }
+    task, answer, done, _usage = views.a2a_events(result(settled))
+    assert task == {"type": "task", "taskId": "t0", "state": "completed"}
+    assert answer == {"type": "delta", "text": "28 days", "replace": True}
+    assert done["agentspec"]["promptVersion"] == "v1"
     completed = {
         "statusUpdate": {
             "status": {"state": "TASK_STATE_COMPLETED"},

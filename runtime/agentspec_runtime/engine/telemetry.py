@@ -304,6 +304,9 @@ class Metrics:
             for outcome in ("ok", "error"):  # likewise: a canary's first requests count
                 self.version_requests.labels(self.agent, version, outcome)
             self.version_seconds.labels(self.agent, version)
+        for api in ("openai", "a2a"):  # a pod's first failure counts in the errors figure
+            for outcome in ("ok", "error"):
+                self.requests.labels(self.agent, api, outcome)
         for name, (source, target) in (tools or {}).items():  # the topology's first calls
             for outcome in ("ok", "error"):
                 self.tool_calls.labels(self.agent, name, source, target, outcome)

@@ -31,13 +31,14 @@ export async function call<T = Json>(method: string, path: string, body?: Json):
 export const nsPath = (ns: string) => `/api/namespaces/${encodeURIComponent(ns)}`;
 
 /** POST and read the answer as server-sent events (`data: {json}` each), as they come. */
-export async function stream(path: string, body: Json, onEvent: (event: Json) => void): Promise<void> {
+export async function stream(path: string, body: Json, onEvent: (event: Json) => void, signal?: AbortSignal): Promise<void> {
   let response: Response;
   try {
     response = await fetch(path, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(body),
+      signal,
     });
   } catch (e) {
     throw new ApiError(0, { message: `the Studio's server cannot be reached: ${e}` });

@@ -4,7 +4,7 @@ import { Badge, Problem, Skills, useLive } from "./common";
 export function Agents({ ns }: { ns: string }) {
   const [data, error] = useLive<{ items: Json[] }>(ns, `${nsPath(ns)}/agents`);
   // tokens per second and errors from Prometheus, every 10 s (optional: "—" without it)
-  const [figures] = useLive<Json>(ns, `${nsPath(ns)}/figures`, 10_000);
+  const [figures] = useLive<Json>(ns, `${nsPath(ns)}/figures`, 10_000, false);
   const figure = (agent: string, key: string) => figures?.agents?.[agent]?.[key] ?? "—";
   return (
     <section aria-labelledby="agents-title">

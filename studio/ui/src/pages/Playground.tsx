@@ -1,4 +1,4 @@
-import { useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { ApiError, nsPath, stream, type Json } from "../api";
 import { Problem, useLive } from "./common";
 
@@ -24,6 +24,9 @@ export function Playground({ ns }: { ns: string }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<ApiError | null>(null);
   const chosen = agent || agents?.items[0]?.name || "";
+  // leaving the page stops the answer: the Studio closes the agent's stream with it
+  const reading = useRef<AbortController | null>(null);
+  useEffect(() => () => reading.current?.abort(), []);
 
   // changes the conversation's last turn (the answer streaming in)
   const update = (change: (turn: Turn) => Turn) =>
@@ -34,9 +37,12 @@ export function Playground({ ns }: { ns: string }) {
       setContext(event.contextId);
       update((t) => ({ ...t, meta: { traceId: event.traceId, api: event.api } }));
     } else if (event.type === "task" || event.type === "state") {
-      update((t) => ({ ...t, meta: { ...t.meta, taskId: event.taskId ?? t.meta?.taskId, state: event.state } }));
+      update((t) => ({
+        ...t,
+        meta: { ...t.meta, taskId: event.taskId ?? t.meta?.taskId, state: event.state, asks: event.message },
+      }));
     } else if (event.type === "delta") {
-      update((t) => ({ ...t, text: t.text + event.text }));
+      update((t) => ({ ...t, text: event.replace ? event.text : t.text + event.text }));
     } else if (event.type === "tool") {
       const tool = event as Tool;
       update((t) => {
@@ -60,11 +66,18 @@ export function Playground({ ns }: { ns: string }) {
     setError(null);
     setTurns((t) => [...t, { role: "user", text: message, tools: [] }, { role: "agent", text: "", tools: [] }]);
     let started = false;
+    const controller = new AbortController();
+    reading.current = controller;
     try {
-      await stream(`${nsPath(ns)}/agents/${encodeURIComponent(chosen)}/chat`, { message, contextId: context, stream: true, api }, (event) => {
-        started = true;
-        onEvent(event);
-      });
+      await stream(
+        `${nsPath(ns)}/agents/${encodeURIComponent(chosen)}/chat`,
+        { message, contextId: context, stream: true, api },
+        (event) => {
+          started = true;
+          onEvent(event);
+        },
+        controller.signal,
+      );
       setMessage("");
     } catch (e) {
       if (started) {
@@ -139,6 +152,7 @@ export function Playground({ ns }: { ns: string }) {
             {t.meta?.taskId && (
               <small className="meta" aria-label="Task">
                 A2A task {t.meta.taskId} · {t.meta.state}
+                {t.meta.asks && <> · it asks: {t.meta.asks}</>}
               </small>
             )}
             {t.meta?.agentspec && (

@@ -2,10 +2,16 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import { ApiError, call, nsPath, type Json } from "../api";
 
 /** GET a path, again whenever the namespace's objects change (server-sent events, coalesced:
- * a burst of changes is one reload) and, with ``every`` (ms), on that period too (figures
- * from Prometheus change without any object changing); a response that arrives after a
+ * a burst of changes is one reload; not with ``followCluster`` false) and, with ``every``
+ * (ms), on that period too (figures from Prometheus change without any object changing); a
+ * response that arrives after a
  * newer request is dropped, and switching path clears what the old one showed. */
-export function useLive<T = Json>(ns: string, path: string, every?: number): [T | null, ApiError | null, () => void] {
+export function useLive<T = Json>(
+  ns: string,
+  path: string,
+  every?: number,
+  followCluster = true,
+): [T | null, ApiError | null, () => void] {
   const [data, setData] = useState<T | null>(null);
   const [error, setError] = useState<ApiError | null>(null);
   const sequence = useRef(0);
@@ -29,15 +35,15 @@ export function useLive<T = Json>(ns: string, path: string, every?: number): [T 
       clearTimeout(timer);
       timer = setTimeout(load, 300);
     };
-    const events = new EventSource(`${nsPath(ns)}/live`);
-    events.addEventListener("change", soon);
+    const events = followCluster ? new EventSource(`${nsPath(ns)}/live`) : null;
+    events?.addEventListener("change", soon);
     const period = every ? setInterval(load, every) : undefined;
     return () => {
       clearTimeout(timer);
       clearInterval(period);
-      events.close();
+      events?.close();
     };
-  }, [ns, load, every]);
+  }, [ns, load, every, followCluster]);
   return [data, error, load];
 }
 
