@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .errors import PermanentError, TemporaryError
+from .errors import NamespaceGoingError, PermanentError, TemporaryError
 from .mcp_servers import McpServerReconciler
 from .reconcile import Reconciler
 from .render_meta import AGENT_LABEL
@@ -95,6 +95,9 @@ class Controller:
             except TemporaryError as e:
                 delay = queue.retry(key, e.delay)
                 log.warning("%s/%s: %s (retry in %.1fs)", *key, e, delay)
+            except NamespaceGoingError as e:
+                queue.forget(key)
+                log.info("%s/%s: %s; nothing to do", *key, e)
             except PermanentError as e:
                 # Retrying as is cannot help, but the world may change (RBAC fixed, namespace
                 # recreated): look again after the longest backoff.

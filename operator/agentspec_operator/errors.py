@@ -5,8 +5,9 @@
     OperatorError
     ├── TemporaryError      retry the reconcile later (apiserver down, conflict, timeout)
     │   └── ConflictError   409: someone wrote the object since it was read
-    └── PermanentError      retrying cannot help until the input changes (invalid manifest,
-                            forbidden by RBAC); surfaced in status and logs
+    ├── PermanentError      retrying cannot help until the input changes (invalid manifest,
+    │                       forbidden by RBAC); surfaced in status and logs
+    └── NamespaceGoingError the namespace is being deleted: nothing left to reconcile
 
 Library errors (lightkube ``ApiError``, httpx transport errors) are translated at one seam,
 ``kube.py``, with ``raise ... from e``.
@@ -33,3 +34,9 @@ class ConflictError(TemporaryError):
 
 class PermanentError(OperatorError):
     """The request can never succeed as made; wait for the input to change."""
+
+
+class NamespaceGoingError(OperatorError):
+    """The namespace is terminating (the apiserver refuses new objects in it, 403
+    ``NamespaceTerminating``): its objects go with it, so the work is dropped, not retried
+    and not reported as a failure."""

@@ -34,7 +34,13 @@ from lightkube.types import PatchType
 
 from agentspec_runtime.spec import GROUP, VERSION
 
-from .errors import ConflictError, OperatorError, PermanentError, TemporaryError
+from .errors import (
+    ConflictError,
+    NamespaceGoingError,
+    OperatorError,
+    PermanentError,
+    TemporaryError,
+)
 from .settings import FIELD_MANAGER
 
 Json = dict[str, Any]
@@ -63,6 +69,7 @@ RESOURCES: dict[str, type[NamespacedResource]] = {
 KEDA_CRD = "scaledobjects.keda.sh"
 _TEMPORARY_CODES = {408, 425, 429, 500, 502, 503, 504}
 NOT_FOUND = 404
+FORBIDDEN = 403
 CONFLICT = 409
 APPLY_RETRYABLE = frozenset({NOT_FOUND})
 MAX_IN_FLIGHT = 20
@@ -76,6 +83,9 @@ def _translate(
         message = f"{what}: {e.status.message} ({code})"
         if code == CONFLICT:
             return ConflictError(message)
+        causes = (e.status.details.causes if e.status.details else None) or []
+        if code == FORBIDDEN and any(c.reason == "NamespaceTerminating" for c in causes):
+            return NamespaceGoingError(f"{what}: its namespace is being deleted")
         if code in _TEMPORARY_CODES or code in also_temporary:
             return TemporaryError(message)
         return PermanentError(message)
