@@ -303,16 +303,20 @@ class ChatCompletions:
         agent = self.engine.agent
         trace_context = propagate.extract(dict(request.headers))
 
-        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        def envelope(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            """One chunk; one without choices carries only ``extra`` (usage, tool events)."""
             payload = {
                 "id": completion_id,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": agent,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                "choices": choices,
                 **extra,
             }
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+            return envelope([{"index": 0, "delta": delta, "finish_reason": finish}], **extra)
 
         async def events() -> AsyncIterator[bytes]:
             queue: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -321,15 +325,7 @@ class ChatCompletions:
                 queue.put_nowait(chunk({"content": text}))
 
             async def on_tool(event: ToolEvent) -> None:
-                payload = {
-                    "id": completion_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": agent,
-                    "choices": [],
-                    "agentspec": _tool_event(event),
-                }
-                queue.put_nowait(b"data: " + json.dumps(payload).encode() + b"\n\n")
+                queue.put_nowait(envelope([], agentspec=_tool_event(event)))
 
             async def run() -> AgentResult:
                 token = otel_context.attach(trace_context)
@@ -360,15 +356,7 @@ class ChatCompletions:
                     {}, _finish(result), agentspec=_metadata(result, agent_request.context_id)
                 )
                 if include_usage:
-                    payload = {
-                        "id": completion_id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": agent,
-                        "choices": [],
-                        "usage": _usage(result),
-                    }
-                    yield b"data: " + json.dumps(payload).encode() + b"\n\n"
+                    yield envelope([], usage=_usage(result))
                 yield b"data: [DONE]\n\n"
             finally:
                 # The client may have gone away mid-stream: stop the agent's work with it.
