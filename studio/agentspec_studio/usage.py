@@ -202,4 +202,5 @@ class Usage:
             "consumers": sorted(consumers, key=lambda r: (r["agent"], r["consumer"])),
             "requests": sorted(outcomes.values(), key=lambda r: r["agent"]),
             "priced": sorted(self.prices),
+            "prices": {model: dict(price) for model, price in sorted(self.prices.items())},
         }

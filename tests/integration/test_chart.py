@@ -24,6 +24,7 @@ from agentspec_operator.render_meta import AgentRef
 from agentspec_operator.render_workload import render_pod_template
 from agentspec_operator.settings import OperatorSettings, PrometheusAuth
 from agentspec_runtime.spec import AgentResource, parse_resource
+from agentspec_studio.usage import load_prices
 from tests.support.cluster import OPERATOR_NAMESPACE, ShippedCluster
 from tests.support.control_plane import ControlPlane, NamespacedKubectl
 from tests.support.operator_testkit import agent_doc, eventually, prompt_doc
@@ -255,7 +256,7 @@ def test_crd_changes_reach_the_cluster_by_server_side_apply(
 
 
 def test_the_studio_is_off_by_default_and_read_only_unless_writing_is_chosen(
-    control_plane: ControlPlane,
+    control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     def rendered(*values: str) -> list[dict[str, Any]]:
         text = helm(control_plane, "template", "agentspec", str(CHART), "-n", "ops", *values)
@@ -275,10 +276,12 @@ def test_the_studio_is_off_by_default_and_read_only_unless_writing_is_chosen(
     ]
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--allow-host=agentspec-studio.ops.svc:8500" in args
+    assert not [a for a in args if a.startswith("--prices")]
     writing = rendered(
         "--set", "studio.enabled=true", "--set", "studio.rbac.write=true",
         "--set", "studio.allowHosts={studio.example.com}",
         "--set", "studio.jaegerUrl=http://jaeger-query.observability:16686",
+        "--set-json", 'studio.prices={"gpt-4o-mini": {"input": 0.15, "output": 0.6}}',
     )  # fmt: skip
     (role,) = [
         d for d in writing if d["kind"] == "ClusterRole" and "studio" in d["metadata"]["name"]
@@ -297,3 +300,14 @@ def test_the_studio_is_off_by_default_and_read_only_unless_writing_is_chosen(
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--allow-host=studio.example.com" in args
     assert "--jaeger-url=http://jaeger-query.observability:16686" in args
+    # the price table: a ConfigMap mounted where --prices reads it, in the Studio's own format
+    assert "--prices=/etc/agentspec-studio/prices.yaml" in args
+    (prices,) = [d for d in writing if d["metadata"]["name"] == "agentspec-studio-prices"]
+    table = tmp_path / "prices.yaml"
+    table.write_text(prices["data"]["prices.yaml"])
+    assert load_prices(table) == {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["volumeMounts"] == [
+        {"name": "prices", "mountPath": "/etc/agentspec-studio", "readOnly": True}
+    ]
+    assert pod["volumes"] == [{"name": "prices", "configMap": {"name": "agentspec-studio-prices"}}]

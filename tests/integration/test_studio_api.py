@@ -24,6 +24,7 @@ import yaml
 
 from tests.support.control_plane import ControlPlane, NamespacedKubectl
 from tests.support.operator_testkit import agent_doc, get, prompt_doc
+from tests.support.procs import free_ports
 from tests.support.studio_proc import StudioProcess, unreachable_kubeconfig
 
 Json = dict[str, Any]
@@ -229,6 +230,58 @@ def test_an_unreachable_cluster_is_said_plainly(tmp_path: Path) -> None:
         agents = api(studio, "GET", "/api/namespaces/default/agents")
         assert agents.status_code == 503
         assert agents.json()["message"].startswith("the cluster cannot be reached")
+
+
+def test_an_unreachable_prometheus_or_trace_backend_is_said_and_the_rest_serves(
+    control_plane: ControlPlane, kubectl: NamespacedKubectl, namespace: str, tmp_path: Path
+) -> None:
+    kubectl.apply(prompt_doc("p"))
+    kubectl.apply(agent_doc("a", partners=[{"name": "b"}]))
+    (dead,) = free_ports(1)  # nobody listens there
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("gpt-4o-mini: {input: 0.15, output: 0.6}\n")
+    with StudioProcess(
+        kubeconfig=control_plane.kubeconfig,
+        args=(
+            "--prometheus-url", f"http://127.0.0.1:{dead}",
+            "--jaeger-url", f"http://127.0.0.1:{dead}",
+            "--prices", str(prices),
+        ),
+    ) as studio:  # fmt: skip
+        base = f"/api/namespaces/{namespace}"
+        usage = api(studio, "GET", f"{base}/usage")
+        assert usage.status_code == 503
+        assert usage.json()["message"].startswith(
+            f"Prometheus at http://127.0.0.1:{dead} cannot be reached"
+        )
+        # the topology and the agents page still serve, saying why they have no figures
+        topology = api(studio, "GET", f"{base}/topology")
+        assert topology.status_code == 200, topology.text
+        assert "cannot be reached" in topology.json()["ratesError"]
+        assert [e["to"] for e in topology.json()["edges"]] == ["agent/b"]
+        assert "rate" not in topology.json()["edges"][0]
+        figures = api(studio, "GET", f"{base}/figures").json()
+        assert figures["agents"] == {}
+        assert "cannot be reached" in figures["problem"]
+        traces = api(studio, "GET", "/api/traces")
+        assert traces.status_code == 503
+        assert traces.json()["message"].startswith(
+            f"the trace backend (Jaeger at http://127.0.0.1:{dead}) cannot be reached"
+        )
+        assert api(studio, "GET", "/api/traces/not-a-trace-id").status_code == 422
+        assert api(studio, "GET", f"{base}/agents").status_code == 200
+    # in cluster mode without --jaeger-url there is no trace backend, and no OTLP receiver
+    with StudioProcess(kubeconfig=control_plane.kubeconfig) as plain:
+        none = api(plain, "GET", "/api/traces")
+        assert none.status_code == 503
+        assert "no trace backend" in none.json()["message"]
+        receiver = httpx.post(
+            f"{plain.base_url}/v1/traces",
+            content=b"{}",
+            headers={"content-type": "application/json"},
+            timeout=10,
+        )
+        assert receiver.status_code in (404, 405)
 
 
 def test_what_a_hostile_page_could_send_is_refused(

@@ -103,6 +103,37 @@ export function Usage({ ns }: { ns: string }) {
       )}
       {data && (
         <>
+          <h3>Price table</h3>
+          {Object.keys(data.prices ?? {}).length === 0 ? (
+            <p className="help">No prices: costs show as "no price".</p>
+          ) : (
+            <table aria-label="Price table">
+              <thead>
+                <tr>
+                  <th scope="col">Model</th>
+                  <th scope="col">Input (USD per 1M tokens)</th>
+                  <th scope="col">Output (USD per 1M tokens)</th>
+                </tr>
+              </thead>
+              <tbody>
+                {Object.entries(data.prices as Record<string, Json>).map(([model, price]) => (
+                  <tr key={model} data-price={model}>
+                    <td>{model}</td>
+                    <td>{price.input}</td>
+                    <td>{price.output}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+          <p className="help">
+            The Studio's settings: agentspec studio --prices FILE (YAML: model: {"{"}input, output{"}"}), or the chart's
+            studio.prices.
+          </p>
+        </>
+      )}
+      {data && (
+        <>
           <h3>Requests</h3>
           <ul>
             {data.requests.map((r: Json) => (
