@@ -184,7 +184,11 @@ def test_streaming_with_usage(runtime: RuntimeProcess, llm: FakeLLM) -> None:
 
 def test_streaming_shows_the_tool_calls_when_asked(runtime: RuntimeProcess, llm: FakeLLM) -> None:
     llm.script(
-        Turn.tool_calls(ToolCall("add", {"a": 2, "b": 40}), ToolCall("fail", {})),
+        Turn.tool_calls(
+            ToolCall("add", {"a": 2, "b": 40}),
+            ToolCall("fail", {}),
+            ToolCall("leak_the_secret_plan", {}),  # a name the model made up
+        ),
         Turn.text("It is 42."),
     )
     stream = client(runtime).chat.completions.create(
@@ -201,11 +205,16 @@ def test_streaming_shows_the_tool_calls_when_asked(runtime: RuntimeProcess, llm:
     events = [event(c) for c in chunks if not c.choices]
     starts = {e["tool"]: e for e in events if e["event"] == "tool_start"}
     ends = {e["tool"]: e for e in events if e["event"] == "tool_end"}
-    assert set(starts) == set(ends) == {"add", "fail"}
+    assert set(starts) == set(ends) == {"add", "fail", "unknown"}
     assert {k: (e["source"], e["target"]) for k, e in ends.items()} == {
         "add": ("mcp", "claims-http"),
         "fail": ("mcp", "claims-http"),
+        "unknown": ("unknown", "unknown"),
     }
+    # the model's own text (a made-up name, its call ids) never reaches the caller this way:
+    # the calls are numbered by the run
+    assert "leak_the_secret_plan" not in json.dumps(events)
+    assert sorted(e["callId"] for e in ends.values()) == ["1", "2", "3"]
     assert (ends["add"]["ok"], ends["fail"]["ok"]) == (True, False)
     assert ends["add"]["ms"] >= 0
     assert "ok" not in starts["add"]

@@ -530,6 +530,7 @@ class AgentRun:
     async def _run_tool(self, call: ToolCall, key: str) -> ToolOutcome:
         """``key`` names this call within the task (its journal entries)."""
         self.tool_calls += 1
+        number = self.tool_calls  # the run's n-th call: what a streaming caller sees
         tool = self.tools.get(call.name)
         source = tool.source if tool else "unknown"
         done = self.replay.finished.get(key)
@@ -540,19 +541,22 @@ class AgentRun:
             await self._checkpoint(ToolFinished(key, INTERRUPTED, False))
             return ToolOutcome(call=call, content=INTERRUPTED, ok=False, source=source)
         await self._checkpoint(ToolStarted(key, call.name))
-        outcome, usage = await self._invoke(call, tool, key)
+        outcome, usage = await self._invoke(call, tool, key, number)
         await self._checkpoint(ToolFinished(key, outcome.content, outcome.ok, usage))
         return outcome
 
     async def _invoke(
-        self, call: ToolCall, tool: Tool | None, key: str
+        self, call: ToolCall, tool: Tool | None, key: str, number: int
     ) -> tuple[ToolOutcome, Usage]:
         source = tool.source if tool else "unknown"
         target = tool.target if tool else "unknown"
+        # a name the model made up is model output: never a label value (unbounded
+        # cardinality) nor an event past the output guard
+        label = call.name if tool is not None else "unknown"
         usage = Usage()
         started = time.perf_counter()
         if self.on_tool is not None:
-            await self.on_tool(ToolEvent(call.id, call.name, source, target))
+            await self.on_tool(ToolEvent(str(number), label, source, target))
         with t.TRACER.start_as_current_span(
             f"execute_tool {call.name}",
             kind=SpanKind.INTERNAL,
@@ -587,15 +591,13 @@ class AgentRun:
                 content, ok = f"Error: the tool failed unexpectedly ({type(e).__name__})", False
                 span.record_exception(e)
                 span.set_status(Status(StatusCode.ERROR, type(e).__name__))
-        # a name the model made up must not become a label value (unbounded cardinality)
-        label = call.name if tool is not None else "unknown"
         elapsed = time.perf_counter() - started
         self.metrics.tool_calls.labels(
             self.metrics.agent, label, source, target, "ok" if ok else "error"
         ).inc()
         self.metrics.tool_seconds.labels(self.metrics.agent, label, source).observe(elapsed)
         if self.on_tool is not None:
-            await self.on_tool(ToolEvent(call.id, call.name, source, target, ok, elapsed))
+            await self.on_tool(ToolEvent(str(number), label, source, target, ok, elapsed))
         if len(content) > MAX_TOOL_RESULT_CHARS:
             content = content[:MAX_TOOL_RESULT_CHARS] + "\n[truncated]"
         return ToolOutcome(call=call, content=content, ok=ok, source=source), usage

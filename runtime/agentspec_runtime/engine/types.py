@@ -24,7 +24,9 @@ OnDelta = Callable[[str], Awaitable[None]]
 @dataclass(frozen=True, slots=True)
 class ToolEvent:
     """A tool call starting (``ok`` None) or finished, as a streaming caller may watch it:
-    names only, never the arguments or the result."""
+    names only, never the arguments or the result. ``call_id``: the run's n-th call (not the
+    model's id for it, which is model output); ``name``: the tool's, or ``unknown`` for a
+    name the model made up."""
 
     call_id: str
     name: str
