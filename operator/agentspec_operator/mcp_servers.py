@@ -19,6 +19,9 @@ from .world import MCP_SERVERS, Json, Key, World
 log = logging.getLogger(__name__)
 
 Prober = Callable[..., Awaitable[ProbeResult]]
+FIRST_RETRY_SECONDS = 5.0
+"""After a failed probe the next comes sooner than the interval — 5 s, 10 s, 20 s... up to
+it — so a server created with its McpServer (its pod still starting) is seen Ready soon."""
 
 
 def _age_seconds(stamp: str | None, now: str) -> float:
@@ -37,12 +40,14 @@ class McpServerReconciler:
         self._now = now
         self._probe = prober
         self.probes = 0
+        self._failures: dict[Key, int] = {}
 
     async def reconcile(self, key: Key) -> float | None:
         """Probe and record; returns the delay until the next probe (None: server gone)."""
         body = self.world.body(MCP_SERVERS, key)
         server = self.world.mcp_server(key)
         if body is None or server is None:
+            self._failures.pop(key, None)
             return None
         spec = server.spec
         self.probes += 1
@@ -66,4 +71,10 @@ class McpServerReconciler:
             await self.kube.patch_status(
                 "McpServer", namespace=key[0], name=key[1], status=status, old=old
             )
-        return float(spec.probe_interval_seconds)
+        interval = float(spec.probe_interval_seconds)
+        if result.tools is not None:
+            self._failures.pop(key, None)
+            return interval
+        failed = self._failures.get(key, 0)
+        self._failures[key] = failed + 1
+        return min(interval, FIRST_RETRY_SECONDS * float(2 ** min(failed, 16)))

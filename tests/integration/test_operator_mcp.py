@@ -85,6 +85,21 @@ def test_server_is_reprobed_on_its_interval(
     assert back_status["toolCount"] == 2
 
 
+def test_a_server_starting_after_its_mcpserver_is_seen_before_the_interval(
+    k: NamespacedKubectl, make_mcp_server: McpServerFactory
+) -> None:
+    """The usual rollout: the McpServer and the server's pod are applied together and the
+    first probe finds nothing; the next comes after 5 s, not the 60 s interval."""
+    server = make_mcp_server("streamable-http", tools=["add"])
+    server.kill()
+    k.apply(mcp_doc("late", server.url, timeoutSeconds=2))  # probeIntervalSeconds: 60
+    _ready(k, "late", "False")
+    server.start()
+    started = time.monotonic()
+    _ready(k, "late", "True")  # within PROBE_DEADLINE (15 s), a quarter of the interval
+    assert time.monotonic() - started < PROBE_DEADLINE
+
+
 def test_server_demanding_credentials_is_unauthorized(
     k: NamespacedKubectl, make_mcp_server: McpServerFactory
 ) -> None:
