@@ -288,6 +288,8 @@ class _Api:
         api = body.get("api", "openai")
         if api not in ("openai", "a2a"):
             raise EditError("api: openai or a2a")
+        if api == "a2a" and body.get("stream") is False:  # not silently a stream anyway
+            raise EditError("api a2a answers as a stream: leave stream out or send true")
         start = {"type": "start", "traceId": trace_id, "contextId": str(context), "api": api}
         if api == "a2a":
             rpc = {

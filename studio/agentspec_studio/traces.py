@@ -96,18 +96,7 @@ class TraceStore:
                 request = json.loads(body)
             except ValueError as e:
                 raise EditError(f"not OTLP JSON: {e}") from e
-            if not isinstance(request, dict) or not isinstance(
-                request.get("resourceSpans", []), list
-            ):
-                raise EditError("not OTLP JSON: an object with resourceSpans")
-            resources = [r for r in request.get("resourceSpans", []) if isinstance(r, dict)]
-            return self._take(
-                (
-                    _attributes(r.get("resource", {}).get("attributes", [])),
-                    [s for scope in r.get("scopeSpans", []) for s in scope.get("spans", [])],
-                )
-                for r in resources
-            )
+            return self.take_json(request)
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceRequest,
         )
@@ -123,6 +112,19 @@ class TraceStore:
                 [s for scope in r.scope_spans for s in scope.spans],
             )
             for r in message.resource_spans
+        )
+
+    def take_json(self, request: Any) -> int:
+        """Store the spans of an OTLP JSON export already parsed (Jaeger's answers are one)."""
+        if not isinstance(request, dict) or not isinstance(request.get("resourceSpans", []), list):
+            raise EditError("not OTLP JSON: an object with resourceSpans")
+        resources = [r for r in request.get("resourceSpans", []) if isinstance(r, dict)]
+        return self._take(
+            (
+                _attributes(r.get("resource", {}).get("attributes", [])),
+                [s for scope in r.get("scopeSpans", []) for s in scope.get("spans", [])],
+            )
+            for r in resources
         )
 
     def _take(self, batches: Any) -> int:
@@ -267,7 +269,7 @@ class JaegerTraces:
         store = into or TraceStore()
         result = (answer or {}).get("result")
         if isinstance(result, dict):
-            store.receive(json.dumps(result).encode(), "application/json")
+            store.take_json(result)
         return store
 
     async def recent_traces(self) -> list[Json]:

@@ -270,6 +270,11 @@ def test_the_playground_streams_the_hop_to_hr_and_the_trace_comes_from_jaeger(
                 )
                 assert next(e for e in a2a if e["type"] == "usage")["usage"]["prompt_tokens"] > 0
                 assert not [e for e in a2a if e["type"] == "error"]
+                refused = httpx.post(
+                    f"{api}/agents/router/chat", json={**over_a2a, "stream": False}, timeout=20
+                )
+                assert refused.status_code == 422
+                assert "answers as a stream" in refused.json()["message"]
                 listed = httpx.get(f"{studio.base_url}/api/traces", timeout=20).json()["items"]
                 assert trace_id in [t["traceId"] for t in listed]
 
